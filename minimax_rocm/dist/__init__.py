@@ -1,0 +1,39 @@
+"""Distributed pieces: process-group lookup by name, the Lamport workspace
+registry, expert maps and the EP combine."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch.distributed as dist
+
+from .expert_map import expert_map, local_expert_range  # noqa: F401
+
+# group_name -> LamportWorkspace opened for that group (the fused QK-norm kernel
+# needs one; without it the oracle takes the NCCL/RCCL path).
+_LAMPORT: dict[str, object] = {}
+
+
+def resolve_group(group_name: str):
+    """The ProcessGroup registered under group_name ("" = none)."""
+    if not group_name:
+        return None
+    from torch.distributed.distributed_c10d import _resolve_process_group
+    return _resolve_process_group(group_name)
+
+
+def group_world_size(group_name: str) -> int:
+    if not group_name or not dist.is_available() or not dist.is_initialized():
+        return 1
+    return dist.get_world_size(resolve_group(group_name))
+
+
+def register_lamport_workspace(group_name: str, workspace) -> None:
+    _LAMPORT[group_name] = workspace
+
+
+def unregister_lamport_workspace(group_name: str) -> None:
+    _LAMPORT.pop(group_name, None)
+
+
+def lamport_workspace(group_name: str) -> Optional[object]:
+    return _LAMPORT.get(group_name)

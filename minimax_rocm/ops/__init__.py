@@ -1,0 +1,12 @@
+"""Public ops: each module registers one family as torch.library custom ops
+(namespace minimax_rocm) with fake implementations, and its backends with the
+oracle."""
+from .activation import swiglu_oai
+from .moe import fused_moe, moe_align
+from .mxfp8 import fused_moe_mxfp8, mxfp8_dequant, mxfp8_quant
+from .norm import allreduce_rms, allreduce_rms_qk
+from .router_gemm import router_gemm
+from .topk_reduce import topk_reduce
+
+__all__ = ["allreduce_rms", "allreduce_rms_qk", "fused_moe", "fused_moe_mxfp8", "moe_align", "mxfp8_dequant",
+           "mxfp8_quant", "router_gemm", "swiglu_oai", "topk_reduce"]

@@ -1,0 +1,168 @@
+"""MoE ops: moe_align (local-expert alignment) and fused_moe (one EP rank's
+partial output with BF16 weights)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import oracle, reference
+from ._common import check_choice, check_tensor, fail, on_gpu, run
+
+ACTIVATIONS = ("silu", "swiglu_oai")
+LAYOUTS = ("split", "interleaved")
+VARIANTS = ("auto", "sparse_local", "before")
+FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+ID_DTYPES = (torch.int32, torch.int64)
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def check_routing(op: str, topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
+                  num_local_experts: int, device: torch.device,
+                  topk_weights: Optional[torch.Tensor] = None, tokens: Optional[int] = None) -> None:
+    """Shapes and dtypes of the routing inputs, and (outside graph capture, where
+    reading values would sync) their value ranges. The kernels also treat any
+    id outside the map as remote, so nothing is written out of bounds even when
+    capture hides a bad id."""
+    check_tensor(op, "topk_ids", topk_ids, dtype=ID_DTYPES, dim=2, device=device)
+    if tokens is not None and topk_ids.shape[0] != tokens:
+        fail(op, "topk_ids", f"has {topk_ids.shape[0]} rows; hidden has {tokens} tokens")
+    if topk_weights is not None:
+        check_tensor(op, "topk_weights", topk_weights, dtype=FLOAT_DTYPES, shape=tuple(topk_ids.shape),
+                     device=device)
+    num_global = num_local_experts
+    if expert_map is not None:
+        check_tensor(op, "expert_map", expert_map, dtype=ID_DTYPES, dim=1, device=device)
+        num_global = expert_map.shape[0]
+        if num_global < num_local_experts:
+            fail(op, "expert_map", f"maps {num_global} global experts, fewer than {num_local_experts} local ones")
+    if isinstance(topk_ids, torch._subclasses.FakeTensor) or _capturing() or topk_ids.numel() == 0:
+        return
+    lo, hi = int(topk_ids.min()), int(topk_ids.max())
+    if lo < 0 or hi >= num_global:
+        fail(op, "topk_ids", f"holds expert ids in [{lo}, {hi}]; valid ids are [0, {num_global})")
+    if expert_map is not None:
+        mlo, mhi = int(expert_map.min()), int(expert_map.max())
+        if mlo < -1 or mhi >= num_local_experts:
+            fail(op, "expert_map", f"holds local ids in [{mlo}, {mhi}]; valid are -1 and [0, {num_local_experts})")
+
+
+# --------------------------------------------------------------------------- #
+# moe_align
+# --------------------------------------------------------------------------- #
+
+ALIGN = "moe_align"
+
+
+def check_align(topk_ids, block_m, expert_map, num_local_experts):
+    if block_m <= 0 or block_m & (block_m - 1):
+        fail(ALIGN, "block_m", f"is {block_m}; expected a power of two")
+    if num_local_experts <= 0:
+        fail(ALIGN, "num_local_experts", f"is {num_local_experts}; expected > 0")
+    check_routing(ALIGN, topk_ids, expert_map, num_local_experts, topk_ids.device)
+
+
+@torch.library.custom_op("minimax_rocm::moe_align", mutates_args=())
+def _moe_align(topk_ids: torch.Tensor, block_m: int, expert_map: Optional[torch.Tensor],
+               num_local_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_align(topk_ids, block_m, expert_map, num_local_experts)
+    p = oracle.Problem(ALIGN, tokens=topk_ids.shape[0], top_k=topk_ids.shape[1],
+                       num_local_experts=num_local_experts, on_gpu=on_gpu(topk_ids, expert_map))
+    return run(p, topk_ids, block_m, expert_map, num_local_experts)
+
+
+@_moe_align.register_fake
+def _(topk_ids, block_m, expert_map, num_local_experts):
+    check_align(topk_ids, block_m, expert_map, num_local_experts)
+    n = reference.align_buffer_size(topk_ids.numel(), block_m, num_local_experts)
+    i32 = dict(dtype=torch.int32, device=topk_ids.device)
+    return (torch.empty((n,), **i32), torch.empty((n // block_m,), **i32), torch.empty((1,), **i32))
+
+
+@oracle.register_impl(ALIGN, "torch")
+def _align_torch(topk_ids, block_m, expert_map, num_local_experts):
+    return reference.moe_align(topk_ids, block_m, expert_map, num_local_experts)
+
+
+def moe_align(topk_ids: torch.Tensor, block_m: int, expert_map: Optional[torch.Tensor],
+              num_local_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sorted_route_ids, block_expert_ids, num_routes_post_padded): see
+    reference.moe_align for the layout. Buffers are sized by LOCAL experts."""
+    return torch.ops.minimax_rocm.moe_align(topk_ids, block_m, expert_map, num_local_experts)
+
+
+# --------------------------------------------------------------------------- #
+# fused_moe
+# --------------------------------------------------------------------------- #
+
+MOE = "fused_moe"
+
+
+def check_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, variant="auto",
+              op=MOE, weight_dtypes=None, names=("w13", "w2")):
+    """Checks shared by fused_moe and fused_moe_mxfp8 (whose weights are fp8:
+    weight_dtypes and names say so)."""
+    check_choice(op, "activation", activation, ACTIVATIONS)
+    check_choice(op, "layout", layout, LAYOUTS)
+    check_choice(op, "variant", variant, VARIANTS)
+    check_tensor(op, "hidden", hidden, dtype=FLOAT_DTYPES, dim=2)
+    T, H = hidden.shape
+    wd = weight_dtypes or hidden.dtype
+    check_tensor(op, names[0], w13, dtype=wd, dim=3, device=hidden.device)
+    E, two_i, h13 = w13.shape
+    if h13 != H:
+        fail(op, names[0], f"has K = {h13}; hidden size is {H}")
+    if two_i % 2:
+        fail(op, names[0], f"has {two_i} rows per expert; expected 2 * intermediate (even)")
+    check_tensor(op, names[1], w2, dtype=w13.dtype, shape=(E, H, two_i // 2), device=hidden.device)
+    check_routing(op, topk_ids, expert_map, E, hidden.device, topk_weights, T)
+
+
+def moe_problem(op, hidden, w13, topk_ids, expert_map, weight_format="bf16", max_model_len=0,
+                **extra) -> oracle.Problem:
+    E_loc = w13.shape[0]
+    E_glob = E_loc if expert_map is None else expert_map.shape[0]
+    return oracle.Problem(op, tokens=hidden.shape[0], hidden=hidden.shape[1], dtype=str(hidden.dtype)[6:],
+                          weight_format=weight_format, num_experts=E_glob, num_local_experts=E_loc,
+                          top_k=topk_ids.shape[1], ep_size=max(1, round(E_glob / E_loc)),
+                          max_model_len=max_model_len, on_gpu=on_gpu(hidden, w13, topk_ids), **extra)
+
+
+@torch.library.custom_op("minimax_rocm::fused_moe", mutates_args=())
+def _fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+               topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor], activation: str, layout: str,
+               alpha: float, limit: float, variant: str) -> torch.Tensor:
+    check_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, variant)
+    p = moe_problem(MOE, hidden, w13, topk_ids, expert_map)
+    return run(p, hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit,
+               variant)
+
+
+@_fused_moe.register_fake
+def _(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit, variant):
+    check_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, variant)
+    return torch.empty_like(hidden)
+
+
+@oracle.register_impl(MOE, "torch")
+def _moe_torch(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit,
+               variant):
+    return reference.fused_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout,
+                               alpha, limit)
+
+
+def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+              topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor] = None, activation: str = "silu",
+              layout: str = "split", alpha: float = reference.SWIGLU_OAI_ALPHA,
+              limit: float = reference.SWIGLU_OAI_LIMIT, variant: str = "auto") -> torch.Tensor:
+    """This EP rank's partial MoE output `[T, H]` (only routes to local experts).
+
+    variant "auto" lets the oracle's table choose the kernel configuration;
+    "sparse_local" and "before" force the two configurations the benchmark
+    compares (Triton backend only; the reference ignores it).
+    """
+    return torch.ops.minimax_rocm.fused_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation,
+                                            layout, alpha, limit, variant)

@@ -1,0 +1,154 @@
+"""MXFP8 ops: quantise / dequantise (OCP MX, block 32, e8m0 scales) and the
+MoE over MXFP8 expert weights."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import oracle, reference
+from ._common import check_choice, check_tensor, fail, on_gpu, run
+from .moe import FLOAT_DTYPES, check_moe, moe_problem
+
+FP8_DTYPES = {"e4m3fn": torch.float8_e4m3fn, "e4m3fnuz": torch.float8_e4m3fnuz}
+QUANT, DEQUANT, MOE = "mxfp8_quant", "mxfp8_dequant", "fused_moe_mxfp8"
+
+
+def resolve_fp8(fp8: str) -> str:
+    """"auto" -> the platform's flavour (e4m3fnuz on gfx942, e4m3fn elsewhere)."""
+    return oracle.detect_platform().fp8_dtype if fp8 == "auto" else fp8
+
+
+def check_quant(x, fp8):
+    check_choice(QUANT, "fp8_dtype", fp8, tuple(FP8_DTYPES))
+    check_tensor(QUANT, "x", x, dtype=FLOAT_DTYPES, last_multiple=reference.MX_BLOCK)
+    if x.dim() < 1:
+        fail(QUANT, "x", "must have at least one dim")
+
+
+@torch.library.custom_op("minimax_rocm::mxfp8_quant", mutates_args=())
+def _mxfp8_quant(x: torch.Tensor, fp8_dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
+    check_quant(x, fp8_dtype)
+    p = oracle.Problem(QUANT, tokens=x.numel() // max(1, x.shape[-1]), hidden=x.shape[-1],
+                       dtype=str(x.dtype)[6:], on_gpu=on_gpu(x))
+    return run(p, x, fp8_dtype)
+
+
+@_mxfp8_quant.register_fake
+def _(x, fp8_dtype):
+    check_quant(x, fp8_dtype)
+    return (x.new_empty(x.shape, dtype=FP8_DTYPES[fp8_dtype]),
+            x.new_empty((*x.shape[:-1], x.shape[-1] // reference.MX_BLOCK), dtype=torch.uint8))
+
+
+@oracle.register_impl(QUANT, "torch")
+def _quant_torch(x, fp8_dtype):
+    return reference.mxfp8_quant(x, FP8_DTYPES[fp8_dtype])
+
+
+def mxfp8_quant(x: torch.Tensor, fp8_dtype: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """x `[..., K]` -> (fp8 values `[..., K]`, e8m0 scales uint8 `[..., K/32]`)."""
+    return torch.ops.minimax_rocm.mxfp8_quant(x, resolve_fp8(fp8_dtype))
+
+
+OUT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def check_dequant(q, scales, out_dtype):
+    check_choice(DEQUANT, "out_dtype", out_dtype, tuple(OUT_DTYPES))
+    check_tensor(DEQUANT, "q", q, dtype=tuple(FP8_DTYPES.values()), last_multiple=reference.MX_BLOCK)
+    check_tensor(DEQUANT, "scales", scales, dtype=torch.uint8,
+                 shape=(*q.shape[:-1], q.shape[-1] // reference.MX_BLOCK), device=q.device)
+
+
+@torch.library.custom_op("minimax_rocm::mxfp8_dequant", mutates_args=())
+def _mxfp8_dequant(q: torch.Tensor, scales: torch.Tensor, out_dtype: str) -> torch.Tensor:
+    check_dequant(q, scales, out_dtype)
+    p = oracle.Problem(DEQUANT, tokens=q.numel() // max(1, q.shape[-1]), hidden=q.shape[-1],
+                       on_gpu=on_gpu(q, scales))
+    return run(p, q, scales, out_dtype)
+
+
+@_mxfp8_dequant.register_fake
+def _(q, scales, out_dtype):
+    check_dequant(q, scales, out_dtype)
+    return q.new_empty(q.shape, dtype=OUT_DTYPES[out_dtype])
+
+
+@oracle.register_impl(DEQUANT, "torch")
+def _dequant_torch(q, scales, out_dtype):
+    return reference.mxfp8_dequant(q, scales, OUT_DTYPES[out_dtype])
+
+
+def mxfp8_dequant(q: torch.Tensor, scales: torch.Tensor, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    return torch.ops.minimax_rocm.mxfp8_dequant(q, scales, str(out_dtype)[6:])
+
+
+# --------------------------------------------------------------------------- #
+# fused_moe_mxfp8
+# --------------------------------------------------------------------------- #
+
+
+def check_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
+                    w13_bf16, w2_bf16):
+    check_moe(hidden, w13_q, w2_q, topk_weights, topk_ids, expert_map, activation, layout, op=MOE,
+              weight_dtypes=tuple(FP8_DTYPES.values()), names=("w13_q", "w2_q"))
+    for name, q, s in (("w13_s", w13_q, w13_s), ("w2_s", w2_q, w2_s)):
+        if q.shape[-1] % reference.MX_BLOCK:
+            fail(MOE, name.replace("_s", "_q"), f"K = {q.shape[-1]} is not a multiple of {reference.MX_BLOCK}")
+        check_tensor(MOE, name, s, dtype=torch.uint8,
+                     shape=(*q.shape[:-1], q.shape[-1] // reference.MX_BLOCK), device=hidden.device)
+    if (w13_bf16 is None) != (w2_bf16 is None):
+        fail(MOE, "w13_bf16", "and w2_bf16 must be given together")
+    if w13_bf16 is not None:
+        check_tensor(MOE, "w13_bf16", w13_bf16, dtype=hidden.dtype, shape=tuple(w13_q.shape), device=hidden.device)
+        check_tensor(MOE, "w2_bf16", w2_bf16, dtype=hidden.dtype, shape=tuple(w2_q.shape), device=hidden.device)
+
+
+@torch.library.custom_op("minimax_rocm::fused_moe_mxfp8", mutates_args=())
+def _fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor,
+                     w2_s: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+                     expert_map: Optional[torch.Tensor], activation: str, layout: str, alpha: float,
+                     limit: float, max_model_len: int, w13_bf16: Optional[torch.Tensor],
+                     w2_bf16: Optional[torch.Tensor]) -> torch.Tensor:
+    check_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
+                    w13_bf16, w2_bf16)
+    p = moe_problem(MOE, hidden, w13_q, topk_ids, expert_map, weight_format="mxfp8",
+                    max_model_len=max_model_len, has_bf16_copy=w13_bf16 is not None)
+    return run(p, hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
+               alpha, limit, max_model_len, w13_bf16, w2_bf16)
+
+
+@_fused_moe_mxfp8.register_fake
+def _(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit,
+      max_model_len, w13_bf16, w2_bf16):
+    check_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
+                    w13_bf16, w2_bf16)
+    return torch.empty_like(hidden)
+
+
+@oracle.register_impl(MOE, "torch")
+def _moe_torch(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
+               alpha, limit, max_model_len, w13_bf16, w2_bf16):
+    cd = torch.float32
+    w13 = reference.mxfp8_dequant(w13_q, w13_s, cd)
+    w2 = reference.mxfp8_dequant(w2_q, w2_s, cd)
+    out = reference.fused_moe(hidden.to(cd), w13, w2, topk_weights, topk_ids, expert_map, activation, layout,
+                              alpha, limit)
+    return out.to(hidden.dtype)
+
+
+def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor,
+                    w2_s: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+                    expert_map: Optional[torch.Tensor] = None, activation: str = "swiglu_oai",
+                    layout: str = "split", alpha: float = reference.SWIGLU_OAI_ALPHA,
+                    limit: float = reference.SWIGLU_OAI_LIMIT, max_model_len: int = 0,
+                    w13_bf16: Optional[torch.Tensor] = None, w2_bf16: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """fused_moe over MXFP8 expert weights (fp8 values + e8m0 scales per 32 along K).
+
+    The oracle picks native MXFP8, the BF16 copy (mixed policy, when w13_bf16 and
+    w2_bf16 are given) or emulation from the token count and max_model_len.
+    """
+    return torch.ops.minimax_rocm.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids,
+                                                  expert_map, activation, layout, alpha, limit, max_model_len,
+                                                  w13_bf16, w2_bf16)

@@ -1,0 +1,455 @@
+"""Platform detection and the backend rule table.
+
+The oracle answers one question per op call: which backend runs it here. The
+answer comes from an ordered rule table (data, below): the first rule whose op
+matches, whose condition holds for the problem, and whose backend is available
+on the platform AND implemented for the op wins; the remaining matching rules
+are the fallback ladder. Thresholds live in `THRESHOLDS`, per arch, never as
+literals in code.
+
+Environment:
+  MINIMAX_ROCM_ARCH=gfx942|gfx950|sm90|sm100|cpu   simulate a platform (explain, CI)
+  MINIMAX_ROCM_FORCE="op=backend,op2=backend"      force backends; forcing one that
+                                                   is unavailable is an error
+  MINIMAX_ROCM_FORCE_<OP>=backend                  the same, one op
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+import torch
+
+BACKENDS = ("hip", "aiter", "triton", "torch")
+
+# --------------------------------------------------------------------------- #
+# platform
+# --------------------------------------------------------------------------- #
+
+# What each arch has. cu_count is the production part (MI300X 304 CUs, MI355X
+# 256, H100/H200 132 SMs, B200 148).
+_ARCHS = {
+    "gfx942": dict(vendor="amd", wave_size=64, cu_count=304, fp8_dtype="e4m3fnuz", mx_hw=False),
+    "gfx950": dict(vendor="amd", wave_size=64, cu_count=256, fp8_dtype="e4m3fn", mx_hw=True),
+    "sm90": dict(vendor="nvidia", wave_size=32, cu_count=132, fp8_dtype="e4m3fn", mx_hw=False),
+    "sm100": dict(vendor="nvidia", wave_size=32, cu_count=148, fp8_dtype="e4m3fn", mx_hw=True),
+    "cpu": dict(vendor="cpu", wave_size=1, cu_count=0, fp8_dtype="e4m3fn", mx_hw=False),
+}
+
+
+@dataclass(frozen=True)
+class Platform:
+    vendor: str                 # amd | nvidia | cpu
+    arch: str                   # gfx942, gfx950, sm90, sm100, sm89, ..., cpu
+    wave_size: int
+    cu_count: int
+    fp8_dtype: str              # e4m3fnuz (gfx942) | e4m3fn
+    mx_hw: bool                 # native MX matrix instructions (gfx950, sm100)
+    native_ext: bool            # the hip/ extension loaded (HIP or translated CUDA)
+    aiter: bool                 # AITER importable (ROCm only)
+    triton: bool                # Triton importable and a GPU to run it on
+    simulated: bool = False
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        have = {"hip": self.native_ext, "aiter": self.aiter, "triton": self.triton, "torch": True}
+        return tuple(b for b in BACKENDS if have[b])
+
+    @property
+    def torch_fp8_dtype(self) -> torch.dtype:
+        return torch.float8_e4m3fnuz if self.fp8_dtype == "e4m3fnuz" else torch.float8_e4m3fn
+
+
+def simulated_platform(arch: str, native_ext: bool = True, aiter: Optional[bool] = None,
+                       triton: bool = True) -> Platform:
+    """A platform as a full install on `arch` would see it (for explain and tests)."""
+    if arch not in _ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(_ARCHS)}")
+    a = _ARCHS[arch]
+    gpu = a["vendor"] != "cpu"
+    return Platform(arch=arch, native_ext=native_ext and gpu,
+                    aiter=(a["vendor"] == "amd") if aiter is None else (aiter and a["vendor"] == "amd"),
+                    triton=triton and gpu, simulated=True, **a)
+
+
+def _arch_of_device(index: int) -> str:
+    if torch.version.hip:
+        name = torch.cuda.get_device_properties(index).gcnArchName
+        return name.split(":")[0]
+    major, minor = torch.cuda.get_device_capability(index)
+    return f"sm{major}{minor}" if minor else f"sm{major}0"
+
+
+def _triton_usable() -> bool:
+    try:
+        import triton  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+def _aiter_usable() -> bool:
+    if not torch.version.hip:
+        return False  # AITER's import fails without ROCm: never probe it elsewhere
+    from .backends import aiter as aiter_backend
+    return aiter_backend.available()
+
+
+def _native_ext_loaded() -> bool:
+    try:
+        from .build import ext
+    except Exception:
+        return False
+    return ext.available()
+
+
+_DETECTED: Optional[Platform] = None
+
+
+def detect_platform(refresh: bool = False) -> Platform:
+    """The platform of the current GPU (device 0 or the current device), or the
+    simulated one named by MINIMAX_ROCM_ARCH."""
+    global _DETECTED
+    sim = os.environ.get("MINIMAX_ROCM_ARCH")
+    if sim:
+        return simulated_platform(sim)
+    if _DETECTED is not None and not refresh:
+        return _DETECTED
+    if not torch.cuda.is_available():
+        plat = Platform(vendor="cpu", arch="cpu", wave_size=1, cu_count=0, fp8_dtype="e4m3fn",
+                        mx_hw=False, native_ext=False, aiter=False, triton=False)
+    else:
+        idx = torch.cuda.current_device()
+        arch = _arch_of_device(idx)
+        known = _ARCHS.get(arch)
+        vendor = "amd" if torch.version.hip else "nvidia"
+        props = torch.cuda.get_device_properties(idx)
+        plat = Platform(
+            vendor=vendor, arch=arch,
+            wave_size=64 if vendor == "amd" else 32,
+            cu_count=props.multi_processor_count,
+            fp8_dtype=known["fp8_dtype"] if known else ("e4m3fnuz" if arch.startswith("gfx94") else "e4m3fn"),
+            mx_hw=known["mx_hw"] if known else False,
+            native_ext=_native_ext_loaded(), aiter=_aiter_usable(), triton=_triton_usable())
+    _DETECTED = plat
+    return plat
+
+
+def arch_family(arch: str) -> str:
+    """The key of the per-arch tables: gfx942 also serves gfx940/941; unknown
+    NVIDIA archs use sm90's entries, unknown AMD ones gfx942's."""
+    if arch in _ARCHS:
+        return arch
+    if arch.startswith("gfx94"):
+        return "gfx942"
+    if arch.startswith("gfx95"):
+        return "gfx950"
+    if arch.startswith("sm1"):
+        return "sm100"
+    if arch.startswith("sm"):
+        return "sm90"
+    return "cpu"
+
+
+# --------------------------------------------------------------------------- #
+# problem
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class Problem:
+    op: str
+    tokens: int = 0                     # T (or M for the router)
+    hidden: int = 0
+    dtype: str = "bfloat16"
+    weight_format: str = "bf16"         # bf16 | mxfp8 (MoE weights)
+    num_experts: int = 0                # global
+    num_local_experts: int = 0
+    top_k: int = 0
+    ep_size: int = 1
+    tp_size: int = 1
+    max_model_len: int = 0
+    has_bias: bool = False
+    on_gpu: bool = True                 # inputs live on a GPU (CPU tensors: torch only)
+    peer_access: bool = True            # Lamport: IPC-mapped peer buffers are open
+    has_bf16_copy: bool = False         # MXFP8 MoE: BF16 weights kept beside the fp8 ones
+
+
+# --------------------------------------------------------------------------- #
+# thresholds (table entries; re-measured per target by the benchmark)
+# --------------------------------------------------------------------------- #
+
+THRESHOLDS: dict[str, dict[str, float]] = {
+    # Router fast path: native kernel up to this M; BLAS-backed above (issue 5).
+    "router_native_max_m": {"gfx942": 32, "gfx950": 32, "sm90": 32, "sm100": 32, "cpu": 0},
+    # Native MXFP8 for max_model_len at or under this; emulation above (issue 7,
+    # from the MI300X memory policy: every layer keeps BF16 beside MXFP8 up to 4096).
+    "mxfp8_native_max_model_len": {"gfx942": 4096, "gfx950": 4096, "sm90": 4096, "sm100": 4096, "cpu": 4096},
+    # Mixed policy per call: BF16 experts at or under this many tokens...
+    "mxfp8_bf16_max_tokens": {"gfx942": 8, "gfx950": 8, "sm90": 8, "sm100": 8, "cpu": 8},
+    # ...and at or above this many (MI300X crossover 827-843, rounded to a tile multiple).
+    "mxfp8_bf16_min_tokens": {"gfx942": 832, "gfx950": 832, "sm90": 832, "sm100": 832, "cpu": 832},
+    # Lamport one-shot: world sizes the fused kernel supports.
+    "lamport_max_world": {"gfx942": 8, "gfx950": 8, "sm90": 8, "sm100": 8, "cpu": 0},
+    # Sparse-local BF16 MoE: the MI300X work took it for decode batches only.
+    "sparse_local_max_tokens": {"gfx942": 256, "gfx950": 256, "sm90": 4096, "sm100": 4096, "cpu": 1 << 30},
+}
+
+
+def threshold(name: str, arch: str) -> float:
+    return THRESHOLDS[name][arch_family(arch)]
+
+
+# --------------------------------------------------------------------------- #
+# rule table
+# --------------------------------------------------------------------------- #
+
+Cond = Callable[[Problem, Platform], bool]
+
+
+@dataclass(frozen=True)
+class Rule:
+    op: str
+    backend: str
+    reason: str
+    when: Cond = lambda p, plat: True
+    path: str = ""                      # MoE: which algorithmic path this rule is
+
+
+def _always(p: Problem, plat: Platform) -> bool:
+    return True
+
+
+def _bf16_rows_of_8(p, plat):
+    return p.dtype == "bfloat16" and p.hidden % 8 == 0
+
+
+def _router_small(p, plat):
+    return not p.has_bias and p.tokens <= threshold("router_native_max_m", plat.arch)
+
+
+def _lamport_ok(p, plat):
+    return p.tp_size in (2, 4, 8) and p.tp_size <= threshold("lamport_max_world", plat.arch) and p.peer_access
+
+
+def _bf16_ep_sparse(p, plat):
+    return (p.weight_format == "bf16" and p.ep_size > 1
+            and p.tokens <= threshold("sparse_local_max_tokens", plat.arch))
+
+
+def _mxfp8_native(p, plat):
+    if p.weight_format != "mxfp8" or p.max_model_len > threshold("mxfp8_native_max_model_len", plat.arch):
+        return False
+    return (threshold("mxfp8_bf16_max_tokens", plat.arch) < p.tokens
+            < threshold("mxfp8_bf16_min_tokens", plat.arch))
+
+
+def _mxfp8_bf16_copy(p, plat):
+    # Short context keeps BF16 weights beside MXFP8: the mixed policy sends tiny
+    # and large batches to them.
+    return (p.weight_format == "mxfp8" and p.has_bf16_copy
+            and p.max_model_len <= threshold("mxfp8_native_max_model_len", plat.arch))
+
+
+def _mxfp8(p, plat):
+    return p.weight_format == "mxfp8"
+
+
+def _bf16(p, plat):
+    return p.weight_format == "bf16"
+
+
+RULES: tuple[Rule, ...] = (
+    # topk_reduce ---------------------------------------------------------------
+    Rule("topk_reduce", "hip", "native vectorised reduction (16-byte loads)", _bf16_rows_of_8),
+    Rule("topk_reduce", "triton", "portable Triton reduction"),
+    Rule("topk_reduce", "torch", "reference"),
+    # router_gemm ---------------------------------------------------------------
+    Rule("router_gemm", "hip", "small M: native kernel reads W once for all rows", _router_small),
+    Rule("router_gemm", "triton", "small M: Triton split-K GEMV-style kernel", _router_small),
+    Rule("router_gemm", "torch", "large M or bias: cast + BLAS (F.linear)"),
+    # QK norm all-reduce ----------------------------------------------------------
+    Rule("allreduce_rms_qk", "hip", "one-shot Lamport exchange + norm in one kernel", _lamport_ok),
+    Rule("allreduce_rms_qk", "aiter", "AITER custom all-reduce + norm", _lamport_ok),
+    Rule("allreduce_rms_qk", "triton", "sum-of-squares kernel + NCCL/RCCL all-reduce + norm kernel"),
+    Rule("allreduce_rms_qk", "torch", "reference + torch.distributed all-reduce"),
+    Rule("allreduce_rms", "hip", "one-shot Lamport exchange + norm in one kernel", _lamport_ok),
+    Rule("allreduce_rms", "aiter", "AITER custom all-reduce + norm", _lamport_ok),
+    Rule("allreduce_rms", "triton", "sum-of-squares kernel + NCCL/RCCL all-reduce + norm kernel"),
+    Rule("allreduce_rms", "torch", "reference + torch.distributed all-reduce"),
+    # MoE alignment -------------------------------------------------------------
+    Rule("moe_align", "hip", "native alignment sized by local experts"),
+    Rule("moe_align", "triton", "Triton alignment sized by local experts"),
+    Rule("moe_align", "torch", "reference"),
+    # fused_moe (BF16 weights) -----------------------------------------------------
+    Rule("fused_moe", "triton", "sparse-local BF16: only local routes, 16-row tiles, SwiGLU in GEMM1",
+         _bf16_ep_sparse, path="sparse_local_bf16"),
+    Rule("fused_moe", "aiter", "generic: AITER fused MoE with expert mask", _bf16, path="generic"),
+    Rule("fused_moe", "triton", "generic: Triton fused MoE (local-expert alignment)", _bf16, path="generic"),
+    Rule("fused_moe", "torch", "reference", path="reference"),
+    # fused_moe_mxfp8 -----------------------------------------------------------
+    Rule("fused_moe_mxfp8", "triton", "native MXFP8: fp8 GEMMs with in-kernel block scales",
+         _mxfp8_native, path="native_mxfp8"),
+    Rule("fused_moe_mxfp8", "aiter", "native MXFP8 via AITER fp8 MoE", _mxfp8_native, path="native_mxfp8"),
+    Rule("fused_moe_mxfp8", "triton", "mixed policy: BF16 weight copy for tiny/large batches",
+         _mxfp8_bf16_copy, path="bf16_copy"),
+    Rule("fused_moe_mxfp8", "triton", "long context: emulation (dequantise + sparse-local BF16)",
+         _mxfp8, path="emulation"),
+    Rule("fused_moe_mxfp8", "torch", "reference (dequantise + reference MoE)", path="reference"),
+    # MXFP8 quant ---------------------------------------------------------------
+    Rule("mxfp8_quant", "hip", "native per-32 block quantisation"),
+    Rule("mxfp8_quant", "aiter", "AITER per-1x32 quantisation"),
+    Rule("mxfp8_quant", "triton", "Triton per-32 block quantisation"),
+    Rule("mxfp8_quant", "torch", "reference"),
+    Rule("mxfp8_dequant", "triton", "Triton dequantisation"),
+    Rule("mxfp8_dequant", "torch", "reference"),
+    # activations ---------------------------------------------------------------
+    Rule("swiglu_oai", "triton", "Triton elementwise"),
+    Rule("swiglu_oai", "torch", "reference"),
+)
+
+OPS: tuple[str, ...] = tuple(dict.fromkeys(r.op for r in RULES))
+
+
+# --------------------------------------------------------------------------- #
+# implementations registered by the op modules
+# --------------------------------------------------------------------------- #
+
+# op -> backend -> callable. Filled by minimax_rocm.ops.* at import; the oracle
+# never picks a backend an op has not registered.
+_IMPLS: dict[str, dict[str, Callable]] = {}
+
+
+def register_impl(op: str, backend: str):
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}")
+
+    def deco(fn):
+        _IMPLS.setdefault(op, {})[backend] = fn
+        return fn
+    return deco
+
+
+def implemented(op: str) -> tuple[str, ...]:
+    _ensure_ops_loaded()
+    return tuple(b for b in BACKENDS if b in _IMPLS.get(op, {}))
+
+
+def impl(op: str, backend: str) -> Callable:
+    _ensure_ops_loaded()
+    return _IMPLS[op][backend]
+
+
+def _ensure_ops_loaded():
+    from . import ops  # noqa: F401  (imports every op module, which registers impls)
+
+
+# --------------------------------------------------------------------------- #
+# decisions
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: str
+    reason: str
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    op: str
+    chosen: Choice
+    fallbacks: tuple[Choice, ...]
+    forced: bool = False
+    skipped: tuple[str, ...] = field(default=())   # matching rules passed over, and why
+
+
+class BackendUnavailable(RuntimeError):
+    pass
+
+
+def forced_backend(op: str) -> Optional[str]:
+    one = os.environ.get(f"MINIMAX_ROCM_FORCE_{op.upper()}")
+    if one:
+        return one.strip()
+    many = os.environ.get("MINIMAX_ROCM_FORCE", "")
+    for item in filter(None, (s.strip() for s in many.split(","))):
+        if "=" not in item:
+            raise ValueError(f"MINIMAX_ROCM_FORCE: expected op=backend, got {item!r}")
+        k, v = item.split("=", 1)
+        if k.strip() == op:
+            return v.strip()
+    return None
+
+
+def _usable(backend: str, problem: Problem, plat: Platform, check_impl: bool) -> Optional[str]:
+    """None if usable, else why not."""
+    if not problem.on_gpu and backend != "torch":
+        return "inputs are on the CPU"
+    if backend not in plat.backends:
+        return f"{backend} not available on {plat.arch}"
+    if check_impl and backend not in implemented(problem.op):
+        return f"{problem.op} has no {backend} implementation"
+    return None
+
+
+def decide(problem: Problem, plat: Optional[Platform] = None, check_impl: bool = True) -> Decision:
+    """The backend for `problem` on `plat` (the detected platform by default).
+
+    check_impl=False answers for a full install (every backend the table names
+    is assumed implemented): what `explain --arch` shows for a target.
+    """
+    plat = plat or detect_platform()
+    if problem.op not in OPS:
+        raise ValueError(f"unknown op {problem.op!r}; known: {', '.join(OPS)}")
+    rules = [r for r in RULES if r.op == problem.op]
+    forced = forced_backend(problem.op)
+    if forced is not None:
+        if forced not in BACKENDS:
+            raise ValueError(f"{problem.op}: forced backend {forced!r} is not one of {BACKENDS}")
+        why = _usable(forced, problem, plat, check_impl)
+        if why:
+            raise BackendUnavailable(f"{problem.op}: forced backend {forced!r} is unavailable: {why}")
+        match = next((r for r in rules if r.backend == forced and r.when(problem, plat)),
+                     next((r for r in rules if r.backend == forced), None))
+        reason = f"forced by environment ({match.reason})" if match else "forced by environment"
+        return Decision(problem.op, Choice(forced, reason, match.path if match else ""), (), True)
+
+    chosen: list[Choice] = []
+    skipped: list[str] = []
+    for r in rules:
+        if not r.when(problem, plat):
+            continue
+        why = _usable(r.backend, problem, plat, check_impl)
+        if why:
+            skipped.append(f"{r.backend}: {why}")
+            continue
+        c = Choice(r.backend, r.reason, r.path)
+        if c not in chosen:
+            chosen.append(c)
+    if not chosen:  # the reference always exists; reaching here is a table bug
+        raise BackendUnavailable(f"{problem.op}: no usable backend ({'; '.join(skipped)})")
+    return Decision(problem.op, chosen[0], tuple(chosen[1:]), False, tuple(skipped))
+
+
+def moe_path(problem: Problem, plat: Optional[Platform] = None, check_impl: bool = True) -> str:
+    """The MoE algorithmic path (sparse_local_bf16 / native_mxfp8 / bf16_copy /
+    emulation / generic / reference) the oracle takes for this problem."""
+    return decide(problem, plat, check_impl).chosen.path
+
+
+def with_platform(plat: Platform, **changes) -> Platform:
+    return dataclasses.replace(plat, **changes)
+
+
+def explain_rows(problems: Iterable[Problem], plat: Platform, check_impl: bool) -> list[dict]:
+    rows = []
+    for p in problems:
+        d = decide(p, plat, check_impl)
+        rows.append(dict(op=p.op, backend=d.chosen.backend, path=d.chosen.path, reason=d.chosen.reason,
+                         fallbacks=[f"{c.backend}{'/' + c.path if c.path else ''}" for c in d.fallbacks],
+                         forced=d.forced))
+    return rows
