@@ -1,0 +1,97 @@
+"""Ahead-of-time compiles of the Triton kernels for targets this machine lacks
+(gfx942, gfx950, sm90), and what their ISA says: matrix instructions, scratch
+(spills), registers, shared memory.
+
+Every module in minimax_rocm/triton that defines `aot_specs()` is picked up by
+`all_specs()`, so a new kernel is checked without touching the tests.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+TARGETS = {
+    "gfx942": ("hip", "gfx942", 64),
+    "gfx950": ("hip", "gfx950", 64),
+    "sm90": ("cuda", 90, 32),
+}
+
+
+@dataclass
+class AotSpec:
+    name: str                               # e.g. "router_gemm[M=32,H=3072,E=256]"
+    fn: Any                                 # the @triton.jit function
+    signature: dict[str, str]               # arg -> "*bf16" | "i32" | "fp32" | "constexpr" ...
+    constexprs: dict[str, Any]
+    num_warps: int = 4
+    num_stages: int = 2
+    matmul: bool = False                    # a GEMM: must show MFMA (AMD) / wgmma (sm90)
+    fp8: bool = False                       # an fp8 GEMM: must show fp8 MFMA on gfx942
+    targets: tuple[str, ...] = tuple(TARGETS)
+    # per-target overrides of constexprs / num_warps (tile tables differ per arch)
+    per_target: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class AotResult:
+    spec: str
+    target: str
+    vgprs: int = -1
+    sgprs: int = -1
+    regs: int = -1               # NVIDIA registers per thread
+    shared: int = 0
+    scratch: int = 0             # private segment (AMD) / spill stores + loads (NVIDIA)
+    mfma: int = 0                # v_mfma* (AMD)
+    mfma_fp8: int = 0            # v_mfma*fp8* / *f8f6f4* (AMD)
+    wgmma: int = 0               # wgmma.mma_async (sm90 PTX)
+    mma: int = 0                 # mma.sync (NVIDIA, the pre-Hopper path)
+
+
+def all_specs() -> list[AotSpec]:
+    from .. import triton as pkg
+    specs = []
+    for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if m.name == "aot":
+            continue
+        mod = importlib.import_module(f"{pkg.__name__}.{m.name}")
+        if hasattr(mod, "aot_specs"):
+            specs += mod.aot_specs()
+    return specs
+
+
+def _int(pattern: str, text: str, default: int = -1) -> int:
+    m = re.search(pattern, text)
+    return int(m.group(1)) if m else default
+
+
+def compile_spec(spec: AotSpec, target: str) -> AotResult:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    over = dict(spec.per_target.get(target, {}))
+    num_warps = over.pop("num_warps", spec.num_warps)
+    num_stages = over.pop("num_stages", spec.num_stages)
+    constexprs = {**spec.constexprs, **over}
+    src = ASTSource(fn=spec.fn, signature=spec.signature, constexprs=constexprs)
+    compiled = triton.compile(src, target=GPUTarget(*TARGETS[target]),
+                              options={"num_warps": num_warps, "num_stages": num_stages})
+    r = AotResult(spec.name, target, shared=int(getattr(compiled.metadata, "shared", 0) or 0))
+    if "amdgcn" in compiled.asm:
+        isa = compiled.asm["amdgcn"]
+        r.vgprs = _int(r"\.vgpr_count:\s+(\d+)", isa)
+        r.sgprs = _int(r"\.sgpr_count:\s+(\d+)", isa)
+        r.scratch = _int(r"ScratchSize:\s+(\d+)", isa, 0)
+        mfma = re.findall(r"^\s*(v_mfma\S*)", isa, re.M)
+        r.mfma = len(mfma)
+        r.mfma_fp8 = sum(1 for m in mfma if "fp8" in m or "f8" in m or "bf8" in m)
+    else:
+        ptx = compiled.asm["ptx"]
+        r.wgmma = len(re.findall(r"wgmma\.mma_async", ptx))
+        r.mma = len(re.findall(r"\bmma\.sync", ptx))
+        r.regs = int(getattr(compiled.metadata, "n_regs", -1) or -1)
+        r.scratch = int(getattr(compiled.metadata, "n_spills", 0) or 0)
+    return r

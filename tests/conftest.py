@@ -1,0 +1,41 @@
+"""Test setup shared by every test module.
+
+Without a GPU, Triton kernels run under the interpreter (TRITON_INTERPRET=1);
+it must be set before any @triton.jit decorator runs, so it is set here, at
+collection start. GPU tests are marked `gpu` (one GPU) or `multigpu` and skip,
+with the reason printed, where no GPU is present.
+"""
+import os
+
+import pytest
+import torch
+
+HAS_GPU = torch.cuda.is_available()
+if not HAS_GPU:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    n = torch.cuda.device_count() if HAS_GPU else 0
+    for item in items:
+        if "multigpu" in item.keywords and n < 2:
+            item.add_marker(pytest.mark.skip(reason=f"multigpu: needs 2 GPUs, found {n}"))
+        elif "gpu" in item.keywords and n < 1:
+            item.add_marker(pytest.mark.skip(reason="gpu: no CUDA/ROCm device on this machine"))
+
+
+@pytest.fixture
+def device():
+    return torch.device("cuda" if HAS_GPU else "cpu")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_seed(request):
+    # Fresh random inputs each run, but reproducible from the printed seed.
+    seed = int.from_bytes(os.urandom(4), "little")
+    torch.manual_seed(seed)
+    request.node.user_properties.append(("seed", seed))
+    yield
