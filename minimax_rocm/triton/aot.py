@@ -95,3 +95,27 @@ def compile_spec(spec: AotSpec, target: str) -> AotResult:
         r.regs = int(getattr(compiled.metadata, "n_regs", -1) or -1)
         r.scratch = int(getattr(compiled.metadata, "n_spills", 0) or 0)
     return r
+
+
+def _compile_all_json() -> None:
+    """Compile every spec for its targets; one JSON line per (spec, target).
+
+    The tests run this in a subprocess: under TRITON_INTERPRET=1 (the CPU test
+    default) @triton.jit yields interpreter functions that cannot be compiled.
+    """
+    import dataclasses
+    import json
+    import sys
+    import traceback
+    for spec in all_specs():
+        for t in spec.targets:
+            try:
+                row = dataclasses.asdict(compile_spec(spec, t))
+            except Exception:
+                row = dict(spec=spec.name, target=t, error=traceback.format_exc(limit=3))
+            print(json.dumps(row), flush=True)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _compile_all_json()
