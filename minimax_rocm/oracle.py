@@ -257,6 +257,18 @@ def _mxfp8(p, plat):
     return p.weight_format == "mxfp8"
 
 
+# AITER rules: the adapter module declares its own limits (it imports nothing
+# from AITER at load, so this is safe on every platform).
+def _aiter_moe(p, plat):
+    from .backends import aiter as aiter_backend
+    return aiter_backend.moe_problem_declines(p) is None
+
+
+def _aiter_allreduce(p, plat):
+    from .backends import aiter as aiter_backend
+    return aiter_backend.allreduce_problem_declines(p) is None
+
+
 def _bf16(p, plat):
     return p.weight_format == "bf16"
 
@@ -272,11 +284,13 @@ RULES: tuple[Rule, ...] = (
     Rule("router_gemm", "torch", "large M or bias: cast + BLAS (F.linear)"),
     # QK norm all-reduce ----------------------------------------------------------
     Rule("allreduce_rms_qk", "hip", "one-shot Lamport exchange + norm in one kernel", _lamport_ok),
-    Rule("allreduce_rms_qk", "aiter", "AITER custom all-reduce + norm", _lamport_ok),
+    Rule("allreduce_rms_qk", "aiter", "AITER custom (IPC) all-reduce of the sums of squares + norm",
+         _aiter_allreduce),
     Rule("allreduce_rms_qk", "triton", "sum-of-squares kernel + NCCL/RCCL all-reduce + norm kernel"),
     Rule("allreduce_rms_qk", "torch", "reference + torch.distributed all-reduce"),
     Rule("allreduce_rms", "hip", "one-shot Lamport exchange + norm in one kernel", _lamport_ok),
-    Rule("allreduce_rms", "aiter", "AITER custom all-reduce + norm", _lamport_ok),
+    Rule("allreduce_rms", "aiter", "AITER custom (IPC) all-reduce of the sums of squares + norm",
+         _aiter_allreduce),
     Rule("allreduce_rms", "triton", "sum-of-squares kernel + NCCL/RCCL all-reduce + norm kernel"),
     Rule("allreduce_rms", "torch", "reference + torch.distributed all-reduce"),
     # MoE alignment -------------------------------------------------------------
@@ -286,13 +300,15 @@ RULES: tuple[Rule, ...] = (
     # fused_moe (BF16 weights) -----------------------------------------------------
     Rule("fused_moe", "triton", "sparse-local BF16: only local routes, 16-row tiles, SwiGLU in GEMM1",
          _bf16_ep_sparse, path="sparse_local_bf16"),
-    Rule("fused_moe", "aiter", "generic: AITER fused MoE with expert mask", _bf16, path="generic"),
+    Rule("fused_moe", "aiter", "generic: AITER CK fused MoE with expert mask (silu, pre-shuffled weights)",
+         _aiter_moe, path="generic"),
     Rule("fused_moe", "triton", "generic: Triton fused MoE (local-expert alignment)", _bf16, path="generic"),
     Rule("fused_moe", "torch", "reference", path="reference"),
     # fused_moe_mxfp8 -----------------------------------------------------------
     Rule("fused_moe_mxfp8", "triton", "native MXFP8: fp8 GEMMs with in-kernel block scales",
          _mxfp8_native, path="native_mxfp8"),
-    Rule("fused_moe_mxfp8", "aiter", "native MXFP8 via AITER fp8 MoE", _mxfp8_native, path="native_mxfp8"),
+    # No AITER rule: its fp8 MoE takes per-token / 128x128 fp32 scales, not
+    # per-32 e8m0 ones (backends/aiter.py says more).
     Rule("fused_moe_mxfp8", "triton", "mixed policy: BF16 weight copy for tiny/large batches",
          _mxfp8_bf16_copy, path="bf16_copy"),
     Rule("fused_moe_mxfp8", "triton", "long context: emulation (dequantise + sparse-local BF16)",
@@ -300,7 +316,8 @@ RULES: tuple[Rule, ...] = (
     Rule("fused_moe_mxfp8", "torch", "reference (dequantise + reference MoE)", path="reference"),
     # MXFP8 quant ---------------------------------------------------------------
     Rule("mxfp8_quant", "hip", "native per-32 block quantisation"),
-    Rule("mxfp8_quant", "aiter", "AITER per-1x32 quantisation"),
+    # No AITER rule: its per-1x32 fp8 quantiser does not pick OCP scales
+    # (not bit-exact) and has no e4m3fnuz output (backends/aiter.py).
     Rule("mxfp8_quant", "triton", "Triton per-32 block quantisation"),
     Rule("mxfp8_quant", "torch", "reference"),
     Rule("mxfp8_dequant", "triton", "Triton dequantisation"),

@@ -10,3 +10,10 @@ from .topk_reduce import topk_reduce
 
 __all__ = ["allreduce_rms", "allreduce_rms_qk", "fused_moe", "fused_moe_mxfp8", "moe_align", "mxfp8_dequant",
            "mxfp8_quant", "router_gemm", "swiglu_oai", "topk_reduce"]
+
+# AITER adapters register like any backend; the oracle only picks them where
+# Platform.aiter holds (ROCm with aiter importable). Importing the adapter
+# module imports nothing from AITER.
+from ..backends import aiter as _aiter_backend  # noqa: E402
+
+_aiter_backend.register()
