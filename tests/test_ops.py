@@ -151,7 +151,9 @@ def test_checks_fused_moe():
     _expect("fused_moe", "w2", lambda: f(hidden, w13, w2.transpose(1, 2).contiguous().transpose(1, 2), tw, ids, emap))
     _expect("fused_moe", "topk_weights", lambda: f(hidden, w13, w2, tw[:, :1], ids, emap))
     _expect("fused_moe", "topk_ids", lambda: f(hidden, w13, w2, tw, ids[:-1], emap))
-    _expect("fused_moe", "topk_ids", lambda: f(hidden, w13, w2, tw, ids - 1, emap))  # -1 is out of range
+    neg = ids.clone()
+    neg[0, 0] = -1  # below the range
+    _expect("fused_moe", "topk_ids", lambda: f(hidden, w13, w2, tw, neg, emap))
     _expect("fused_moe", "topk_ids", lambda: f(hidden, w13, w2, tw, ids + 8, emap))
     _expect("fused_moe", "activation", lambda: f(hidden, w13, w2, tw, ids, emap, activation="gelu"))
     _expect("fused_moe", "layout", lambda: f(hidden, w13, w2, tw, ids, emap, layout="blocked"))

@@ -38,6 +38,12 @@ def _torch(x, alpha, limit, layout):
     return reference.swiglu_oai(x, alpha, limit, layout)
 
 
+@oracle.register_impl(OP, "triton")
+def _triton(x, alpha, limit, layout):
+    from ..triton import elementwise
+    return elementwise.swiglu_oai(x, alpha, limit, layout)
+
+
 def swiglu_oai(x: torch.Tensor, alpha: float = reference.SWIGLU_OAI_ALPHA,
                limit: float = reference.SWIGLU_OAI_LIMIT, layout: str = "split") -> torch.Tensor:
     """`[..., 2I]` -> `[..., I]`: (clamp(up) + 1) * min(gate, limit) * sigmoid(alpha * gate)."""

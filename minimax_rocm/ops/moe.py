@@ -87,6 +87,12 @@ def _align_torch(topk_ids, block_m, expert_map, num_local_experts):
     return reference.moe_align(topk_ids, block_m, expert_map, num_local_experts)
 
 
+@oracle.register_impl(ALIGN, "triton")
+def _align_triton(topk_ids, block_m, expert_map, num_local_experts):
+    from ..triton import moe_align as tri
+    return tri.moe_align(topk_ids, block_m, expert_map, num_local_experts)
+
+
 def moe_align(topk_ids: torch.Tensor, block_m: int, expert_map: Optional[torch.Tensor],
               num_local_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sorted_route_ids, block_expert_ids, num_routes_post_padded): see
@@ -152,6 +158,17 @@ def _moe_torch(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, 
                variant):
     return reference.fused_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout,
                                alpha, limit)
+
+
+@oracle.register_impl(MOE, "triton")
+def _moe_triton(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit,
+                variant):
+    # "auto": the sparse-local configuration with the per-arch table's tiles
+    # (its BLOCK_M grows with the rows per expert, so it also serves the
+    # generic rule's larger batches); "before" only for the benchmark.
+    from ..triton import fused_moe as tri
+    return tri.fused_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit,
+                         variant="sparse_local" if variant == "auto" else variant)
 
 
 def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,

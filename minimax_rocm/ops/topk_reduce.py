@@ -37,6 +37,12 @@ def _torch(x, weights):
     return reference.topk_reduce(x, weights)
 
 
+@oracle.register_impl(OP, "triton")
+def _triton(x, weights):
+    from ..triton import topk_reduce as tri
+    return tri.topk_reduce(x, weights)
+
+
 @oracle.register_impl(OP, "hip")
 def _hip(x, weights):
     from ..build import ext

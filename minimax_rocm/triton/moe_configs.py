@@ -1,0 +1,206 @@
+"""Per-arch tile table of the MoE expert GEMMs (minimax_rocm/triton/fused_moe.py).
+
+The expert GEMMs of a decode step are bound by reading expert weights: few rows
+per expert (about 7 per local expert at EP8 / 216 tokens / top-4) against
+`[2I, H]` and `[H, I]` weight matrices of tens of MB. So the table is about
+streaming weights at full bandwidth:
+  * the grid is split over N only (M is tiny), into enough work items that
+    every SM/CU has weight tiles in flight (`min_items_per_cu` below lowers
+    BLOCK_N when few experts are active);
+  * BLOCK_K wide enough for 16-byte loads of whole cache lines and a long K
+    loop; enough pipeline stages to cover HBM latency;
+  * BLOCK_M as small as the rows per expert allow (16 by default: a 64-row
+    tile wastes most of its rows at decode), larger only when the routing
+    gives an expert more rows.
+
+Everything here is data: `choose()` turns (arch, gemm, problem size) into a
+`Tile`; the benchmark (minimax_rocm/bench/fused_moe.py) measured the sm90
+entries on an H100; the gfx942 / gfx950 entries are reasoned (no AMD GPU here)
+and checked by the AOT compile test (v_mfma, no scratch).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Tile:
+    block_m: int = 16
+    block_n: int = 64
+    block_k: int = 128
+    num_warps: int = 4
+    num_stages: int = 3
+    swap_ab: bool = False      # compute C^T = W X^T: the weight tile is the MMA's M side (wgmma wants M >= 64)
+    progs_per_cu: int = 2      # persistent grid: programs per SM/CU (the grid never exceeds the work items)
+
+    def constexprs(self) -> dict:
+        return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, SWAP_AB=self.swap_ab)
+
+
+@dataclass(frozen=True)
+class ArchMoe:
+    # Fuse the activation (SwiGLU-OAI / silu-and-mul) into GEMM1's epilogue?
+    fuse_act: bool
+    why_fuse: str
+    gemm1: Tile                # GEMM1 (w13, K = H), per fused output column tile
+    gemm2: Tile                # GEMM2 (w2, K = I)
+    gemm2_short_k: Tile        # GEMM2 when K = I <= short_k (TP8 shards: I = 384)
+    before: Tile               # the "before" configuration: 64-row tiles over globally aligned experts
+    short_k: int = 512
+    # Few active blocks (small T): halve BLOCK_N and double BLOCK_K (same tile
+    # bytes; BLOCK_K capped at 256 and at K's largest power-of-two divisor)
+    # while there are fewer than this many work items per CU, down to min_block_n.
+    min_items_per_cu: float = 3.0
+    min_block_n: int = 32
+    # BLOCK_M by expected rows per active expert: first (max_rows, block_m) that fits
+    block_m_by_rows: tuple[tuple[float, int], ...] = ((24.0, 16), (math.inf, 64))
+    # pipeline stages of the sparse GEMMs when BLOCK_M >= 64 (bigger A tiles)
+    large_m_stages: int = 2
+
+
+ARCHS: dict[str, ArchMoe] = {
+    # H100 / H200 (132 SMs, 228 KB shared memory per SM, ~3.0 TB/s copy).
+    # Measured on an H100 (bench fused_moe + its tile sweep, two rounds:
+    # minimax_rocm/bench/fused_moe.py sweep_plan): with these tiles GEMM1 and
+    # GEMM2 alone stream 95-101% of the copy-bandwidth floor from T = 16 to
+    # 216 at the M3 / M2 EP8-rank and M3 TP8 shapes, 87-96% at T = 1024
+    # (BLOCK_M 64, 2 stages). BLOCK_M 16 keeps Triton on mma.sync (wgmma
+    # wants 64 rows); swap-AB (wgmma with the weight tile as M) measured
+    # within +-1%, so it stays off. End to end (align + GEMMs + reduce):
+    # 86-99% of the weight-bytes floor at T = 16..1024.
+    "sm90": ArchMoe(
+        fuse_act=True,
+        why_fuse=("measured on H100 (bench fused_moe): fused is as fast or faster in every case: "
+                  "within 1% at T=1, 1-4% at T=16..216, 8-9% at T=1024 (M3 EP8 656 vs 716 us, "
+                  "M2 EP8 357 vs 392 us, M3 TP8 710 vs 775 us)"),
+        gemm1=Tile(block_n=64, block_k=128, num_warps=4, num_stages=3, progs_per_cu=2),
+        gemm2=Tile(block_n=128, block_k=128, num_warps=4, num_stages=3, progs_per_cu=2),
+        gemm2_short_k=Tile(block_n=128, block_k=128, num_warps=4, num_stages=3, progs_per_cu=2),
+        before=Tile(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2),
+        large_m_stages=2,
+    ),
+    # B200: sm90's tiles (not measured here).
+    "sm100": ArchMoe(
+        fuse_act=True,
+        why_fuse="not measured: follows sm90",
+        gemm1=Tile(block_n=64, block_k=128, num_warps=4, num_stages=3, progs_per_cu=2),
+        gemm2=Tile(block_n=128, block_k=128, num_warps=4, num_stages=3, progs_per_cu=2),
+        gemm2_short_k=Tile(block_n=128, block_k=128, num_warps=4, num_stages=3, progs_per_cu=2),
+        before=Tile(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2),
+        large_m_stages=2,
+    ),
+    # MI300X (304 CUs, 64 KB LDS per CU, wave64, 5.3 TB/s HBM3, 256 MB Infinity
+    # Cache). Reasoned, checked by the AOT compile (v_mfma, no scratch):
+    #  * BLOCK_M 16: the MFMA 16x16x16 bf16 shape; at ~7 rows per local expert a
+    #    32- or 64-row tile only multiplies padding (64 once an expert averages
+    #    more than 24 rows, as measured on sm90).
+    #  * BLOCK_K 64: one 128-byte row segment per weight row per stage; 16-byte
+    #    loads (global_load_dwordx4) cover it. The fused GEMM1 stage holds gate
+    #    + up (2 x 64 rows) + the 16-row A tile: (128 + 16) x 64 x 2 B = 18 KB;
+    #    num_stages 2 on AMD's stream pipeliner is one LDS buffer plus the next
+    #    tile in registers (the AOT compile shows 18 KB of LDS), so three
+    #    workgroups fit in 64 KB. BLOCK_K 128 would need 36 KB: one workgroup
+    #    per CU and no latency hiding between them.
+    #  * BLOCK_N 64 (GEMM1, fused: 128 weight rows per program), 128 (GEMM2):
+    #    at the M3 EP8 rank 8..16 active experts x 48 column tiles = 384..768
+    #    work items, >= 1.25 per CU, each streaming 1.5 MB (K = 6144): long
+    #    enough to amortise the pipeline prologue; fewer active experts shrink
+    #    BLOCK_N (min_items_per_cu).
+    #  * 4 waves (256 lanes): accumulators 2 x 16 x 64 fp32 = 8 VGPRs per lane.
+    #  * progs_per_cu 2: two resident workgroups per CU.
+    #  * GEMM2 short K (TP8, I = 384): BLOCK_K 128 -> 3 K steps; BLOCK_N 64 keeps
+    #    the stage at (64 + 16) x 128 x 2 B = 20 KB.
+    #  * BLOCK_M 64 stage (GEMM1): (128 + 64) x 64 x 2 B = 24 KB: still two per CU.
+    "gfx942": ArchMoe(
+        fuse_act=True,
+        why_fuse=("reasoned: fusing saves a launch and the [rows, 2I] round trip "
+                  "(~1 MB vs ~1.2 GB of weights per rank and layer) and leaves the weight "
+                  "stream unchanged when each program loads the gate and the matching up tile; "
+                  "on sm90 the measured fused variant is never slower"),
+        gemm1=Tile(block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2),
+        gemm2=Tile(block_n=128, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2),
+        gemm2_short_k=Tile(block_n=64, block_k=128, num_warps=4, num_stages=2, progs_per_cu=2),
+        before=Tile(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2),
+        large_m_stages=2,
+    ),
+    # MI355X (256 CUs, 160 KB LDS): gfx942's shapes with a deeper K step.
+    "gfx950": ArchMoe(
+        fuse_act=True,
+        why_fuse="reasoned as gfx942",
+        gemm1=Tile(block_n=64, block_k=128, num_warps=4, num_stages=2, progs_per_cu=2),
+        gemm2=Tile(block_n=128, block_k=128, num_warps=4, num_stages=2, progs_per_cu=2),
+        gemm2_short_k=Tile(block_n=64, block_k=128, num_warps=4, num_stages=2, progs_per_cu=2),
+        before=Tile(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2),
+        large_m_stages=2,
+    ),
+    # The interpreter (CPU tests): the smallest tiles tl.dot takes, few programs
+    # so the persistent loop runs several items per program.
+    "cpu": ArchMoe(
+        fuse_act=True,
+        why_fuse="tests cover both",
+        gemm1=Tile(block_m=16, block_n=16, block_k=16, num_warps=4, num_stages=1, progs_per_cu=1),
+        gemm2=Tile(block_m=16, block_n=16, block_k=16, num_warps=4, num_stages=1, progs_per_cu=1),
+        gemm2_short_k=Tile(block_m=16, block_n=16, block_k=16, num_warps=4, num_stages=1, progs_per_cu=1),
+        before=Tile(block_m=64, block_n=16, block_k=16, num_warps=4, num_stages=1, progs_per_cu=1),
+        min_items_per_cu=0.0,
+        large_m_stages=1,
+    ),
+}
+
+
+def arch_entry(arch: str) -> ArchMoe:
+    from ..oracle import arch_family
+    return ARCHS[arch_family(arch)]
+
+
+def expected_blocks(num_routes: int, num_experts: int, num_local: int, block_m: int) -> tuple[float, float]:
+    """(expected active local experts, expected M blocks) for uniform random
+    routing of num_routes routes over num_experts global experts."""
+    if num_routes <= 0:
+        return 0.0, 0.0
+    local_routes = num_routes * num_local / num_experts
+    active = num_local * (1.0 - (1.0 - 1.0 / num_experts) ** num_routes)
+    # each active expert pads its last block: about half a block of padding
+    blocks = active * 0.5 + local_routes / block_m if active else 0.0
+    return active, max(blocks, min(active, 1.0))
+
+
+def choose_block_m(arch: str, num_routes: int, num_experts: int, num_local: int) -> int:
+    ent = arch_entry(arch)
+    active, _ = expected_blocks(num_routes, num_experts, num_local, 16)
+    rows = (num_routes * num_local / num_experts) / active if active else 0.0
+    for max_rows, bm in ent.block_m_by_rows:
+        if rows <= max_rows:
+            return bm
+    return ent.block_m_by_rows[-1][1]
+
+
+def choose(arch: str, gemm: str, *, N: int, K: int, num_routes: int, num_experts: int, num_local: int,
+           block_m: int, cu_count: int, before: bool = False, override: Optional[Tile] = None) -> Tile:
+    """The tile of `gemm` ("gemm1": N = fused output columns, "gemm2") for this problem."""
+    ent = arch_entry(arch)
+    if override is not None:
+        return replace(override, block_m=block_m)
+    if before:
+        base = ent.before
+    elif gemm == "gemm1":
+        base = ent.gemm1
+    else:
+        base = ent.gemm2_short_k if K <= ent.short_k else ent.gemm2
+    tile = replace(base, block_m=block_m)
+    if before:
+        return tile
+    if block_m >= 64:
+        tile = replace(tile, num_stages=ent.large_m_stages)
+    if not ent.min_items_per_cu or (gemm == "gemm2" and K <= ent.short_k):
+        return tile      # short K: wide N tiles measured best even with few items (TP8, T = 1)
+    _, blocks = expected_blocks(num_routes, num_experts, num_local, block_m)
+    want = ent.min_items_per_cu * cu_count
+    bn, bk = tile.block_n, tile.block_k
+    bk_cap = min(256, K & -K) if K > 0 else bk
+    while bn > ent.min_block_n and blocks * math.ceil(N / bn) < want:
+        bn //= 2
+        bk = max(bk, min(2 * bk, bk_cap))
+    return replace(tile, block_n=bn, block_k=bk)
