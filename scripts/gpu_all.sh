@@ -4,7 +4,7 @@
 #   scripts/gpu_all.sh [bench ops...]      (default: all benches)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1
+export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1 MINIMAX_ROCM_JIT=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:-/tmp/mmr_out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

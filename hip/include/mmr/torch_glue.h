@@ -1,0 +1,32 @@
+// Host-side glue for the launchers in hip/*.hip: input checks that name the op
+// and argument, the current stream, launch-error checks. Not seen by the
+// device-only compile checks (MMR_DEVICE_ONLY).
+#pragma once
+#ifndef MMR_DEVICE_ONLY
+
+#include <c10/hip/HIPStream.h>
+#include <torch/library.h>
+#include <ATen/ATen.h>
+
+#include "platform.h"
+
+#define MMR_CHECK(op, arg, cond, msg) TORCH_CHECK((cond), "minimax_rocm_ext.", op, ": argument '", arg, "' ", msg)
+
+#define MMR_CHECK_LAUNCH(op)                                                             \
+  do {                                                                                   \
+    hipError_t e_ = hipGetLastError();                                                   \
+    TORCH_CHECK(e_ == hipSuccess, "minimax_rocm_ext.", op, ": launch failed: ", hipGetErrorString(e_)); \
+  } while (0)
+
+namespace mmr {
+inline hipStream_t current_stream() { return c10::hip::getCurrentHIPStream().stream(); }
+
+inline int multiprocessor_count() {
+  int dev = 0, n = 0;
+  (void)hipGetDevice(&dev);
+  (void)hipDeviceGetAttribute(&n, hipDeviceAttributeMultiprocessorCount, dev);
+  return n;
+}
+}  // namespace mmr
+
+#endif  // MMR_DEVICE_ONLY

@@ -1,0 +1,69 @@
+// Wave (warp) size as a compile-time constant, and shuffles / reductions that
+// name their width. No kernel may assume 32: CDNA waves are 64 wide.
+#pragma once
+
+#include "platform.h"
+
+#if MMR_AMD
+// gfx9 (CDNA: gfx90a, gfx942, gfx950) runs wave64; RDNA would be wave32.
+#if defined(__GFX9__) || !defined(__AMDGCN_WAVEFRONT_SIZE)
+#define MMR_WAVE 64
+#else
+#define MMR_WAVE __AMDGCN_WAVEFRONT_SIZE
+#endif
+#else
+#define MMR_WAVE 32
+#endif
+
+namespace mmr {
+
+constexpr int kWave = MMR_WAVE;
+
+// XOR shuffle within groups of `width` lanes (width a power of two <= kWave).
+template <typename T>
+MMR_DEVICE T shfl_xor(T v, int lane_mask, int width) {
+#if MMR_AMD
+  return __shfl_xor(v, lane_mask, width);
+#else
+  return __shfl_xor_sync(0xffffffffu, v, lane_mask, width);
+#endif
+}
+
+// Sum over groups of WIDTH consecutive lanes; every lane of a group gets it.
+template <int WIDTH, typename T>
+MMR_DEVICE T group_sum(T v) {
+  static_assert(WIDTH > 0 && (WIDTH & (WIDTH - 1)) == 0 && WIDTH <= kWave, "width: power of two <= wave");
+#pragma unroll
+  for (int m = WIDTH / 2; m > 0; m >>= 1) v += shfl_xor(v, m, WIDTH);
+  return v;
+}
+
+template <int WIDTH, typename T>
+MMR_DEVICE T group_max(T v) {
+  static_assert(WIDTH > 0 && (WIDTH & (WIDTH - 1)) == 0 && WIDTH <= kWave, "width: power of two <= wave");
+#pragma unroll
+  for (int m = WIDTH / 2; m > 0; m >>= 1) {
+    T o = shfl_xor(v, m, WIDTH);
+    v = v > o ? v : o;
+  }
+  return v;
+}
+
+template <typename T>
+MMR_DEVICE T wave_sum(T v) { return group_sum<kWave>(v); }
+
+// Sum over the whole block (blockDim.x a multiple of kWave, at most 1024):
+// every thread gets the result. `scratch` holds at least blockDim.x / kWave
+// values in shared memory.
+template <typename T>
+MMR_DEVICE T block_sum(T v, T* scratch) {
+  const int lane = threadIdx.x % kWave, wave = threadIdx.x / kWave, waves = blockDim.x / kWave;
+  v = wave_sum(v);
+  __syncthreads();  // scratch may still be read from a previous call
+  if (lane == 0) scratch[wave] = v;
+  __syncthreads();
+  T t = lane < waves ? scratch[lane] : T(0);
+  return wave_sum(t);
+}
+
+}  // namespace mmr
