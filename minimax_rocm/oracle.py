@@ -227,7 +227,9 @@ def _bf16_rows_of_8(p, plat):
 
 
 def _router_small(p, plat):
-    return not p.has_bias and p.tokens <= threshold("router_native_max_m", plat.arch)
+    # The fast paths have no bias and read x in 16-byte vectors (H % 8 == 0).
+    return (not p.has_bias and 1 <= p.tokens <= threshold("router_native_max_m", plat.arch)
+            and p.hidden % 8 == 0)
 
 
 def _lamport_ok(p, plat):
@@ -280,7 +282,7 @@ RULES: tuple[Rule, ...] = (
     Rule("topk_reduce", "torch", "reference"),
     # router_gemm ---------------------------------------------------------------
     Rule("router_gemm", "hip", "small M: native kernel reads W once for all rows", _router_small),
-    Rule("router_gemm", "triton", "small M: Triton split-K GEMV-style kernel", _router_small),
+    Rule("router_gemm", "triton", "small M: Triton split-K kernel (fp32 dot)", _router_small),
     Rule("router_gemm", "torch", "large M or bias: cast + BLAS (F.linear)"),
     # QK norm all-reduce ----------------------------------------------------------
     Rule("allreduce_rms_qk", "hip", "one-shot Lamport exchange + norm in one kernel", _lamport_ok),

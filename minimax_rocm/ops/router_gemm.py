@@ -13,6 +13,8 @@ OP = "router_gemm"
 
 
 def check(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
+    # Non-contiguous x is rejected rather than copied: a hidden copy would
+    # double the op's launches on the decode path this op exists to shorten.
     check_tensor(OP, "x", x, dtype=(torch.bfloat16, torch.float32), dim=2)
     check_tensor(OP, "w", w, dtype=torch.float32, dim=2, device=x.device)
     if w.shape[1] != x.shape[1]:
@@ -44,9 +46,41 @@ def _torch(x, w, bias):
     return F.linear(x.float(), w, bias)
 
 
+@oracle.register_impl(OP, "triton")
+def _triton(x, w, bias):
+    from ..triton.router_gemm import router_gemm as kernel
+    return kernel(x, w)
+
+
+# Native-kernel workspace per (device, stream, E): K-split partials and the
+# per-row-group arrival counters (zero between calls: the kernel resets them).
+# One per stream, so concurrent streams never share counters.
+_WORKSPACE: dict = {}
+_MAX_SPLITS = 16
+_MAX_M = 32
+
+
+def _workspace(x: torch.Tensor, E: int):
+    key = (x.device, torch.cuda.current_stream(x.device).cuda_stream, E)
+    ws = _WORKSPACE.get(key)
+    if ws is None:
+        ws = (torch.empty(_MAX_SPLITS * _MAX_M * E, dtype=torch.float32, device=x.device),
+              torch.zeros(-(-E // 4), dtype=torch.int32, device=x.device))
+        _WORKSPACE[key] = ws
+    return ws
+
+
+@oracle.register_impl(OP, "hip")
+def _hip(x, w, bias):
+    from ..build import ext
+    out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32, device=x.device)
+    partial, counters = _workspace(x, w.shape[0])
+    ext.ops().router_gemm(x, w, out, partial, counters)
+    return out
+
+
 def router_gemm(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """logits `[M, E]` fp32 = x `[M, H]` (bf16/fp32) @ w `[E, H]` (fp32)^T (+ bias)."""
     return torch.ops.minimax_rocm.router_gemm(x, w, bias)
 
 
-__all__ = ["router_gemm", "reference"]

@@ -29,6 +29,16 @@ MMR_DEVICE T shfl_xor(T v, int lane_mask, int width) {
 #endif
 }
 
+// Lane `src` of each group of `width` lanes, to every lane of the group.
+template <typename T>
+MMR_DEVICE T shfl(T v, int src, int width) {
+#if MMR_AMD
+  return __shfl(v, src, width);
+#else
+  return __shfl_sync(0xffffffffu, v, src, width);
+#endif
+}
+
 // Sum over groups of WIDTH consecutive lanes; every lane of a group gets it.
 template <int WIDTH, typename T>
 MMR_DEVICE T group_sum(T v) {

@@ -1,0 +1,40 @@
+"""bench --op router_gemm: the native and Triton kernels vs cast + F.linear
+(cuBLAS / hipBLASLt), M = 1..64, MiniMax-M2 (3072 x 256) and M3 (6144 x 128)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import oracle
+from ..ops.router_gemm import _hip as native_router_gemm
+from ..ops.router_gemm import router_gemm as router_gemm_op
+from ..triton import router_gemm as tri
+from .harness import Context, Row, register_bench, time_us
+
+MS = (1, 2, 4, 8, 16, 32, 64)
+SHAPES = (("M2", 3072, 256), ("M3", 6144, 128))
+
+
+@register_bench("router_gemm")
+def bench(ctx: Context) -> list[Row]:
+    rows = []
+    shapes = SHAPES[:1] if ctx.quick else SHAPES
+    ms = (1, 32) if ctx.quick else MS
+    native = ctx.gpu and oracle.detect_platform().native_ext
+    for name, H, E in shapes:
+        w = torch.randn(E, H, device=ctx.device)
+        for M in ms:
+            x = torch.randn(M, H, device=ctx.device).to(torch.bfloat16)
+            case = f"{name} M={M} H={H} E={E}"
+            nbytes = E * H * 4 + M * H * 2 + M * E * 4
+            rows.append(Row("router_gemm", case, "cast + F.linear", time_us(lambda: F.linear(x.float(), w)),
+                            nbytes, 2 * M * H * E, baseline=True))
+            if native and M <= 32:
+                rows.append(Row("router_gemm", case, "ours (hip)", time_us(lambda: native_router_gemm(x, w, None)),
+                                nbytes, 2 * M * H * E))
+            if ctx.gpu:
+                rows.append(Row("router_gemm", case, "ours (triton)", time_us(lambda: tri.router_gemm(x, w)),
+                                nbytes, 2 * M * H * E))
+            rows.append(Row("router_gemm", case, "op (oracle)", time_us(lambda: router_gemm_op(x, w)),
+                            nbytes, 2 * M * H * E))
+    return rows
