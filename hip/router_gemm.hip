@@ -112,14 +112,15 @@ MMR_DEVICE void router_wave(const XT* __restrict__ x, const float* __restrict__ 
   if (arrived != splits - 1) return;
 
   // Last wave of the group: every other split's partials are visible (their
-  // fences preceded their counter increments). Sum in split order.
+  // fences preceded their counter increments; this fence orders our reads
+  // after the counter and, on CDNA, invalidates the non-coherent L1). Plain
+  // loads, so they are all in flight at once. Sum in split order.
   __threadfence();
   for (int i = lane; i < kExperts * M; i += mmr::kWave) {
     const int r = i % kExperts, m = i / kExperts;
     if (e0 + r >= E) continue;
     float s = 0.f;
-    for (int sp = 0; sp < splits; ++sp)
-      s += *reinterpret_cast<volatile const float*>(partial + (int64_t(sp) * M + m) * E + e0 + r);
+    for (int sp = 0; sp < splits; ++sp) s += partial[(int64_t(sp) * M + m) * E + e0 + r];
     out[int64_t(m) * E + e0 + r] = s;
   }
   if (lane == 0) counters[g] = 0;  // ready for the next call (and graph replay)
@@ -170,13 +171,14 @@ void launch(void (*kernel)(const XT*, const float*, float*, float*, int*, int, i
                                                        splits);
 }
 
-// K splits: enough waves for about two per SIMD / SM sub-partition across the
-// GPU, at least 4 vectors per lane, at most the workspace's split count.
+// K splits: enough waves for two full blocks per CU / SM (every CU streams its
+// share of W), at least half the lanes of a wave busy, at most the
+// workspace's split count.
 int choose_splits(int groups, int H, int max_splits) {
   const int waves_per_block = kThreads / mmr::kWave;
   const int want_waves = mmr::multiprocessor_count() * waves_per_block * 2;
   int splits = (want_waves + groups - 1) / groups;
-  const int max_by_k = std::max(1, H / (kVec * mmr::kWave * 2));
+  const int max_by_k = std::max(1, H / (kVec * mmr::kWave / 2));
   return std::max(1, std::min({splits, max_by_k, max_splits}));
 }
 

@@ -83,7 +83,7 @@ def test_native_rejects_m_over_32():
     x = torch.randn(33, 64, device="cuda")
     w = torch.randn(8, 64, device="cuda")
     with pytest.raises(RuntimeError, match="router_gemm.*'x'"):
-        native.router_gemm(x, w, torch.empty(33, 8, device="cuda"), torch.empty(16 * 32 * 8, device="cuda"),
+        native.router_gemm(x, w, torch.empty(33, 8, device="cuda"), torch.empty(32 * 32 * 8, device="cuda"),
                            torch.zeros(2, dtype=torch.int32, device="cuda"))
 
 

@@ -56,7 +56,7 @@ def _triton(x, w, bias):
 # per-row-group arrival counters (zero between calls: the kernel resets them).
 # One per stream, so concurrent streams never share counters.
 _WORKSPACE: dict = {}
-_MAX_SPLITS = 16
+_MAX_SPLITS = 32
 _MAX_M = 32
 
 
