@@ -183,7 +183,10 @@ class Problem:
 
 THRESHOLDS: dict[str, dict[str, float]] = {
     # Router fast path: native kernel up to this M; BLAS-backed above (issue 5).
-    "router_native_max_m": {"gfx942": 32, "gfx950": 32, "sm90": 32, "sm100": 32, "cpu": 0},
+    # Measured on H100 (BENCHMARKS.md): the native kernel beats cast + cuBLAS up
+    # to M = 16 (1.3-3.4x) and loses at M = 32; the AMD entries take the same
+    # kernel's crossover until an MI300X measurement replaces them.
+    "router_native_max_m": {"gfx942": 16, "gfx950": 16, "sm90": 16, "sm100": 16, "cpu": 0},
     # Native MXFP8 for max_model_len at or under this; emulation above (issue 7,
     # from the MI300X memory policy: every layer keeps BF16 beside MXFP8 up to 4096).
     "mxfp8_native_max_model_len": {"gfx942": 4096, "gfx950": 4096, "sm90": 4096, "sm100": 4096, "cpu": 4096},

@@ -80,12 +80,9 @@ def test_router_threshold_and_bias_fall_back():
     assert biased.chosen.backend == "torch"
 
 
-def test_threshold_is_table_data():
-    oracle.THRESHOLDS["router_native_max_m"]["sm90"] = 4
-    try:
-        assert decide(Problem("router_gemm", tokens=8), simulated_platform("sm90"), False).chosen.backend == "torch"
-    finally:
-        oracle.THRESHOLDS["router_native_max_m"]["sm90"] = 32
+def test_threshold_is_table_data(monkeypatch):
+    monkeypatch.setitem(oracle.THRESHOLDS["router_native_max_m"], "sm90", 4)
+    assert decide(Problem("router_gemm", tokens=8), simulated_platform("sm90"), False).chosen.backend == "torch"
 
 
 def _moe(**kw):
