@@ -93,6 +93,17 @@ def _align_triton(topk_ids, block_m, expert_map, num_local_experts):
     return tri.moe_align(topk_ids, block_m, expert_map, num_local_experts)
 
 
+@oracle.register_impl(ALIGN, "hip")
+def _align_hip(topk_ids, block_m, expert_map, num_local_experts):
+    from ..build import ext
+    n = reference.align_buffer_size(topk_ids.numel(), block_m, num_local_experts)
+    i32 = dict(dtype=torch.int32, device=topk_ids.device)
+    sorted_ids, block_ids, npp = torch.empty(n, **i32), torch.empty(n // block_m, **i32), torch.empty(1, **i32)
+    emap = None if expert_map is None else expert_map.to(torch.int32)
+    ext.ops().moe_align(topk_ids, emap, num_local_experts, block_m, sorted_ids, block_ids, npp)
+    return sorted_ids, block_ids, npp
+
+
 def moe_align(topk_ids: torch.Tensor, block_m: int, expert_map: Optional[torch.Tensor],
               num_local_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sorted_route_ids, block_expert_ids, num_routes_post_padded): see

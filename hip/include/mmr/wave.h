@@ -39,6 +39,23 @@ MMR_DEVICE T shfl(T v, int src, int width) {
 #endif
 }
 
+// Bit i set when lane i's predicate holds (wave-wide; 64 bits on CDNA).
+MMR_DEVICE uint64_t ballot(bool pred) {
+#if MMR_AMD
+  return __ballot(pred);
+#else
+  return __ballot_sync(0xffffffffu, pred);
+#endif
+}
+
+MMR_DEVICE int lane_id() { return int(threadIdx.x) % kWave; }
+
+// Lanes below this one whose bit is set in `mask`.
+MMR_DEVICE int rank_in(uint64_t mask) {
+  const int lane = lane_id();
+  return __popcll(mask & ((uint64_t(1) << lane) - 1));
+}
+
 // Sum over groups of WIDTH consecutive lanes; every lane of a group gets it.
 template <int WIDTH, typename T>
 MMR_DEVICE T group_sum(T v) {
