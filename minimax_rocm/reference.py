@@ -358,8 +358,8 @@ def mxfp8_fn_to_fnuz(q: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tenso
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     """||out - ref|| / ||ref|| in float64; inf when out has NaN where ref has none."""
-    o = out.double()
-    r = ref.double()
+    o = out.detach().double().cpu()
+    r = ref.detach().double().cpu()
     if bool(torch.isnan(o).any()) and not bool(torch.isnan(r).any()):
         return math.inf
     denom = r.norm().item()
