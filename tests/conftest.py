@@ -39,3 +39,14 @@ def _fresh_seed(request):
     torch.manual_seed(seed)
     request.node.user_properties.append(("seed", seed))
     yield
+
+
+@pytest.fixture(scope="session")
+def native():
+    """torch.ops.minimax_rocm_ext after loading (or JIT-building) the native
+    extension; skips with the loader's reason where it is not available."""
+    from minimax_rocm.build import ext
+    m = ext.load()
+    if m is None:
+        pytest.skip(f"native extension not loaded: {ext.load_error()}")
+    return m

@@ -9,15 +9,6 @@ from minimax_rocm.dist import expert_map, local_expert_range
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(scope="module")
-def native():
-    from minimax_rocm.build import ext
-    m = ext.load()
-    if m is None:
-        pytest.skip(f"native extension not loaded: {ext.load_error()}")
-    return m
-
-
 def _run(native, ids, block_m, emap, e_loc):
     n = reference.align_buffer_size(ids.numel(), block_m, e_loc)
     out = (torch.full((n,), -7, dtype=torch.int32, device="cuda"),

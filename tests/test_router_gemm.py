@@ -56,11 +56,7 @@ SHAPES = [(3072, 256), (6144, 128), (136, 24)]
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("H,E", SHAPES)
-def test_native_every_m(dtype, H, E):
-    from minimax_rocm.build import ext
-    native = ext.load()
-    if native is None:
-        pytest.skip(f"native extension not loaded: {ext.load_error()}")
+def test_native_every_m(native, dtype, H, E):
     from minimax_rocm.ops.router_gemm import _workspace
     w = torch.randn(E, H, device="cuda")
     for M in range(1, 33):
@@ -75,11 +71,7 @@ def test_native_every_m(dtype, H, E):
 
 
 @pytest.mark.gpu
-def test_native_rejects_m_over_32():
-    from minimax_rocm.build import ext
-    native = ext.load()
-    if native is None:
-        pytest.skip(f"native extension not loaded: {ext.load_error()}")
+def test_native_rejects_m_over_32(native):
     x = torch.randn(33, 64, device="cuda")
     w = torch.randn(8, 64, device="cuda")
     with pytest.raises(RuntimeError, match="router_gemm.*'x'"):
@@ -99,10 +91,7 @@ def test_op_dispatch_on_gpu(M):
 
 
 @pytest.mark.gpu
-def test_native_under_graph_replay():
-    from minimax_rocm.build import ext
-    if ext.load() is None:
-        pytest.skip(f"native extension not loaded: {ext.load_error()}")
+def test_native_under_graph_replay(native):
     w = torch.randn(256, 3072, device="cuda")
     x = torch.randn(8, 3072, device="cuda").to(torch.bfloat16)
     mm.router_gemm(x, w)  # warm-up: workspace exists before capture

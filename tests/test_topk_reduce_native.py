@@ -4,17 +4,8 @@ import pytest
 import torch
 
 from minimax_rocm import oracle, reference
-from minimax_rocm.build import ext
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(scope="module")
-def native():
-    m = ext.load()
-    if m is None:
-        pytest.skip(f"native extension not loaded: {ext.load_error()}")
-    return m
 
 
 @pytest.mark.parametrize("T", [1, 7, 64, 1000])
