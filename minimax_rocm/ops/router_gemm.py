@@ -52,30 +52,11 @@ def _triton(x, w, bias):
     return kernel(x, w)
 
 
-# Native-kernel workspace per (device, stream, E): K-split partials and the
-# per-row-group arrival counters (zero between calls: the kernel resets them).
-# One per stream, so concurrent streams never share counters.
-_WORKSPACE: dict = {}
-_MAX_SPLITS = 32
-_MAX_M = 32
-
-
-def _workspace(x: torch.Tensor, E: int):
-    key = (x.device, torch.cuda.current_stream(x.device).cuda_stream, E)
-    ws = _WORKSPACE.get(key)
-    if ws is None:
-        ws = (torch.empty(_MAX_SPLITS * _MAX_M * E, dtype=torch.float32, device=x.device),
-              torch.zeros(-(-E // 4), dtype=torch.int32, device=x.device))
-        _WORKSPACE[key] = ws
-    return ws
-
-
 @oracle.register_impl(OP, "hip")
 def _hip(x, w, bias):
     from ..build import ext
     out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32, device=x.device)
-    partial, counters = _workspace(x, w.shape[0])
-    ext.ops().router_gemm(x, w, out, partial, counters)
+    ext.ops().router_gemm(x, w, out)
     return out
 
 
