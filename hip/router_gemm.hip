@@ -62,16 +62,21 @@ MMR_DEVICE void router_block(const XT* __restrict__ x, const float* __restrict__
         for (int i = 0; i < kVec; ++i) wv[r][i] = 0.f;
       }
     }
+    // x rows in batches of kBatch whose loads are all issued before the
+    // first FMA: a branch on m < M per row would serialise them (one L2
+    // round trip per row). Rows past M re-read row M - 1 and are dropped.
+    constexpr int kBatch = MT < 8 ? MT : 8;
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      if (m < M) {
-        float xv[kVec];
-        load_x8<XT>(x + int64_t(m) * H + k, xv);
+    for (int mb = 0; mb < MT; mb += kBatch) {
+      float xv[kBatch][kVec];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) load_x8<XT>(x + int64_t(min(mb + j, M - 1)) * H + k, xv[j]);
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
 #pragma unroll
         for (int r = 0; r < KE; ++r)
 #pragma unroll
-          for (int i = 0; i < kVec; ++i) acc[r][m] = fmaf(wv[r][i], xv[i], acc[r][m]);
-      }
+          for (int i = 0; i < kVec; ++i) acc[r][mb + j] = fmaf(wv[r][i], xv[j][i], acc[r][mb + j]);
     }
   }
 #pragma unroll
