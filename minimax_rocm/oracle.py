@@ -183,10 +183,10 @@ class Problem:
 
 THRESHOLDS: dict[str, dict[str, float]] = {
     # Router fast path: native kernel up to this M; BLAS-backed above (issue 5).
-    # Measured on H100 (BENCHMARKS.md): the native kernel beats cast + cuBLAS up
-    # to M = 16 (1.3-3.4x) and loses at M = 32; the AMD entries take the same
-    # kernel's crossover until an MI300X measurement replaces them.
-    "router_native_max_m": {"gfx942": 16, "gfx950": 16, "sm90": 16, "sm100": 16, "cpu": 0},
+    # Measured on H100 (BENCHMARKS.md): the native kernel beats cast + cuBLAS at
+    # every M <= 32 (1.25-6.4x), its size limit; the AMD entries take the same
+    # kernel's range until an MI300X measurement replaces them.
+    "router_native_max_m": {"gfx942": 32, "gfx950": 32, "sm90": 32, "sm100": 32, "cpu": 0},
     # Native MXFP8 for max_model_len at or under this; emulation above (issue 7,
     # from the MI300X memory policy: every layer keeps BF16 beside MXFP8 up to 4096).
     "mxfp8_native_max_model_len": {"gfx942": 4096, "gfx950": 4096, "sm90": 4096, "sm100": 4096, "cpu": 4096},
@@ -196,6 +196,9 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     "mxfp8_bf16_min_tokens": {"gfx942": 832, "gfx950": 832, "sm90": 832, "sm100": 832, "cpu": 832},
     # Lamport one-shot: world sizes the fused kernel supports.
     "lamport_max_world": {"gfx942": 8, "gfx950": 8, "sm90": 8, "sm100": 8, "cpu": 0},
+    # ...and the most tokens it takes before the NCCL/RCCL path (no cap: it
+    # is faster at every measured T; the workspace's max_tokens still bounds it).
+    "lamport_max_tokens": {"gfx942": 1 << 30, "gfx950": 1 << 30, "sm90": 1 << 30, "sm100": 1 << 30, "cpu": 0},
     # Sparse-local BF16 MoE: the MI300X work took it for decode batches only.
     "sparse_local_max_tokens": {"gfx942": 256, "gfx950": 256, "sm90": 4096, "sm100": 4096, "cpu": 1 << 30},
 }
@@ -236,7 +239,12 @@ def _router_small(p, plat):
 
 
 def _lamport_ok(p, plat):
-    return p.tp_size in (2, 4, 8) and p.tp_size <= threshold("lamport_max_world", plat.arch) and p.peer_access
+    # bf16 rows in 16-byte vectors; a Lamport workspace open for the group
+    # (peer_access); the kernel checks slice widths and alignment itself and
+    # hands anything else to the next rule.
+    return (p.tp_size in (2, 4, 8) and p.tp_size <= threshold("lamport_max_world", plat.arch) and p.peer_access
+            and p.dtype == "bfloat16" and p.hidden % 8 == 0
+            and p.tokens <= threshold("lamport_max_tokens", plat.arch))
 
 
 def _bf16_ep_sparse(p, plat):
