@@ -21,7 +21,12 @@ def _cmd_explain(args) -> int:
 
 def _cmd_demo(args) -> int:
     if args.ep > 1 or args.tp > 1:
-        from .models.demo import run_demo
+        try:
+            from .models.demo import run_demo
+        except ImportError as e:
+            print(f"demo --ep/--tp: the multi-process demo (minimax_rocm.models.demo) is not available: {e}",
+                  file=sys.stderr)
+            return 2
         ok = run_demo(ep=args.ep, tp=args.tp, device=args.device)
     else:
         from .demo import run
