@@ -46,6 +46,12 @@ def _quant_torch(x, fp8_dtype):
     return reference.mxfp8_quant(x, FP8_DTYPES[fp8_dtype])
 
 
+@oracle.register_impl(QUANT, "triton")
+def _quant_triton(x, fp8_dtype):
+    from ..triton import mxfp8_quant as tri
+    return tri.mxfp8_quant(x, FP8_DTYPES[fp8_dtype])
+
+
 def mxfp8_quant(x: torch.Tensor, fp8_dtype: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """x `[..., K]` -> (fp8 values `[..., K]`, e8m0 scales uint8 `[..., K/32]`)."""
     return torch.ops.minimax_rocm.mxfp8_quant(x, resolve_fp8(fp8_dtype))
@@ -78,6 +84,12 @@ def _(q, scales, out_dtype):
 @oracle.register_impl(DEQUANT, "torch")
 def _dequant_torch(q, scales, out_dtype):
     return reference.mxfp8_dequant(q, scales, OUT_DTYPES[out_dtype])
+
+
+@oracle.register_impl(DEQUANT, "triton")
+def _dequant_triton(q, scales, out_dtype):
+    from ..triton import mxfp8_quant as tri
+    return tri.mxfp8_dequant(q, scales, OUT_DTYPES[out_dtype])
 
 
 def mxfp8_dequant(q: torch.Tensor, scales: torch.Tensor, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
