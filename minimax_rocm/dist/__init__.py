@@ -7,6 +7,7 @@ from typing import Optional
 import torch.distributed as dist
 
 from .expert_map import expert_map, local_expert_range  # noqa: F401
+from .lamport import LamportWorkspace  # noqa: F401
 
 # group_name -> LamportWorkspace opened for that group (the fused QK-norm kernel
 # needs one; without it the oracle takes the NCCL/RCCL path).

@@ -94,6 +94,91 @@ def _one_torch(x, weight, eps, group_name):
     x.copy_(reference.allreduce_rms_local(x, weight, eps, sums[:, 0], x.shape[1] * world))
 
 
+# --------------------------------------------------------------------------- #
+# triton: sum-of-squares kernel + all-reduce of [T, 2] + normalise kernel
+# --------------------------------------------------------------------------- #
+
+
+@oracle.register_impl(QK, "triton")
+def _qk_triton(qkv, q_weight, k_weight, eps, group_name):
+    from ..triton import rms_norm as tri
+    q, kv = q_weight.shape[0], k_weight.shape[0]
+    world = group_world_size(group_name)
+    sums = all_reduce_sums(tri.sum_squares(qkv, q, kv), group_name)
+    tri.rms_scale(qkv, sums, q_weight, k_weight, q, kv, q * world, kv * world, eps)
+
+
+@oracle.register_impl(ONE, "triton")
+def _one_triton(x, weight, eps, group_name):
+    from ..triton import rms_norm as tri
+    world = group_world_size(group_name)
+    sums = all_reduce_sums(tri.sum_squares(x, x.shape[1]), group_name)
+    tri.rms_scale(x, sums, weight, None, x.shape[1], 0, x.shape[1] * world, 1, eps)
+
+
+# --------------------------------------------------------------------------- #
+# hip: the fused one-shot Lamport kernel (hip/lamport_allreduce_rms.hip)
+# --------------------------------------------------------------------------- #
+
+
+def _aligned16(t: torch.Tensor) -> bool:
+    return t.data_ptr() % 16 == 0
+
+
+def _lamport_declines(x: torch.Tensor, widths: tuple[int, ...], weights: tuple[torch.Tensor, ...]):
+    """Why the fused kernel cannot take these inputs (None: it can). The
+    oracle's rule already checked dtype, world size and the workspace."""
+    if x.dtype != torch.bfloat16:
+        return f"activations are {x.dtype}, the kernel takes bfloat16"
+    if any(w % 8 for w in widths) or x.shape[1] % 8 or not _aligned16(x):
+        return "slice widths or row not in 16-byte vectors"
+    if weights[0].dtype not in (torch.bfloat16, torch.float32) or any(w.dtype != weights[0].dtype for w in weights):
+        return "weights must be all bf16 or all fp32"
+    if not all(_aligned16(w) for w in weights):
+        return "weights not 16-byte aligned"
+    return None
+
+
+def _workspace_for(op: str, arg: str, x: torch.Tensor, group_name: str):
+    ws = lamport_workspace(group_name)
+    if ws is None or ws.closed:
+        raise oracle.BackendUnavailable(f"{op}: no open LamportWorkspace for group {group_name!r}")
+    if ws.device != x.device:
+        fail(op, arg, f"is on {x.device}; the Lamport workspace of group {group_name!r} is on {ws.device}")
+    ws.check_tokens(op, arg, x.shape[0])
+    return ws
+
+
+def _fall_through(op: str, problem: oracle.Problem, why: str, args: tuple):
+    """Run the oracle's next non-hip backend (the kernel declined the inputs)."""
+    from . import _common
+    d = oracle.decide(problem)
+    if d.forced:
+        raise oracle.BackendUnavailable(f"{op}: forced backend 'hip' cannot run this call: {why}")
+    nxt = next(c for c in (d.chosen, *d.fallbacks) if c.backend != "hip")
+    _common.LAST_BACKEND[op] = f"{nxt.backend} (hip declined: {why})"
+    return oracle.impl(op, nxt.backend)(*args)
+
+
+@oracle.register_impl(QK, "hip")
+def _qk_hip(qkv, q_weight, k_weight, eps, group_name):
+    ws = _workspace_for(QK, "qkv", qkv, group_name)
+    q, kv = q_weight.shape[0], k_weight.shape[0]
+    why = _lamport_declines(qkv, (q, kv), (q_weight, k_weight))
+    if why:
+        return _fall_through(QK, norm_problem(QK, qkv, group_name), why, (qkv, q_weight, k_weight, eps, group_name))
+    ws.allreduce_rms_qk(qkv, q_weight, k_weight, eps)
+
+
+@oracle.register_impl(ONE, "hip")
+def _one_hip(x, weight, eps, group_name):
+    ws = _workspace_for(ONE, "x", x, group_name)
+    why = _lamport_declines(x, (x.shape[1],), (weight,))
+    if why:
+        return _fall_through(ONE, norm_problem(ONE, x, group_name), why, (x, weight, eps, group_name))
+    ws.allreduce_rms(x, weight, eps)
+
+
 def allreduce_rms_qk(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, eps: float = 1e-6,
                      group_name: str = "") -> torch.Tensor:
     """Normalise q and k of this rank's qkv shard `[T, q + 2 kv]` in place over
