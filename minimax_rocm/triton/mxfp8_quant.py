@@ -3,7 +3,8 @@ e8m0 scales), byte-compatible with reference.mxfp8_quant.
 
 Scale exponent = floor(log2(amax)) - emax_elem, read off amax's exponent bits
 (exact; a subnormal or zero amax lands on the clamp, -127), so the only
-rounding is the saturating cast to fp8. A block holding NaN or Inf gets the
+rounding is the saturating round-to-nearest-even into fp8, done in integer
+math for both flavours. A block holding NaN or Inf gets the
 NaN scale (0xFF) and NaN elements.
 """
 from __future__ import annotations
@@ -38,20 +39,24 @@ def mxfp8_quant_kernel(x_ptr, q_ptr, s_ptr, rows, K, EMAX: tl.constexpr, BIAS: t
     inv = ((127 - e) << 23).to(tl.float32, bitcast=True)
     y = xb * inv[:, :, None]
     y = tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX)
-    # Round to the fp8 grid here, to nearest even, so the cast below is exact
-    # whatever rounding the backend's conversion does (the interpreter's is
-    # not RNE). Normal range: keep 3 mantissa bits. Subnormal range: a fixed
-    # step 2^(1 - bias - 3), rounded by adding and removing 1.5 * 2^23 steps.
+    # Encode to the fp8 byte with integer math, rounding to nearest even:
+    # the same code for both flavours on every backend (Triton has no fnuz
+    # type on NVIDIA, and the interpreter's fp8 casts do not round to even).
     yb = y.to(tl.int32, bitcast=True)
-    normal = ((yb + 0x7FFFF + ((yb >> 20) & 1)) & -0x100000).to(tl.float32, bitcast=True)
-    magic = 1.5 * 2.0 ** (23 - BIAS - 2)
-    sub = (y + magic) - magic
-    sub = tl.where(sub == 0.0, y * 0.0, sub)  # keep the sign of a zero (fn has -0)
-    y = tl.where(tl.abs(y) < 2.0 ** (1 - BIAS), sub, normal)
+    sign = (yb >> 24) & 0x80
+    a = yb & 0x7FFFFFFF
+    # normal range: 3 mantissa bits kept, RNE; rounding may carry into the exponent
+    ar = (a + 0x7FFFF + ((a >> 20) & 1)) >> 20          # [exp(8) | mant(3)]
+    normal = ar - ((127 - BIAS) << 3)
+    # subnormal range: |y| / 2^(1 - BIAS - 3), rounded to even by adding and
+    # removing 1.5 * 2^23 (exact integer steps), 8 meaning the smallest normal
+    magic = 1.5 * 2.0 ** 23
+    sub = (((tl.abs(y) * 2.0 ** (BIAS + 2)) + magic) - magic).to(tl.int32)
+    code = tl.where(a < ((127 + 1 - BIAS) << 23), sub, normal)
     if FNUZ:
-        q = y.to(tl.float8e4b8).to(tl.uint8, bitcast=True)
+        q = tl.where(code == 0, 0, code | sign)           # no negative zero
     else:
-        q = y.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+        q = code | sign
     q = tl.where(bad[:, :, None], NAN_BYTE, q).to(tl.uint8)
     tl.store(q_ptr + r[:, None] * K + k[None, :], tl.reshape(q, (BLOCK_R, BLOCK_K)), mask=mask)
     kb = tl.program_id(1) * (BLOCK_K // 32) + tl.arange(0, BLOCK_K // 32)
@@ -60,16 +65,22 @@ def mxfp8_quant_kernel(x_ptr, q_ptr, s_ptr, rows, K, EMAX: tl.constexpr, BIAS: t
 
 
 @triton.jit
-def mxfp8_dequant_kernel(q_ptr, s_ptr, out_ptr, rows, K, FNUZ: tl.constexpr, BLOCK_R: tl.constexpr,
-                         BLOCK_K: tl.constexpr):
+def mxfp8_dequant_kernel(q_ptr, s_ptr, out_ptr, rows, K, BIAS: tl.constexpr, FNUZ: tl.constexpr,
+                         BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = (r[:, None] < rows) & (k[None, :] < K)
-    qb = tl.load(q_ptr + r[:, None] * K + k[None, :], mask=mask, other=0)
+    qb = tl.load(q_ptr + r[:, None] * K + k[None, :], mask=mask, other=0).to(tl.int32)
+    # Decode in integer math (no fnuz type on NVIDIA): e == 0 is subnormal.
+    e = (qb >> 3) & 0xF
+    m = qb & 7
+    mag = tl.where(e == 0, m.to(tl.float32) * 2.0 ** (1 - BIAS - 3),
+                   (((e + 127 - BIAS) << 23) | (m << 20)).to(tl.float32, bitcast=True))
+    v = tl.where((qb & 0x80) != 0, -mag, mag)
     if FNUZ:
-        v = qb.to(tl.float8e4b8, bitcast=True).to(tl.float32)
+        v = tl.where(qb == 0x80, float("nan"), v)
     else:
-        v = qb.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+        v = tl.where((qb & 0x7F) == 0x7F, float("nan"), v)
     s = tl.load(s_ptr + r[:, None] * (K // 32) + k[None, :] // 32, mask=mask, other=127).to(tl.int32)
     # e8m0: 2^(s-127); byte 0 is 2^-127, a float subnormal; 0xFF is NaN.
     scale = tl.where(s == 0, 2.0 ** -127, (s << 23).to(tl.float32, bitcast=True))
@@ -101,7 +112,7 @@ def mxfp8_dequant(q: torch.Tensor, scales: torch.Tensor, out_dtype: torch.dtype)
     out = torch.empty(q.shape, dtype=out_dtype, device=q.device)
     if rows:
         grid = (triton.cdiv(rows, _BLOCK_R), triton.cdiv(K, _BLOCK_K))
-        mxfp8_dequant_kernel[grid](q.view(torch.uint8), scales, out, rows, K,
+        mxfp8_dequant_kernel[grid](q.view(torch.uint8), scales, out, rows, K, BIAS=_BIAS[q.dtype],
                                    FNUZ=q.dtype == torch.float8_e4m3fnuz, BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K,
                                    num_warps=4)
     return out
