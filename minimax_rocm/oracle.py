@@ -328,7 +328,7 @@ RULES: tuple[Rule, ...] = (
          _mxfp8, path="emulation"),
     Rule("fused_moe_mxfp8", "torch", "reference (dequantise + reference MoE)", path="reference"),
     # MXFP8 quant ---------------------------------------------------------------
-    Rule("mxfp8_quant", "hip", "native per-32 block quantisation"),
+    Rule("mxfp8_quant", "hip", "native per-32 block quantisation (bf16 input, 16-byte loads)", _bf16_rows_of_8),
     # No AITER rule: its per-1x32 fp8 quantiser does not pick OCP scales
     # (not bit-exact) and has no e4m3fnuz output (backends/aiter.py).
     Rule("mxfp8_quant", "triton", "Triton per-32 block quantisation"),

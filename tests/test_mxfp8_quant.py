@@ -74,3 +74,96 @@ def test_op_on_gpu_is_bit_exact(fp8, shape):
     assert torch.equal(s.cpu(), rs) and _same_bytes(q, rq)
     back = mm.mxfp8_dequant(q, s, torch.float32)
     assert torch.equal(torch.nan_to_num(back.cpu(), 7.0), torch.nan_to_num(R.mxfp8_dequant(rq, rs), 7.0))
+
+
+# --------------------------------------------------------------------------- #
+# native (hip/mxfp8_quant.hip; translated CUDA on NVIDIA)
+# --------------------------------------------------------------------------- #
+
+def _every_bf16(device, shuffle):
+    """All 65536 bf16 bit patterns (NaNs, infinities, subnormals, both zeros)
+    as 2048 blocks: in order, blocks are runs of neighbouring patterns (most
+    finite, many subnormal); shuffled, most blocks mix magnitudes."""
+    bits = torch.arange(65536, dtype=torch.int32)
+    if shuffle:
+        bits = bits[torch.randperm(65536)]
+    bits = torch.where(bits >= 32768, bits - 65536, bits).to(torch.int16)
+    return bits.view(torch.bfloat16).reshape(64, 1024).to(device)
+
+
+def _native_quant(native, x, fp8):
+    """The kernel run twice over outputs poisoned with different bytes: an
+    element it did not write cannot match the reference both times."""
+    outs = []
+    for poison in (0x5A, 0xA5):
+        q = torch.full(x.shape, poison, dtype=torch.uint8, device=x.device)
+        s = torch.full((*x.shape[:-1], x.shape[-1] // 32), poison, dtype=torch.uint8, device=x.device)
+        native.mxfp8_quant(x, fp8 == torch.float8_e4m3fnuz, q, s)
+        outs.append((q.cpu(), s.cpu()))
+    return outs
+
+
+def _check_native(native, x, fp8):
+    rq, rs = R.mxfp8_quant(x.cpu(), fp8)
+    for q, s in _native_quant(native, x, fp8):
+        bad_s = (s != rs).nonzero()
+        assert bad_s.numel() == 0, f"{bad_s.shape[0]} scale bytes differ, first at {bad_s[0].tolist()}"
+        bad_q = (q != rq.view(torch.uint8)).nonzero()
+        assert bad_q.numel() == 0, (f"{bad_q.shape[0]} fp8 bytes differ, first at {bad_q[0].tolist()}: "
+                                    f"{q[tuple(bad_q[0])]:#x} vs {rq.view(torch.uint8)[tuple(bad_q[0])]:#x}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fp8", FLAVOURS)
+@pytest.mark.parametrize("shape", [(1, 32), (7, 96), (3, 5, 96), (216, 6144), (1000, 3072)])
+def test_native_is_bit_exact(native, fp8, shape):
+    torch.manual_seed(sum(shape))
+    rows = 1
+    for d in shape[:-1]:
+        rows *= d
+    x = _hard_input(rows, shape[-1], "cuda") if rows >= 5 else torch.randn(rows, shape[-1], device="cuda")
+    _check_native(native, x.to(torch.bfloat16).reshape(shape), fp8)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fp8", FLAVOURS)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_native_every_bf16_pattern(native, fp8, shuffle):
+    _check_native(native, _every_bf16("cuda", shuffle), fp8)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fp8", FLAVOURS)
+def test_native_unaligned_input(native, fp8):
+    # A contiguous view starting 2 bytes into its storage: the scalar-load path.
+    buf = _hard_input(33, 256, "cuda").reshape(-1)
+    x = buf[1:1 + 32 * 256].reshape(32, 256)
+    assert x.data_ptr() % 16 != 0
+    _check_native(native, x, fp8)
+
+
+@pytest.mark.gpu
+def test_native_rejects_bad_input(native):
+    x = torch.randn(4, 64, device="cuda", dtype=torch.bfloat16)
+    q = torch.empty(4, 64, dtype=torch.uint8, device="cuda")
+    s = torch.empty(4, 2, dtype=torch.uint8, device="cuda")
+    with pytest.raises(RuntimeError, match="mxfp8_quant.*'x'"):
+        native.mxfp8_quant(x.float(), False, q, s)
+    with pytest.raises(RuntimeError, match="mxfp8_quant.*'x'"):
+        native.mxfp8_quant(torch.randn(4, 48, device="cuda", dtype=torch.bfloat16), False, q, s)
+    with pytest.raises(RuntimeError, match="mxfp8_quant.*'scales'"):
+        native.mxfp8_quant(x, False, q, s[:, :1].contiguous())
+
+
+@pytest.mark.gpu
+def test_oracle_picks_native_for_bf16_only(native):
+    from minimax_rocm import oracle
+    assert oracle.detect_platform(refresh=True).native_ext
+    x = _hard_input(64, 512, "cuda")
+    for fp8 in ("e4m3fn", "e4m3fnuz"):
+        q, s = mm.mxfp8_quant(x, fp8)
+        assert LAST_BACKEND["mxfp8_quant"] == "hip"
+        rq, rs = R.mxfp8_quant(x.cpu(), getattr(torch, f"float8_{fp8}"))
+        assert torch.equal(s.cpu(), rs) and _same_bytes(q, rq)
+    mm.mxfp8_quant(x.float(), "e4m3fn")
+    assert LAST_BACKEND["mxfp8_quant"] == "triton"

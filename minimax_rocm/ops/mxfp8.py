@@ -52,6 +52,17 @@ def _quant_triton(x, fp8_dtype):
     return tri.mxfp8_quant(x, FP8_DTYPES[fp8_dtype])
 
 
+@oracle.register_impl(QUANT, "hip")
+def _quant_hip(x, fp8_dtype):
+    # bf16 input only (the oracle's rule says so); the kernel writes bytes, the
+    # fp8 flavour is a view.
+    from ..build import ext
+    q = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
+    s = torch.empty((*x.shape[:-1], x.shape[-1] // reference.MX_BLOCK), dtype=torch.uint8, device=x.device)
+    ext.ops().mxfp8_quant(x, fp8_dtype == "e4m3fnuz", q, s)
+    return q.view(FP8_DTYPES[fp8_dtype]), s
+
+
 def mxfp8_quant(x: torch.Tensor, fp8_dtype: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """x `[..., K]` -> (fp8 values `[..., K]`, e8m0 scales uint8 `[..., K/32]`)."""
     return torch.ops.minimax_rocm.mxfp8_quant(x, resolve_fp8(fp8_dtype))

@@ -52,33 +52,34 @@ struct Fp8Traits<Fp8::kE4M3FNUZ> {
   static constexpr int kEmax = 7;
 };
 
-// Saturating round-to-nearest-even float -> fp8 byte.
+// Saturating round-to-nearest-even float -> fp8 byte, for a y that is not
+// NaN (infinities saturate). Branch-free, as the quantiser's inner loop needs
+// (a branchy version left that kernel instruction bound at half the memory
+// roofline). Clamping first keeps the rounding at or below the largest code.
+// Normal range: drop 20 mantissa bits with RNE on the float's bits (a carry
+// into the exponent is the right answer), then rebias. Subnormal range: y in
+// units of the smallest subnormal, rounded to even by __float2int_rn (exact:
+// scaling by a power of two); 8 there is the smallest normal, also code 8.
 template <Fp8 F>
-MMR_DEVICE uint8_t float_to_fp8(float f) {
+MMR_DEVICE uint32_t float_to_fp8_nonnan(float y) {
   using T = Fp8Traits<F>;
-  const uint32_t u = float_to_bits(f);
+  y = fminf(fmaxf(y, -T::kMax), T::kMax);
+  const uint32_t u = float_to_bits(y);
   const uint32_t sign = (u >> 24) & 0x80u;
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return F == Fp8::kE4M3FN ? uint8_t(0x7fu | sign) : uint8_t(0x80u);
-  uint32_t code;
-  const int e = int(a >> 23) - 127;
-  if (a >= float_to_bits(T::kMax)) {
-    code = T::kMaxCode;  // saturate (infinity included)
-  } else if (e < 1 - T::kBias) {
-    // subnormal range: value = m * 2^(1 - bias - 3); m == 8 rounds up to the
-    // smallest normal, whose code is also 8. Scaling by a power of two is exact.
-    const float scaled = bits_to_float(a) * bits_to_float(uint32_t(127 + T::kBias + 2) << 23);
-    code = uint32_t(__float2int_rn(scaled));
-  } else {
-    uint32_t mant = a & 0x7fffffu, r = mant >> 20, rem = mant & 0xfffffu;
-    int ee = e;
-    if (rem > 0x80000u || (rem == 0x80000u && (r & 1u))) ++r;
-    if (r == 8u) { r = 0u; ++ee; }
-    code = (uint32_t(ee + T::kBias) << 3) | r;
-    if (code > T::kMaxCode) code = T::kMaxCode;
-  }
-  if (F == Fp8::kE4M3FNUZ && code == 0u) return 0u;  // no negative zero
-  return uint8_t(code | sign);
+  const uint32_t normal = ((a + 0x7ffffu + ((a >> 20) & 1u)) >> 20) - uint32_t((127 - T::kBias) << 3);
+  const uint32_t sub = uint32_t(__float2int_rn(bits_to_float(a) * float(1 << (T::kBias + 2))));
+  const uint32_t code = a < (uint32_t(127 + 1 - T::kBias) << 23) ? sub : normal;
+  if (F == Fp8::kE4M3FNUZ) return code == 0u ? 0u : code | sign;  // no negative zero
+  return code | sign;
+}
+
+// Any float -> fp8 byte: NaN to the flavour's NaN, the rest as above.
+template <Fp8 F>
+MMR_DEVICE uint8_t float_to_fp8(float f) {
+  const uint32_t u = float_to_bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return F == Fp8::kE4M3FN ? uint8_t(0x7fu | ((u >> 24) & 0x80u)) : uint8_t(0x80u);
+  return uint8_t(float_to_fp8_nonnan<F>(f));
 }
 
 template <Fp8 F>
