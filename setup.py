@@ -61,7 +61,7 @@ setup(
     description="Kernels for serving MiniMax-M2/M2.5/M3 MoE models on AMD MI300X (and NVIDIA)",
     packages=find_packages(include=["minimax_rocm", "minimax_rocm.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.11,<2.15", "numpy"],
+    install_requires=["torch>=2.11,<2.15", "numpy", "safetensors"],
     extras_require={
         "triton": ["triton>=3.6"],
         "test": ["pytest", "pytest-xdist", "safetensors"],

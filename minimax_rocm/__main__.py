@@ -27,7 +27,7 @@ def _cmd_demo(args) -> int:
             print(f"demo --ep/--tp: the multi-process demo (minimax_rocm.models.demo) is not available: {e}",
                   file=sys.stderr)
             return 2
-        ok = run_demo(ep=args.ep, tp=args.tp, device=args.device)
+        ok = run_demo(ep=args.ep, tp=args.tp, device=args.device, tokens=args.tokens)
     else:
         from .demo import run
         ok = run(device=args.device, tokens=args.tokens)

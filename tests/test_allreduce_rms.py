@@ -4,10 +4,11 @@ formula and host-side checks, and the fallback across processes with gloo
 (world 4, then two groups of 2, in one spawn). The fused Lamport kernel runs
 in tests/test_lamport_multigpu.py (two GPUs)."""
 import os
-import socket
 
 import pytest
 import torch
+
+from minimax_rocm.dist import local_init_method
 import torch.distributed as dist
 
 import minimax_rocm as mm
@@ -158,8 +159,8 @@ def test_hip_backend_refuses_more_tokens_than_the_workspace_holds():
 
 def test_workspace_needs_a_supported_world_size():
     # A gloo world of one process: refused before any device work.
-    port = _free_port()
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    init_method = local_init_method()
+    dist.init_process_group("gloo", init_method=init_method, rank=0, world_size=1)
     try:
         with pytest.raises(ValueError, match="world size 1"):
             lamport.LamportWorkspace(max_tokens=16)
@@ -170,12 +171,6 @@ def test_workspace_needs_a_supported_world_size():
 # --------------------------------------------------------------------------- #
 # the fallback across processes (gloo)
 # --------------------------------------------------------------------------- #
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _check_group(group, seed, T, q_full, kv_full):
@@ -208,8 +203,8 @@ def _check_group(group, seed, T, q_full, kv_full):
         assert_bf16_rounded(x, full_ref[:, rank * ql:(rank + 1) * ql], f"{backend} one tensor")
 
 
-def _gloo_worker(rank, world, port, seed):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _gloo_worker(rank, world, init_method, seed):
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
         _check_group(dist.group.WORLD, seed, T=7, q_full=64, kv_full=32)
         pairs = [dist.new_group([0, 1]), dist.new_group([2, 3])]      # collective: every rank creates both
@@ -221,4 +216,4 @@ def _gloo_worker(rank, world, port, seed):
 def test_fallback_across_processes_gloo_world_4_and_2():
     import torch.multiprocessing as mp
     assert os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()
-    mp.spawn(_gloo_worker, args=(4, _free_port(), int(torch.randint(0, 1 << 30, ()).item())), nprocs=4, join=True)
+    mp.spawn(_gloo_worker, args=(4, local_init_method(), int(torch.randint(0, 1 << 30, ()).item())), nprocs=4, join=True)

@@ -14,11 +14,12 @@ KERNEL_TIMEOUT_S instead of hanging the run.
 """
 import datetime
 import os
-import socket
 import time
 
 import pytest
 import torch
+
+from minimax_rocm.dist import local_init_method
 import torch.distributed as dist
 
 pytestmark = pytest.mark.multigpu
@@ -38,12 +39,6 @@ class Failures(list):
         if not ok:
             self.append(msg)
         return ok
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _full_inputs(T, q_full, kv_full, seed, w_dtype, dev, scale=None):
@@ -375,11 +370,11 @@ def check_reopen(rank, world, dev, fails, log):
 # --------------------------------------------------------------------------- #
 
 
-def _worker(rank, world, port, stress_calls):
+def _worker(rank, world, init_method, stress_calls):
     os.environ.update(ENV)
     torch.cuda.set_device(rank)
     dev = torch.device("cuda", rank)
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+    dist.init_process_group("nccl", init_method=init_method, rank=rank, world_size=world,
                             device_id=dev, timeout=datetime.timedelta(seconds=120))
     t_start = time.time()
 
@@ -420,4 +415,4 @@ def test_lamport_allreduce_rms_two_gpus():
     os.environ.update(ENV)
     os.environ.setdefault("MINIMAX_ROCM_JIT", "1")
     calls = int(os.environ.get("LAMPORT_STRESS_CALLS", STRESS_CALLS))
-    mp.spawn(_worker, args=(WORLD, _free_port(), calls), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(WORLD, local_init_method(), calls), nprocs=WORLD, join=True)

@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch.distributed as dist
 
+from .combine import ep_combine  # noqa: F401
 from .expert_map import expert_map, local_expert_range  # noqa: F401
 from .lamport import LamportWorkspace  # noqa: F401
 
@@ -38,3 +39,12 @@ def unregister_lamport_workspace(group_name: str) -> None:
 
 def lamport_workspace(group_name: str) -> Optional[object]:
     return _LAMPORT.get(group_name)
+
+
+def local_init_method() -> str:
+    """A torch.distributed init_method for processes spawned on this machine:
+    a file store in a fresh temporary directory. Unlike "pick a free TCP
+    port", two runs started at once (pytest -n, two demos) cannot collide."""
+    import os
+    import tempfile
+    return "file://" + os.path.join(tempfile.mkdtemp(prefix="minimax_rocm_pg_"), "store")
