@@ -194,6 +194,10 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     "mxfp8_bf16_max_tokens": {"gfx942": 8, "gfx950": 8, "sm90": 8, "sm100": 8, "cpu": 8},
     # ...and at or above this many (MI300X crossover 827-843, rounded to a tile multiple).
     "mxfp8_bf16_min_tokens": {"gfx942": 832, "gfx950": 832, "sm90": 832, "sm100": 832, "cpu": 832},
+    # Mixed policy, memory side: above mxfp8_native_max_model_len every n-th
+    # MoE layer keeps BF16 experts only (the rest MXFP8 only), so the model
+    # fits beside a long KV cache (MI300X: every fifth layer).
+    "mxfp8_bf16_only_every": {"gfx942": 5, "gfx950": 5, "sm90": 5, "sm100": 5, "cpu": 5},
     # Lamport one-shot: world sizes the fused kernel supports.
     "lamport_max_world": {"gfx942": 8, "gfx950": 8, "sm90": 8, "sm100": 8, "cpu": 0},
     # ...and the most tokens it takes before the NCCL/RCCL path (no cap: it
@@ -253,10 +257,14 @@ def _bf16_ep_sparse(p, plat):
 
 
 def _mxfp8_native(p, plat):
+    # Short context: native, except where the mixed policy kept a BF16 copy
+    # and the batch is outside the band native wins (tiny / prefill-sized).
+    # Without a copy native reads the fewest bytes at every size (emulation
+    # reads the fp8 weights, writes and reads a BF16 copy).
     if p.weight_format != "mxfp8" or p.max_model_len > threshold("mxfp8_native_max_model_len", plat.arch):
         return False
-    return (threshold("mxfp8_bf16_max_tokens", plat.arch) < p.tokens
-            < threshold("mxfp8_bf16_min_tokens", plat.arch))
+    return not p.has_bf16_copy or (threshold("mxfp8_bf16_max_tokens", plat.arch) < p.tokens
+                                   < threshold("mxfp8_bf16_min_tokens", plat.arch))
 
 
 def _mxfp8_bf16_copy(p, plat):

@@ -351,6 +351,41 @@ def mxfp8_fn_to_fnuz(q: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tenso
     return b.view(torch.float8_e4m3fnuz), s
 
 
+def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor,
+                    w2_s: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+                    expert_map: Optional[torch.Tensor] = None, activation_kind: str = "swiglu_oai",
+                    layout: str = "split", alpha: float = SWIGLU_OAI_ALPHA, limit: float = SWIGLU_OAI_LIMIT,
+                    quantize_activations: bool = True) -> torch.Tensor:
+    """The MoE over MXFP8 expert weights, in float64 between quantisation points.
+
+    quantize_activations=True is what native MXFP8 computes: the tokens'
+    hidden states are quantised per token in 1x32 blocks to the weights' fp8
+    flavour before GEMM1, and GEMM1's activated output likewise before GEMM2.
+    False is the emulation's contract: dequantised weights, unquantised
+    activations.
+    """
+    cd = torch.float64
+    w13 = mxfp8_dequant(w13_q, w13_s, cd)
+    w2 = mxfp8_dequant(w2_q, w2_s, cd)
+    fp8 = w13_q.dtype
+
+    def q(x):
+        return mxfp8_dequant(*mxfp8_quant(x, fp8), cd) if quantize_activations else x.to(cd)
+
+    T, H = hidden.shape
+    out = torch.zeros((T, H), dtype=cd, device=hidden.device)
+    local = local_expert_ids(topk_ids, expert_map)
+    x = q(hidden)
+    wf = topk_weights.to(cd)
+    for e in range(w13.shape[0]):
+        tok, slot = torch.nonzero(local == e, as_tuple=True)
+        if tok.numel() == 0:
+            continue
+        a = activation(x[tok] @ w13[e].t(), activation_kind, layout, alpha, limit)
+        out.index_add_(0, tok, (q(a) @ w2[e].t()) * wf[tok, slot].unsqueeze(-1))
+    return out
+
+
 # --------------------------------------------------------------------------- #
 # numerics helpers used by tests and the demo
 # --------------------------------------------------------------------------- #

@@ -105,7 +105,9 @@ def test_moe_paths(arch):
     assert path(_moe(weight_format="mxfp8", tokens=4, has_bf16_copy=True)) == "bf16_copy"
     assert path(_moe(weight_format="mxfp8", tokens=2048, has_bf16_copy=True)) == "bf16_copy"
     assert path(_moe(weight_format="mxfp8", tokens=64, has_bf16_copy=True)) == "native_mxfp8"
-    assert path(_moe(weight_format="mxfp8", tokens=4)) == "emulation"  # no copy kept
+    assert path(_moe(weight_format="mxfp8", tokens=4)) == "native_mxfp8"  # no copy kept: fewest bytes
+    assert path(_moe(weight_format="mxfp8", tokens=2048)) == "native_mxfp8"
+    assert path(_moe(weight_format="mxfp8", tokens=4, max_model_len=8192, has_bf16_copy=True)) == "emulation"
 
 
 def test_lamport_needs_supported_world_and_peer_access():

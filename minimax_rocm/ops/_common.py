@@ -62,8 +62,11 @@ def choose(problem: oracle.Problem) -> oracle.Decision:
     return oracle.decide(problem)
 
 
-def run(problem: oracle.Problem, *args, **kwargs):
-    """Call the oracle's choice for problem.op."""
+def run(problem: oracle.Problem, *args, with_path: bool = False, **kwargs):
+    """Call the oracle's choice for problem.op (with path=the rule's
+    algorithmic path when with_path: one backend serving several paths)."""
     d = oracle.decide(problem)
     LAST_BACKEND[problem.op] = d.chosen.backend + (f"/{d.chosen.path}" if d.chosen.path else "")
+    if with_path:
+        kwargs["path"] = d.chosen.path
     return oracle.impl(problem.op, d.chosen.backend)(*args, **kwargs)

@@ -139,7 +139,7 @@ def _fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Ten
     p = moe_problem(MOE, hidden, w13_q, topk_ids, expert_map, weight_format="mxfp8",
                     max_model_len=max_model_len, has_bf16_copy=w13_bf16 is not None)
     return run(p, hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
-               alpha, limit, max_model_len, w13_bf16, w2_bf16)
+               alpha, limit, w13_bf16, w2_bf16, with_path=True)
 
 
 @_fused_moe_mxfp8.register_fake
@@ -152,13 +152,30 @@ def _(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, acti
 
 @oracle.register_impl(MOE, "torch")
 def _moe_torch(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
-               alpha, limit, max_model_len, w13_bf16, w2_bf16):
-    cd = torch.float32
-    w13 = reference.mxfp8_dequant(w13_q, w13_s, cd)
-    w2 = reference.mxfp8_dequant(w2_q, w2_s, cd)
-    out = reference.fused_moe(hidden.to(cd), w13, w2, topk_weights, topk_ids, expert_map, activation, layout,
-                              alpha, limit)
-    return out.to(hidden.dtype)
+               alpha, limit, w13_bf16, w2_bf16, path=""):
+    # The reference's emulation contract (dequantised weights, activations
+    # not quantised) whatever the path.
+    return reference.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map,
+                                     activation, layout, alpha, limit,
+                                     quantize_activations=False).to(hidden.dtype)
+
+
+@oracle.register_impl(MOE, "triton")
+def _moe_triton(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
+                alpha, limit, w13_bf16, w2_bf16, path=""):
+    from ..triton import fused_moe as bf16_moe
+    if path == "native_mxfp8":
+        from ..triton import fused_moe_mxfp8 as tri
+        return tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map,
+                                   activation, layout, alpha, limit)
+    if path == "bf16_copy":
+        w13, w2 = w13_bf16, w2_bf16
+    else:   # emulation: dequantise, then the sparse-local BF16 path
+        from ..triton import mxfp8_quant as tq
+        w13 = tq.mxfp8_dequant(w13_q, w13_s, hidden.dtype)
+        w2 = tq.mxfp8_dequant(w2_q, w2_s, hidden.dtype)
+    return bf16_moe.fused_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha,
+                              limit)
 
 
 def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor,
@@ -175,3 +192,29 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
     return torch.ops.minimax_rocm.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids,
                                                   expert_map, activation, layout, alpha, limit, max_model_len,
                                                   w13_bf16, w2_bf16)
+
+
+# --------------------------------------------------------------------------- #
+# mixed policy (memory side) and the one-time fnuz conversion
+# --------------------------------------------------------------------------- #
+
+
+def layer_weight_formats(num_layers: int, max_model_len: int, arch: Optional[str] = None) -> list[str]:
+    """Which expert weights each MoE layer of an MXFP8 checkpoint keeps:
+    "mxfp8+bf16" (both; the per-call policy of the oracle picks native MXFP8
+    or the BF16 copy by token count), "mxfp8" (only; native or, at long
+    context, emulation), "bf16" (only; the BF16 MoE). Up to the oracle's
+    mxfp8_native_max_model_len every layer keeps both; above it every n-th
+    layer (mxfp8_bf16_only_every) keeps BF16 only and the rest MXFP8 only."""
+    arch = arch or oracle.detect_platform().arch
+    if max_model_len <= oracle.threshold("mxfp8_native_max_model_len", arch):
+        return ["mxfp8+bf16"] * num_layers
+    every = int(oracle.threshold("mxfp8_bf16_only_every", arch))
+    return ["bf16" if i % every == every - 1 else "mxfp8" for i in range(num_layers)]
+
+
+def mxfp8_fn_to_fnuz(q: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-time checkpoint conversion e4m3fn -> e4m3fnuz for gfx942 (same
+    bytes, scale exponent + 1, 0x80 -> +0; see reference.mxfp8_fn_to_fnuz).
+    Runs on the tensors' device; a load-time step, not a per-call op."""
+    return reference.mxfp8_fn_to_fnuz(q, scales)

@@ -22,12 +22,11 @@ _NAN_BYTE = {torch.float8_e4m3fn: 0x7F, torch.float8_e4m3fnuz: 0x80}
 
 
 @triton.jit
-def mxfp8_quant_kernel(x_ptr, q_ptr, s_ptr, rows, K, EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr,
-                       NAN_BYTE: tl.constexpr, FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
-    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    mask = (r[:, None] < rows) & (k[None, :] < K)
-    x = tl.load(x_ptr + r[:, None] * K + k[None, :], mask=mask, other=0.0).to(tl.float32)
+def mx_quantize(x, EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr, NAN_BYTE: tl.constexpr,
+                FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """fp32 x `[BLOCK_R, BLOCK_K]` -> (fp8 bytes uint8 `[BLOCK_R, BLOCK_K]`,
+    e8m0 bytes uint8 `[BLOCK_R, BLOCK_K // 32]`): the MX quantisation every
+    kernel here shares (this file's quantiser, the MoE's SwiGLU + quant)."""
     xb = tl.reshape(x, (BLOCK_R, BLOCK_K // 32, 32))
     amax = tl.max(tl.abs(xb), axis=2)
     bits = amax.to(tl.int32, bitcast=True)
@@ -58,20 +57,14 @@ def mxfp8_quant_kernel(x_ptr, q_ptr, s_ptr, rows, K, EMAX: tl.constexpr, BIAS: t
     else:
         q = code | sign
     q = tl.where(bad[:, :, None], NAN_BYTE, q).to(tl.uint8)
-    tl.store(q_ptr + r[:, None] * K + k[None, :], tl.reshape(q, (BLOCK_R, BLOCK_K)), mask=mask)
-    kb = tl.program_id(1) * (BLOCK_K // 32) + tl.arange(0, BLOCK_K // 32)
     sb = tl.where(bad, 255, e + 127).to(tl.uint8)
-    tl.store(s_ptr + r[:, None] * (K // 32) + kb[None, :], sb, mask=(r[:, None] < rows) & (kb[None, :] < K // 32))
+    return tl.reshape(q, (BLOCK_R, BLOCK_K)), sb
 
 
 @triton.jit
-def mxfp8_dequant_kernel(q_ptr, s_ptr, out_ptr, rows, K, BIAS: tl.constexpr, FNUZ: tl.constexpr,
-                         BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
-    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    mask = (r[:, None] < rows) & (k[None, :] < K)
-    qb = tl.load(q_ptr + r[:, None] * K + k[None, :], mask=mask, other=0).to(tl.int32)
-    # Decode in integer math (no fnuz type on NVIDIA): e == 0 is subnormal.
+def fp8_decode(qb, BIAS: tl.constexpr, FNUZ: tl.constexpr):
+    """fp8 bytes (as int32) -> fp32 in integer math (no fnuz type on NVIDIA,
+    no fp8 at all in the interpreter)."""
     e = (qb >> 3) & 0xF
     m = qb & 7
     mag = tl.where(e == 0, m.to(tl.float32) * 2.0 ** (1 - BIAS - 3),
@@ -81,11 +74,45 @@ def mxfp8_dequant_kernel(q_ptr, s_ptr, out_ptr, rows, K, BIAS: tl.constexpr, FNU
         v = tl.where(qb == 0x80, float("nan"), v)
     else:
         v = tl.where((qb & 0x7F) == 0x7F, float("nan"), v)
-    s = tl.load(s_ptr + r[:, None] * (K // 32) + k[None, :] // 32, mask=mask, other=127).to(tl.int32)
-    # e8m0: 2^(s-127); byte 0 is 2^-127, a float subnormal; 0xFF is NaN.
+    return v
+
+
+@triton.jit
+def e8m0_decode(s):
+    """e8m0 bytes (as int32) -> fp32 2^(s - 127); byte 0 is 2^-127 (a float
+    subnormal), 0xFF is NaN."""
     scale = tl.where(s == 0, 2.0 ** -127, (s << 23).to(tl.float32, bitcast=True))
-    scale = tl.where(s == 255, float("nan"), scale)
-    tl.store(out_ptr + r[:, None] * K + k[None, :], (v * scale).to(out_ptr.dtype.element_ty), mask=mask)
+    return tl.where(s == 255, float("nan"), scale)
+
+
+@triton.jit
+def mxfp8_quant_kernel(x_ptr, q_ptr, s_ptr, rows, K, EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr,
+                       NAN_BYTE: tl.constexpr, FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = (r[:, None] < rows) & (k[None, :] < K)
+    x = tl.load(x_ptr + r[:, None] * K + k[None, :], mask=mask, other=0.0).to(tl.float32)
+    q, sb = mx_quantize(x, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_K)
+    tl.store(q_ptr + r[:, None] * K + k[None, :], q, mask=mask)
+    kb = tl.program_id(1) * (BLOCK_K // 32) + tl.arange(0, BLOCK_K // 32)
+    tl.store(s_ptr + r[:, None] * (K // 32) + kb[None, :], sb, mask=(r[:, None] < rows) & (kb[None, :] < K // 32))
+
+
+@triton.jit
+def mxfp8_dequant_kernel(q_ptr, s_ptr, out_ptr, rows, K, BIAS: tl.constexpr, FNUZ: tl.constexpr,
+                         BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = (r[:, None] < rows) & (k[None, :] < K)
+    v = fp8_decode(tl.load(q_ptr + r[:, None] * K + k[None, :], mask=mask, other=0).to(tl.int32), BIAS, FNUZ)
+    s = tl.load(s_ptr + r[:, None] * (K // 32) + k[None, :] // 32, mask=mask, other=127).to(tl.int32)
+    tl.store(out_ptr + r[:, None] * K + k[None, :], (v * e8m0_decode(s)).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def flavour_constexprs(fp8_dtype: torch.dtype) -> dict:
+    """The constexprs of mx_quantize for one fp8 flavour."""
+    return dict(EMAX=_EMAX[fp8_dtype], BIAS=_BIAS[fp8_dtype], FP8_MAX=_MAX[fp8_dtype],
+                NAN_BYTE=_NAN_BYTE[fp8_dtype], FNUZ=fp8_dtype == torch.float8_e4m3fnuz)
 
 
 _BLOCK_R, _BLOCK_K = 16, 128
@@ -99,10 +126,8 @@ def mxfp8_quant(x: torch.Tensor, fp8_dtype: torch.dtype) -> tuple[torch.Tensor, 
     s = torch.empty((*x.shape[:-1], K // 32), dtype=torch.uint8, device=x.device)
     if rows:
         grid = (triton.cdiv(rows, _BLOCK_R), triton.cdiv(K, _BLOCK_K))
-        mxfp8_quant_kernel[grid](x, q, s, rows, K, EMAX=_EMAX[fp8_dtype], BIAS=_BIAS[fp8_dtype],
-                                 FP8_MAX=_MAX[fp8_dtype],
-                                 NAN_BYTE=_NAN_BYTE[fp8_dtype], FNUZ=fp8_dtype == torch.float8_e4m3fnuz,
-                                 BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K, num_warps=4)
+        mxfp8_quant_kernel[grid](x, q, s, rows, K, **flavour_constexprs(fp8_dtype), BLOCK_R=_BLOCK_R,
+                                 BLOCK_K=_BLOCK_K, num_warps=4)
     return q.view(fp8_dtype), s
 
 

@@ -1,0 +1,290 @@
+"""Native MXFP8 sparse-local MoE (one EP rank's partial output) in Triton.
+
+Expert weights stay fp8 with one e8m0 scale per 32 elements along K; no
+dequantised copy exists. Pipeline (issue 7):
+  moe_align   routes -> groups of this rank's LOCAL experts padded to BLOCK_M
+              (as in the BF16 path: minimax_rocm/triton/moe_align.py)
+  quant       hidden -> fp8 + e8m0 per token in 1x32 blocks (the mxfp8_quant
+              op: native HIP where built, Triton otherwise), in the weights'
+              flavour (e4m3fn, or e4m3fnuz on gfx942)
+  GEMM1       h = xq[token] @ w13q[e]^T, fp32 `[rows, 2I]`
+  act+quant   SwiGLU-OAI / silu-and-mul of h and MXFP8 quantisation of the
+              result in one kernel, over the aligned local rows only (the
+              padded count is read on the device)
+  GEMM2       out[token] += topk_weight * aq @ w2q[e]^T with fp32 atomics into
+              a zeroed `[T, H]` buffer: the top-k reduction is fused, no
+              `[T*k, H]` intermediate exists
+
+Both GEMMs are one kernel (`_mx_gemm_kernel`): for every 32-wide K block one
+fp8 x fp8 matrix product (fp8 MMA: wgmma / mma.sync on NVIDIA, v_mfma_*fp8 on
+gfx942), scaled in registers by the two operands' block scales and added to an
+fp32 accumulator. This is the "block-scaled fp8 dot" of the issue; targets
+with MX hardware could use tl.dot_scaled instead, H100/H200 and MI300X have
+none. Like the BF16 path, the kernel is a persistent loop over (M block, N
+tile) items whose count comes from the device (no host sync).
+
+In the interpreter (CPU tests) fp8 operands are decoded to fp32 in integer
+math first (DECODE): numpy has no fp8, and Triton's interpreter casts are not
+exact for fnuz.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import reference
+from . import moe_configs
+from .elementwise import ACT_IDS, act_math
+from .fused_moe import _arch, _buffer, cu_count
+from .moe_align import moe_align
+from .mxfp8_quant import e8m0_decode, flavour_constexprs, fp8_decode, mx_quantize
+
+DECODE = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _load_fp8(ptrs, mask, FNUZ: tl.constexpr, DECODE: tl.constexpr):
+    b = tl.load(ptrs, mask=mask, other=0)
+    if DECODE:
+        if FNUZ:
+            return fp8_decode(b.to(tl.int32), 8, True)
+        else:
+            return fp8_decode(b.to(tl.int32), 7, False)
+    elif FNUZ:
+        return b.to(tl.float8e4b8, bitcast=True)
+    else:
+        return b.to(tl.float8e4nv, bitcast=True)
+
+
+@triton.jit
+def _mx_gemm_kernel(
+        a_ptr, as_ptr, w_ptr, ws_ptr, c_ptr, sorted_ptr, block_ptr, npost_ptr, topk_w_ptr,
+        num_routes, top_k, N, K, E_loc,
+        stride_am, stride_asm, stride_we, stride_wn, stride_wse, stride_wsn, stride_cm,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        A_BY_TOKEN: tl.constexpr,     # GEMM1: A row = route // top_k (the token); GEMM2: the sorted position
+        ATOMIC_OUT: tl.constexpr,     # GEMM2: c[token] += router weight * row (fp32 atomics); GEMM1: c[position] = row
+        SWAP_AB: tl.constexpr,        # compute the weight tile as the MMA's M side (wgmma wants M >= 64)
+        FNUZ: tl.constexpr, DECODE: tl.constexpr):
+    n_blocks = tl.load(npost_ptr) // BLOCK_M
+    total = n_blocks * tl.cdiv(N, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_k = tl.arange(0, 32)
+    offs_bn = tl.arange(0, BLOCK_N)
+    for item in range(tl.program_id(0), total, tl.num_programs(0)):
+        b = item % n_blocks
+        offs_n = (item // n_blocks) * BLOCK_N + offs_bn
+        n_ok = offs_n < N
+        e = tl.load(block_ptr + b)
+        e = tl.where((e >= 0) & (e < E_loc), e, -1)
+        routes = tl.load(sorted_ptr + b * BLOCK_M + offs_m)
+        row_ok = routes < num_routes
+        if e >= 0:
+            if A_BY_TOKEN:
+                a_rows = tl.where(row_ok, routes // top_k, 0).to(tl.int64)
+            else:
+                a_rows = (b * BLOCK_M + offs_m).to(tl.int64)
+            n64 = offs_n.to(tl.int64)
+            a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :]
+            as_ptrs = as_ptr + a_rows * stride_asm
+            w_ptrs = w_ptr + e.to(tl.int64) * stride_we + n64[:, None] * stride_wn + offs_k[None, :]
+            ws_ptrs = ws_ptr + e.to(tl.int64) * stride_wse + n64 * stride_wsn
+            if SWAP_AB:
+                acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+            else:
+                acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                # one fp8 product per 32-wide block, scaled by both block scales
+                for j in tl.static_range(BLOCK_K // 32):
+                    kb = k0 // 32 + j
+                    a = _load_fp8(a_ptrs + kb * 32, row_ok[:, None], FNUZ, DECODE)
+                    w = _load_fp8(w_ptrs + kb * 32, n_ok[:, None], FNUZ, DECODE)
+                    sa = e8m0_decode(tl.load(as_ptrs + kb, mask=row_ok, other=127).to(tl.int32))
+                    sw = e8m0_decode(tl.load(ws_ptrs + kb, mask=n_ok, other=127).to(tl.int32))
+                    if SWAP_AB:
+                        acc += tl.dot(w, tl.trans(a)) * (sw[:, None] * sa[None, :])
+                    else:
+                        acc += tl.dot(a, tl.trans(w)) * (sa[:, None] * sw[None, :])
+            if SWAP_AB:
+                y = tl.trans(acc)
+            else:
+                y = acc
+            if ATOMIC_OUT:
+                wts = tl.load(topk_w_ptr + routes, mask=row_ok, other=0.0).to(tl.float32)
+                tok = tl.where(row_ok, routes // top_k, 0).to(tl.int64)
+                tl.atomic_add(c_ptr + tok[:, None] * stride_cm + offs_n[None, :], y * wts[:, None],
+                              mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
+            else:
+                # padding rows too (zeros: their A rows were masked): the
+                # activation kernel reads whole blocks
+                c_rows = (b * BLOCK_M + offs_m).to(tl.int64)
+                tl.store(c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :], y.to(c_ptr.dtype.element_ty),
+                         mask=n_ok[None, :])
+
+
+@triton.jit
+def _act_quant_kernel(h_ptr, q_ptr, s_ptr, count_ptr, R, I, stride_h, alpha, limit,
+                      ACT: tl.constexpr, INTERLEAVED: tl.constexpr,
+                      EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr, NAN_BYTE: tl.constexpr,
+                      FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """h `[R, 2I]` fp32 -> activation -> MXFP8 `[R, I]` + scales `[R, I/32]`,
+    rows below the device-side padded route count only."""
+    rows = tl.minimum(tl.load(count_ptr), R)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = cols < I
+    kb = tl.program_id(1) * (BLOCK_C // 32) + tl.arange(0, BLOCK_C // 32)
+    for r0 in range(tl.program_id(0) * BLOCK_R, rows, tl.num_programs(0) * BLOCK_R):
+        r = (r0 + tl.arange(0, BLOCK_R)).to(tl.int64)
+        m = (r[:, None] < rows) & cm[None, :]
+        base = h_ptr + r[:, None] * stride_h
+        if INTERLEAVED:
+            g = tl.load(base + 2 * cols[None, :], mask=m, other=0.0)
+            u = tl.load(base + 2 * cols[None, :] + 1, mask=m, other=0.0)
+        else:
+            g = tl.load(base + cols[None, :], mask=m, other=0.0)
+            u = tl.load(base + I + cols[None, :], mask=m, other=0.0)
+        y = act_math(g.to(tl.float32), u.to(tl.float32), alpha, limit, ACT)
+        q, sb = mx_quantize(y, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_C)
+        tl.store(q_ptr + r[:, None] * I + cols[None, :], q, mask=m)
+        tl.store(s_ptr + r[:, None] * (I // 32) + kb[None, :], sb,
+                 mask=(r[:, None] < rows) & (kb[None, :] < I // 32))
+
+
+def _fp8_tile(tile: moe_configs.Tile, K: int, swap_ab: Optional[bool]) -> moe_configs.Tile:
+    """The BF16 table's tile with the same bytes per weight row per K step
+    (twice the elements), BLOCK_K a divisor of K and a multiple of 32."""
+    bk = min(2 * tile.block_k, 256)
+    while bk > 32 and K % bk:
+        bk //= 2
+    return replace(tile, block_k=bk, swap_ab=tile.swap_ab if swap_ab is None else swap_ab)
+
+
+def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes: int, top_k: int,
+         tile: moe_configs.Tile, a_by_token: bool, atomic_out: bool) -> None:
+    E_loc, N, K = w.shape
+    items = block_ids.shape[0] * triton.cdiv(N, tile.block_n)
+    progs = max(1, min(items, tile.progs_per_cu * cu_count(a.device))) if a.is_cuda else max(1, min(items, 3))
+    _mx_gemm_kernel[(progs,)](
+        a.view(torch.uint8), a_s, w.view(torch.uint8), w_s, c, sorted_ids, block_ids, npost,
+        sorted_ids if topk_w is None else topk_w, num_routes, top_k, N, K, E_loc,
+        a.stride(0), a_s.stride(0), w.stride(0), w.stride(1), w_s.stride(0), w_s.stride(1), c.stride(0),
+        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, A_BY_TOKEN=a_by_token,
+        ATOMIC_OUT=atomic_out, SWAP_AB=tile.swap_ab, FNUZ=w.dtype == torch.float8_e4m3fnuz, DECODE=DECODE,
+        num_warps=tile.num_warps, num_stages=tile.num_stages)
+
+
+def act_quant(h: torch.Tensor, npost: torch.Tensor, activation: str, layout: str, alpha: float, limit: float,
+              fp8_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """h `[R, 2I]` -> (fp8 `[R, I]`, e8m0 `[R, I/32]`); rows at or past
+    npost[0] are left unwritten (nothing reads them)."""
+    R, two_i = h.shape
+    I = two_i // 2
+    q = _buffer((R, I), torch.uint8, h.device)
+    s = _buffer((R, I // 32), torch.uint8, h.device)
+    block_r, block_c = 16, 128 if I % 128 == 0 else 32
+    col_blocks = triton.cdiv(I, block_c)
+    if h.is_cuda:
+        progs = max(1, min(triton.cdiv(R, block_r), triton.cdiv(4 * cu_count(h.device), col_blocks)))
+    else:
+        progs = max(1, min(triton.cdiv(R, block_r), 2))
+    _act_quant_kernel[(progs, col_blocks)](
+        h, q, s, npost, R, I, h.stride(0), float(alpha), float(limit), ACT=ACT_IDS[activation],
+        INTERLEAVED=layout == "interleaved", **flavour_constexprs(fp8_dtype), BLOCK_R=block_r, BLOCK_C=block_c,
+        num_warps=4)
+    return q.view(fp8_dtype), s
+
+
+def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
+         block_m: Optional[int] = None, swap_ab: Optional[bool] = None) -> dict:
+    """Tiles: the BF16 table's (moe_configs) at fp8 widths."""
+    T, H = hidden.shape
+    E_loc, two_i, _ = w13_q.shape
+    I = two_i // 2
+    E_glob = E_loc if expert_map is None else expert_map.shape[0]
+    routes = topk_ids.numel()
+    arch = _arch(hidden.device)
+    bm = block_m or moe_configs.choose_block_m(arch, routes, E_glob, E_loc)
+    common = dict(num_routes=routes, num_experts=E_glob, num_local=E_loc, block_m=bm,
+                  cu_count=cu_count(hidden.device))
+    t1 = moe_configs.choose(arch, "gemm1", N=2 * I, K=H, **common)
+    t2 = moe_configs.choose(arch, "gemm2", N=H, K=I, **common)
+    return dict(arch=arch, block_m=bm, tile1=_fp8_tile(t1, H, swap_ab), tile2=_fp8_tile(t2, I, swap_ab))
+
+
+def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor,
+                    w2_s: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+                    expert_map: Optional[torch.Tensor] = None, activation: str = "swiglu_oai",
+                    layout: str = "split", alpha: float = reference.SWIGLU_OAI_ALPHA,
+                    limit: float = reference.SWIGLU_OAI_LIMIT, block_m: Optional[int] = None,
+                    swap_ab: Optional[bool] = None) -> torch.Tensor:
+    """This rank's partial `[T, H]` (hidden's dtype) from MXFP8 expert weights
+    (inputs as the op checks them; w*_q fp8, w*_s uint8 e8m0 `[..., K/32]`)."""
+    T, H = hidden.shape
+    if T == 0:
+        return hidden.new_empty((0, H))
+    from ..ops.mxfp8 import mxfp8_quant
+    E_loc, two_i, _ = w13_q.shape
+    k = topk_ids.shape[1]
+    routes = topk_ids.numel()
+    p = plan(hidden, w13_q, topk_ids, expert_map, block_m, swap_ab)
+    fp8 = w13_q.dtype
+    sorted_ids, block_ids, npost = moe_align(topk_ids.reshape(-1), p["block_m"], expert_map, E_loc)
+    rows = sorted_ids.shape[0]
+    xq, xs = mxfp8_quant(hidden.contiguous(), "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn")
+    g = dict(num_routes=routes, top_k=k)
+    h = _buffer((rows, two_i), torch.float32, hidden.device)
+    gemm(xq, xs, w13_q, w13_s, h, sorted_ids, block_ids, npost, None, tile=p["tile1"], a_by_token=True,
+         atomic_out=False, **g)
+    aq, a_s = act_quant(h, npost, activation, layout, alpha, limit, fp8)
+    out = torch.zeros((T, H), dtype=torch.float32, device=hidden.device)
+    gemm(aq, a_s, w2_q, w2_s, out, sorted_ids, block_ids, npost, topk_weights.reshape(-1), tile=p["tile2"],
+         a_by_token=False, atomic_out=True, **g)
+    return out.to(hidden.dtype)
+
+
+# --------------------------------------------------------------------------- #
+# ahead-of-time compile specs (gfx942: fp8 MFMA on e4m3fnuz; sm90 / gfx950: e4m3fn)
+# --------------------------------------------------------------------------- #
+
+_SIG = {"a_ptr": "*u8", "as_ptr": "*u8", "w_ptr": "*u8", "ws_ptr": "*u8", "c_ptr": "*fp32", "sorted_ptr": "*i32",
+        "block_ptr": "*i32", "npost_ptr": "*i32", "topk_w_ptr": "*fp32", "num_routes": "i32", "top_k": "i32",
+        "N": "i32", "K": "i32", "E_loc": "i32", "stride_am": "i32", "stride_asm": "i32", "stride_we": "i32",
+        "stride_wn": "i32", "stride_wse": "i32", "stride_wsn": "i32", "stride_cm": "i32"}
+_CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "A_BY_TOKEN", "ATOMIC_OUT", "SWAP_AB", "FNUZ", "DECODE")
+
+
+def aot_specs():
+    from .aot import AotSpec
+    sig = {**_SIG, **{c: "constexpr" for c in _CONST}}
+
+    def per_target(which: str, K: int) -> dict:
+        out = {}
+        for target in ("gfx942", "gfx950", "sm90"):
+            t = _fp8_tile(getattr(moe_configs.ARCHS[target], which), K, None)
+            out[target] = dict(**t.constexprs(), FNUZ=target == "gfx942", num_warps=t.num_warps,
+                               num_stages=t.num_stages)
+        return out
+
+    g1 = dict(A_BY_TOKEN=True, ATOMIC_OUT=False, DECODE=False, FNUZ=False,
+              **_fp8_tile(moe_configs.ARCHS["sm90"].gemm1, 6144, None).constexprs())
+    g2 = dict(g1, A_BY_TOKEN=False, ATOMIC_OUT=True)
+    act_sig = {"h_ptr": "*fp32", "q_ptr": "*u8", "s_ptr": "*u8", "count_ptr": "*i32", "R": "i32", "I": "i32",
+               "stride_h": "i32", "alpha": "fp32", "limit": "fp32",
+               **{c: "constexpr" for c in ("ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "FNUZ",
+                                           "BLOCK_R", "BLOCK_C")}}
+    act = dict(ACT=2, INTERLEAVED=False, BLOCK_R=16, BLOCK_C=128)
+    return [
+        # M3 EP8 rank: GEMM1 N = 2I = 6144, K = 6144; GEMM2 N = 6144, K = I = 3072
+        AotSpec("mxfp8_moe_gemm1", _mx_gemm_kernel, sig, g1, matmul=True, fp8=True, per_target=per_target("gemm1", 6144)),
+        AotSpec("mxfp8_moe_gemm2[atomic top-k]", _mx_gemm_kernel, sig, g2, matmul=True, fp8=True,
+                per_target=per_target("gemm2", 3072)),
+        AotSpec("mxfp8_moe_swiglu_oai_quant[e4m3fn]", _act_quant_kernel, act_sig,
+                dict(act, **flavour_constexprs(torch.float8_e4m3fn)), targets=("gfx950", "sm90")),
+        AotSpec("mxfp8_moe_swiglu_oai_quant[e4m3fnuz]", _act_quant_kernel, act_sig,
+                dict(act, **flavour_constexprs(torch.float8_e4m3fnuz)), targets=("gfx942",)),
+    ]

@@ -1,0 +1,222 @@
+"""Native MXFP8 MoE (minimax_rocm/triton/fused_moe_mxfp8.py) and the
+fused_moe_mxfp8 op's three paths against the float64 references.
+
+Tolerances (relative Frobenius error):
+  * native vs reference.fused_moe_mxfp8(quantize_activations=True), which
+    quantises activations at the same two points: what is left is fp32
+    accumulation order (~1e-6), the rare activation element whose fp8 rounding
+    flips because GEMM1 was summed in fp32 rather than float64 (one fp8 step
+    of one element), and the output's rounding to bf16 (<= 2^-9 per element,
+    ~1.5e-3 in norm), measured 1.5-2.3e-3. Rarely GEMM1's fp32 sum of a
+    block's largest element lands across a power of two from the float64 one:
+    that block of 32 activations then gets the next scale and every element
+    re-rounds at half the resolution, which at these small sizes moves the
+    norm by up to ~1e-2. Bound: 1.2e-2. The scaled fp8 dot itself is pinned
+    exactly: GEMM1 alone vs float64 at fp32 accumulation tolerance (1e-5).
+  * native vs the emulation contract (activations not quantised): the two
+    e4m3 roundings of every activation (3 mantissa bits: up to 2^-4 relative
+    per element). The test weights spread block magnitudes over 2^+-6, so a
+    few terms dominate each dot and those roundings do not average out:
+    measured 4e-2 typical, 0.15 worst in a few hundred draws. Bound 0.3: a
+    sanity check only (a scale or layout mix-up is an error of order 1); the
+    quantised reference above is the precise check.
+  * emulation and BF16-copy paths vs the float64 reference of what they
+    compute: BF16 MoE tolerance (1e-2).
+CPU tests run the interpreter (fp8 decoded to fp32 in integer math); GPU
+tests run the M3 and M2 EP8-rank shapes on the fp8 tensor cores.
+"""
+import pytest
+import torch
+
+import minimax_rocm as mm
+from minimax_rocm import oracle
+from minimax_rocm import reference as R
+from minimax_rocm.dist import expert_map
+from minimax_rocm.ops._common import LAST_BACKEND
+from minimax_rocm.triton import fused_moe as tri_bf16
+from minimax_rocm.triton import fused_moe_mxfp8 as tri
+
+FN, FNUZ = torch.float8_e4m3fn, torch.float8_e4m3fnuz
+NATIVE_TOL = {torch.bfloat16: 1.2e-2, torch.float32: 1.2e-2}
+GEMM_TOL = 1e-5
+VS_UNQUANTISED_TOL = 0.3
+BF16_TOL = 1e-2
+
+
+@pytest.fixture(autouse=True)
+def poison(monkeypatch):
+    """Every intermediate buffer starts as garbage (NaN / 0xFF bytes): a row
+    the kernels should have written but did not reaches the output."""
+    def bad(shape, dtype, device):
+        if dtype.is_floating_point:
+            return torch.full(shape, float("nan"), dtype=dtype, device=device)
+        return torch.full(shape, 0xFF, dtype=dtype, device=device)
+    monkeypatch.setattr(tri, "_buffer", bad)
+    monkeypatch.setattr(tri_bf16, "_buffer", bad)
+
+
+def _args(T=9, H=64, I=64, E=8, k=2, E_loc=None, fp8=FN, dtype=torch.bfloat16, device="cpu", gate_scale=3.0):
+    """Random MXFP8 MoE inputs; gate_scale > 1 drives SwiGLU-OAI's clamps.
+    Weight rows get magnitudes spread over 2^-6..2^6 so block scales differ."""
+    E_loc = E if E_loc is None else E_loc
+    g = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 1 << 30, ()).item()))
+
+    def w(*shape, s):
+        spread = torch.exp2(torch.randint(-6, 7, (*shape[:-1], shape[-1] // 32, 1), generator=g).float())
+        x = torch.randn(*shape, generator=g).reshape(*shape[:-1], shape[-1] // 32, 32) * spread
+        x = x / spread.mean()
+        return R.mxfp8_quant((x.reshape(shape) * s).to(device), fp8)
+
+    hidden = torch.randn(T, H, generator=g).to(dtype).to(device)
+    w13_q, w13_s = w(E_loc, 2 * I, H, s=gate_scale / H ** 0.5)
+    w2_q, w2_s = w(E_loc, H, I, s=1 / I ** 0.5)
+    ids = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)]).to(torch.int32).to(device)
+    tw = torch.rand(T, k, generator=g).to(device)
+    return hidden, w13_q, w13_s, w2_q, w2_s, tw, ids
+
+
+def _check_native(out, args, emap, act, layout):
+    hidden = args[0]
+    ref_q = R.fused_moe_mxfp8(*args, emap, act, layout)
+    ref_u = R.fused_moe_mxfp8(*args, emap, act, layout, quantize_activations=False)
+    assert out.shape == hidden.shape and out.dtype == hidden.dtype
+    err = R.rel_error(out, ref_q)
+    assert err < NATIVE_TOL[hidden.dtype], err
+    assert R.rel_error(out, ref_u) < VS_UNQUANTISED_TOL
+
+
+@pytest.mark.parametrize("fp8", [FN, FNUZ], ids=["e4m3fn", "e4m3fnuz"])
+@pytest.mark.parametrize("act,layout", [("swiglu_oai", "split"), ("swiglu_oai", "interleaved"),
+                                        ("silu", "interleaved")])
+def test_native_matches_quantised_reference(fp8, act, layout):
+    E, ep = 8, 2
+    emap = expert_map(E, ep, 1)
+    args = _args(E=E, E_loc=E // ep, fp8=fp8)
+    _check_native(tri.fused_moe_mxfp8(*args, emap, act, layout), args, emap, act, layout)
+
+
+@pytest.mark.parametrize("fp8", [FN, FNUZ], ids=["e4m3fn", "e4m3fnuz"])
+def test_gemm1_block_scaled_dot_is_exact_to_fp32(fp8):
+    """GEMM1 alone: fp8 x fp8 per 32-wide block, both scales applied in fp32:
+    equal to the float64 product of the dequantised operands up to fp32
+    accumulation. Padding rows of each block are written as zeros."""
+    from minimax_rocm.triton.moe_align import moe_align
+    T, H, I, E, k = 7, 128, 32, 4, 2
+    hidden, w13_q, w13_s, _, _, _, ids = _args(T=T, H=H, I=I, E=E, k=k, fp8=fp8)
+    xq, xs = R.mxfp8_quant(hidden, fp8)
+    sorted_ids, block_ids, npost = moe_align(ids.reshape(-1), 16, None, E)
+    h = torch.full((sorted_ids.shape[0], 2 * I), float("nan"))
+    tile = tri._fp8_tile(tri.plan(hidden, w13_q, ids, None)["tile1"], H, None)
+    tri.gemm(xq, xs, w13_q, w13_s, h, sorted_ids, block_ids, npost, None, num_routes=T * k, top_k=k, tile=tile,
+             a_by_token=True, atomic_out=False)
+    x = R.mxfp8_dequant(xq, xs, torch.float64)
+    w = R.mxfp8_dequant(w13_q, w13_s, torch.float64)
+    n = int(npost)
+    for pos in range(n):
+        r, e = int(sorted_ids[pos]), int(block_ids[pos // 16])
+        if r < T * k:
+            want = x[r // k] @ w[e].t()
+            assert R.rel_error(h[pos], want) < GEMM_TOL, (pos, r, e)
+        else:
+            assert torch.equal(h[pos], torch.zeros(2 * I)), pos
+
+
+def test_native_fp32_hidden_and_every_route_local():
+    args = _args(T=5, E=4, k=3, dtype=torch.float32)
+    _check_native(tri.fused_moe_mxfp8(*args, None, "swiglu_oai", "split"), args, None, "swiglu_oai", "split")
+
+
+def test_native_ep_ranks_sum_to_unsharded():
+    E, ep = 8, 4
+    hidden, w13_q, w13_s, w2_q, w2_s, tw, ids = _args(T=7, E=E, k=3, dtype=torch.float32)
+    total = torch.zeros(hidden.shape, dtype=torch.float64)
+    for rank in range(ep):
+        emap = expert_map(E, ep, rank)
+        own = torch.nonzero(emap >= 0).reshape(-1)
+        total += tri.fused_moe_mxfp8(hidden, w13_q[own].contiguous(), w13_s[own].contiguous(),
+                                     w2_q[own].contiguous(), w2_s[own].contiguous(), tw, ids, emap).double()
+    ref = R.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, None)
+    assert R.rel_error(total, ref) < NATIVE_TOL[torch.float32]
+
+
+def test_native_rank_without_local_routes_returns_zeros():
+    emap = expert_map(8, 2, 1)                          # local: 4..7
+    hidden, w13_q, w13_s, w2_q, w2_s, tw, _ = _args(T=4, E=8, E_loc=4)
+    ids = torch.tensor([[0, 1], [2, 3], [3, 0], [1, 2]], dtype=torch.int32)
+    out = tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap)
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+def test_op_paths_on_cpu_use_the_reference():
+    args = _args(T=3)
+    out = mm.fused_moe_mxfp8(*args, None, max_model_len=4096)
+    assert LAST_BACKEND["fused_moe_mxfp8"] == "torch/reference"
+    assert R.rel_error(out, R.fused_moe_mxfp8(*args, None, quantize_activations=False)) < BF16_TOL
+
+
+def test_layer_memory_policy():
+    from minimax_rocm.ops.mxfp8 import layer_weight_formats
+    short = layer_weight_formats(60, 4096, "gfx942")
+    assert short == ["mxfp8+bf16"] * 60
+    long = layer_weight_formats(60, 8192, "gfx942")
+    every = int(oracle.threshold("mxfp8_bf16_only_every", "gfx942"))
+    assert long.count("bf16") == 60 // every and long.count("mxfp8") == 60 - 60 // every
+    assert all((f == "bf16") == (i % every == every - 1) for i, f in enumerate(long))
+
+
+# --------------------------------------------------------------------------- #
+# GPU: the op on the fp8 tensor cores at M3 and M2 EP8-rank shapes
+# --------------------------------------------------------------------------- #
+
+SHAPES = {
+    "M3 EP8": dict(H=6144, I=3072, E=128, k=4, E_loc=16, act="swiglu_oai"),
+    "M2 EP8": dict(H=3072, I=1536, E=256, k=8, E_loc=32, act="silu"),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("T", [1, 16, 216])
+def test_native_on_gpu(device, shape, T):
+    s = SHAPES[shape]
+    fp8 = oracle.detect_platform().fp8_dtype
+    args = _args(T=T, H=s["H"], I=s["I"], E=s["E"], k=s["k"], E_loc=s["E_loc"], device=device,
+                 fp8=FN if fp8 == "e4m3fn" else FNUZ)
+    emap = expert_map(s["E"], s["E"] // s["E_loc"], 0).to(device)
+    out = mm.fused_moe_mxfp8(*args, emap, s["act"], "split", max_model_len=4096)
+    assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/native_mxfp8"
+    _check_native(out, args, emap, s["act"], "split")
+
+
+@pytest.mark.gpu
+def test_op_paths_on_gpu(device):
+    s = SHAPES["M3 EP8"]
+    args = _args(T=4, H=1024, I=512, E=32, k=4, E_loc=4, device=device)
+    emap = expert_map(32, 8, 3).to(device)
+    ref_u = R.fused_moe_mxfp8(*args, emap, s["act"], quantize_activations=False)
+    w13 = R.mxfp8_dequant(args[1], args[2], torch.bfloat16)
+    w2 = R.mxfp8_dequant(args[3], args[4], torch.bfloat16)
+    out = mm.fused_moe_mxfp8(*args, emap, s["act"], max_model_len=4096, w13_bf16=w13, w2_bf16=w2)
+    assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/bf16_copy"
+    assert R.rel_error(out, ref_u) < BF16_TOL
+    out = mm.fused_moe_mxfp8(*args, emap, s["act"], max_model_len=1 << 20)
+    assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/emulation"
+    assert R.rel_error(out, ref_u) < BF16_TOL
+    out = mm.fused_moe_mxfp8(*args, emap, s["act"], max_model_len=4096)
+    assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/native_mxfp8"
+    _check_native(out, args, emap, s["act"], "split")
+
+
+@pytest.mark.gpu
+def test_native_under_cuda_graph(device):
+    args = _args(T=16, H=1024, I=512, E=32, k=4, E_loc=8, device=device)
+    emap = expert_map(32, 4, 0).to(device)
+    fn = lambda: tri.fused_moe_mxfp8(*args, emap)  # noqa: E731
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = fn()
+    g.replay()
+    torch.cuda.synchronize()
+    _check_native(out, args, emap, "swiglu_oai", "split")
