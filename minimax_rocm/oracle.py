@@ -190,10 +190,16 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     # Native MXFP8 for max_model_len at or under this; emulation above (issue 7,
     # from the MI300X memory policy: every layer keeps BF16 beside MXFP8 up to 4096).
     "mxfp8_native_max_model_len": {"gfx942": 4096, "gfx950": 4096, "sm90": 4096, "sm100": 4096, "cpu": 4096},
-    # Mixed policy per call: BF16 experts at or under this many tokens...
-    "mxfp8_bf16_max_tokens": {"gfx942": 8, "gfx950": 8, "sm90": 8, "sm100": 8, "cpu": 8},
-    # ...and at or above this many (MI300X crossover 827-843, rounded to a tile multiple).
-    "mxfp8_bf16_min_tokens": {"gfx942": 832, "gfx950": 832, "sm90": 832, "sm100": 832, "cpu": 832},
+    # Mixed policy per call, where a BF16 copy is kept: BF16 experts at or
+    # under this many tokens...
+    # ...and at or above mxfp8_bf16_min_tokens (MI300X crossover 827-843,
+    # rounded to a tile multiple). AMD entries: the MI300X work's measurement.
+    # sm90: `bench --op fused_moe_mxfp8` on an H200 found the BF16 copy as fast
+    # or faster at every T in {1, 16, 64, 216, 1024} (native 0.95x at 64/216,
+    # BENCHMARKS.md), so the band where native wins is empty there; without a
+    # copy native still beats emulation (4.6x at T=216) and runs.
+    "mxfp8_bf16_max_tokens": {"gfx942": 8, "gfx950": 8, "sm90": 1 << 30, "sm100": 1 << 30, "cpu": 8},
+    "mxfp8_bf16_min_tokens": {"gfx942": 832, "gfx950": 832, "sm90": 1 << 30, "sm100": 1 << 30, "cpu": 832},
     # Mixed policy, memory side: above mxfp8_native_max_model_len every n-th
     # MoE layer keeps BF16 experts only (the rest MXFP8 only), so the model
     # fits beside a long KV cache (MI300X: every fifth layer).

@@ -85,18 +85,26 @@ def _check_native(out, args, emap, act, layout):
     assert R.rel_error(out, ref_u) < VS_UNQUANTISED_TOL
 
 
+# "scaled" (tl.dot_scaled) runs the upcast code in the interpreter: GPU only.
+DOT_MODES = ["fp8", "upcast"]
+GPU_DOT_MODES = ["fp8", "upcast", "scaled"]
+
+
+@pytest.mark.parametrize("dot", DOT_MODES)
 @pytest.mark.parametrize("fp8", [FN, FNUZ], ids=["e4m3fn", "e4m3fnuz"])
 @pytest.mark.parametrize("act,layout", [("swiglu_oai", "split"), ("swiglu_oai", "interleaved"),
                                         ("silu", "interleaved")])
-def test_native_matches_quantised_reference(fp8, act, layout):
+def test_native_matches_quantised_reference(fp8, act, layout, dot):
     E, ep = 8, 2
     emap = expert_map(E, ep, 1)
     args = _args(E=E, E_loc=E // ep, fp8=fp8)
-    _check_native(tri.fused_moe_mxfp8(*args, emap, act, layout), args, emap, act, layout)
+    out = tri.fused_moe_mxfp8(*args, emap, act, layout, dot=dot)
+    _check_native(out, args, emap, act, layout)
 
 
+@pytest.mark.parametrize("dot", DOT_MODES)
 @pytest.mark.parametrize("fp8", [FN, FNUZ], ids=["e4m3fn", "e4m3fnuz"])
-def test_gemm1_block_scaled_dot_is_exact_to_fp32(fp8):
+def test_gemm1_block_scaled_dot_is_exact_to_fp32(fp8, dot):
     """GEMM1 alone: fp8 x fp8 per 32-wide block, both scales applied in fp32:
     equal to the float64 product of the dequantised operands up to fp32
     accumulation. Padding rows of each block are written as zeros."""
@@ -108,7 +116,7 @@ def test_gemm1_block_scaled_dot_is_exact_to_fp32(fp8):
     h = torch.full((sorted_ids.shape[0], 2 * I), float("nan"))
     tile = tri._fp8_tile(tri.plan(hidden, w13_q, ids, None)["tile1"], H, None)
     tri.gemm(xq, xs, w13_q, w13_s, h, sorted_ids, block_ids, npost, None, num_routes=T * k, top_k=k, tile=tile,
-             a_by_token=True, atomic_out=False)
+             a_by_token=True, atomic_out=False, dot=dot)
     x = R.mxfp8_dequant(xq, xs, torch.float64)
     w = R.mxfp8_dequant(w13_q, w13_s, torch.float64)
     n = int(npost)
@@ -121,9 +129,11 @@ def test_gemm1_block_scaled_dot_is_exact_to_fp32(fp8):
             assert torch.equal(h[pos], torch.zeros(2 * I)), pos
 
 
-def test_native_fp32_hidden_and_every_route_local():
+@pytest.mark.parametrize("dot", DOT_MODES)
+def test_native_fp32_hidden_and_every_route_local(dot):
     args = _args(T=5, E=4, k=3, dtype=torch.float32)
-    _check_native(tri.fused_moe_mxfp8(*args, None, "swiglu_oai", "split"), args, None, "swiglu_oai", "split")
+    out = tri.fused_moe_mxfp8(*args, None, "swiglu_oai", "split", dot=dot)
+    _check_native(out, args, None, "swiglu_oai", "split")
 
 
 def test_native_ep_ranks_sum_to_unsharded():
@@ -175,8 +185,22 @@ SHAPES = {
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dot", GPU_DOT_MODES)
 @pytest.mark.parametrize("shape", list(SHAPES))
-@pytest.mark.parametrize("T", [1, 16, 216])
+@pytest.mark.parametrize("T", [1, 16, 216, 1024])
+def test_native_kernel_on_gpu(device, shape, T, dot):
+    s = SHAPES[shape]
+    fp8 = oracle.detect_platform().fp8_dtype
+    args = _args(T=T, H=s["H"], I=s["I"], E=s["E"], k=s["k"], E_loc=s["E_loc"], device=device,
+                 fp8=FN if fp8 == "e4m3fn" else FNUZ)
+    emap = expert_map(s["E"], s["E"] // s["E_loc"], 0).to(device)
+    out = tri.fused_moe_mxfp8(*args, emap, s["act"], "split", dot=dot)
+    _check_native(out, args, emap, s["act"], "split")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("T", [16])
 def test_native_on_gpu(device, shape, T):
     s = SHAPES[shape]
     fp8 = oracle.detect_platform().fp8_dtype

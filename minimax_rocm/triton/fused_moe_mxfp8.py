@@ -15,12 +15,17 @@ dequantised copy exists. Pipeline (issue 7):
               a zeroed `[T, H]` buffer: the top-k reduction is fused, no
               `[T*k, H]` intermediate exists
 
-Both GEMMs are one kernel (`_mx_gemm_kernel`): for every 32-wide K block one
-fp8 x fp8 matrix product (fp8 MMA: wgmma / mma.sync on NVIDIA, v_mfma_*fp8 on
-gfx942), scaled in registers by the two operands' block scales and added to an
-fp32 accumulator. This is the "block-scaled fp8 dot" of the issue; targets
-with MX hardware could use tl.dot_scaled instead, H100/H200 and MI300X have
-none. Like the BF16 path, the kernel is a persistent loop over (M block, N
+Both GEMMs are one kernel (`_mx_gemm_kernel`) with two ways to apply the
+block scales (the per-arch table's `mxfp8_dot` picks):
+  fp8 dot   for every 32-wide K block one fp8 x fp8 product (v_mfma_*fp8 on
+            gfx942, mma/wgmma on NVIDIA), scaled in registers by the two
+            operands' block scales and added to an fp32 accumulator: the
+            "block-scaled fp8 dot" of the issue;
+  upcast    fp8 tiles times their scales as BF16 in registers (exact), one
+            BF16 product per K step: the weights still cross memory as fp8;
+  scaled    tl.dot_scaled: MX hardware where the target has it, the
+            compiler's own upcast elsewhere (not in the interpreter: there
+            the upcast code runs). Like the BF16 path, the kernel is a persistent loop over (M block, N
 tile) items whose count comes from the device (no host sync).
 
 In the interpreter (CPU tests) fp8 operands are decoded to fp32 in integer
@@ -45,6 +50,8 @@ from .moe_align import moe_align
 from .mxfp8_quant import e8m0_decode, flavour_constexprs, fp8_decode, mx_quantize
 
 DECODE = os.environ.get("TRITON_INTERPRET") == "1"
+# how the block scales meet the MMA (moe_configs' per-arch `mxfp8_dot`)
+DOT_MODES = {"fp8": 0, "upcast": 1, "scaled": 2}
 
 
 @triton.jit
@@ -62,6 +69,20 @@ def _load_fp8(ptrs, mask, FNUZ: tl.constexpr, DECODE: tl.constexpr):
 
 
 @triton.jit
+def _scaled_tile(ptrs, s_ptrs, row_ok, ROWS: tl.constexpr, BLOCK_K: tl.constexpr, FNUZ: tl.constexpr,
+                 DECODE: tl.constexpr):
+    """An fp8 tile `[ROWS, BLOCK_K]` times its e8m0 block scales, as BF16
+    (fp32 in the interpreter, whose bf16 dots are wrong)."""
+    v = _load_fp8(ptrs, row_ok[:, None], FNUZ, DECODE).to(tl.float32)
+    s = e8m0_decode(tl.load(s_ptrs, mask=row_ok[:, None], other=127).to(tl.int32))
+    v = tl.reshape(tl.reshape(v, (ROWS, BLOCK_K // 32, 32)) * s[:, :, None], (ROWS, BLOCK_K))
+    if DECODE:
+        return v
+    else:
+        return v.to(tl.bfloat16)
+
+
+@triton.jit
 def _mx_gemm_kernel(
         a_ptr, as_ptr, w_ptr, ws_ptr, c_ptr, sorted_ptr, block_ptr, npost_ptr, topk_w_ptr,
         num_routes, top_k, N, K, E_loc,
@@ -70,6 +91,8 @@ def _mx_gemm_kernel(
         A_BY_TOKEN: tl.constexpr,     # GEMM1: A row = route // top_k (the token); GEMM2: the sorted position
         ATOMIC_OUT: tl.constexpr,     # GEMM2: c[token] += router weight * row (fp32 atomics); GEMM1: c[position] = row
         SWAP_AB: tl.constexpr,        # compute the weight tile as the MMA's M side (wgmma wants M >= 64)
+        DOT_MODE: tl.constexpr,       # 0 fp8 MMA per 32-wide block; 1 upcast tiles, one BF16 MMA per step;
+                                      # 2 tl.dot_scaled (the compiler's own MX lowering)
         FNUZ: tl.constexpr, DECODE: tl.constexpr):
     n_blocks = tl.load(npost_ptr) // BLOCK_M
     total = n_blocks * tl.cdiv(N, BLOCK_N)
@@ -98,18 +121,46 @@ def _mx_gemm_kernel(
                 acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
             else:
                 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for k0 in range(0, K, BLOCK_K):
-                # one fp8 product per 32-wide block, scaled by both block scales
-                for j in tl.static_range(BLOCK_K // 32):
-                    kb = k0 // 32 + j
-                    a = _load_fp8(a_ptrs + kb * 32, row_ok[:, None], FNUZ, DECODE)
-                    w = _load_fp8(w_ptrs + kb * 32, n_ok[:, None], FNUZ, DECODE)
-                    sa = e8m0_decode(tl.load(as_ptrs + kb, mask=row_ok, other=127).to(tl.int32))
-                    sw = e8m0_decode(tl.load(ws_ptrs + kb, mask=n_ok, other=127).to(tl.int32))
-                    if SWAP_AB:
-                        acc += tl.dot(w, tl.trans(a)) * (sw[:, None] * sa[None, :])
+            if DOT_MODE == 0:
+                for k0 in range(0, K, BLOCK_K):
+                    # one fp8 product per 32-wide block, scaled by both block scales
+                    for j in tl.static_range(BLOCK_K // 32):
+                        kb = k0 // 32 + j
+                        a = _load_fp8(a_ptrs + kb * 32, row_ok[:, None], FNUZ, DECODE)
+                        w = _load_fp8(w_ptrs + kb * 32, n_ok[:, None], FNUZ, DECODE)
+                        sa = e8m0_decode(tl.load(as_ptrs + kb, mask=row_ok, other=127).to(tl.int32))
+                        sw = e8m0_decode(tl.load(ws_ptrs + kb, mask=n_ok, other=127).to(tl.int32))
+                        if SWAP_AB:
+                            acc += tl.dot(w, tl.trans(a)) * (sw[:, None] * sa[None, :])
+                        else:
+                            acc += tl.dot(a, tl.trans(w)) * (sa[:, None] * sw[None, :])
+            else:
+                # upcast: both operands scaled to BF16 in registers (exact: an
+                # fp8 value times a power of two fits bf16's 8 exponent bits),
+                # one BF16 product per BLOCK_K step
+                offs_kk = tl.arange(0, BLOCK_K)
+                offs_ks = tl.arange(0, BLOCK_K // 32)
+                a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_kk[None, :]
+                w_ptrs = w_ptr + e.to(tl.int64) * stride_we + n64[:, None] * stride_wn + offs_kk[None, :]
+                as2 = as_ptr + a_rows[:, None] * stride_asm + offs_ks[None, :]
+                ws2 = ws_ptr + e.to(tl.int64) * stride_wse + n64[:, None] * stride_wsn + offs_ks[None, :]
+                for k0 in range(0, K, BLOCK_K):
+                    if DOT_MODE == 2 and not DECODE:
+                        a = _load_fp8(a_ptrs + k0, row_ok[:, None], FNUZ, False)
+                        w = _load_fp8(w_ptrs + k0, n_ok[:, None], FNUZ, False)
+                        sa = tl.load(as2 + k0 // 32, mask=row_ok[:, None], other=127)
+                        sw = tl.load(ws2 + k0 // 32, mask=n_ok[:, None], other=127)
+                        if SWAP_AB:
+                            acc = tl.dot_scaled(w, sw, "e4m3", tl.trans(a), sa, "e4m3", acc)
+                        else:
+                            acc = tl.dot_scaled(a, sa, "e4m3", tl.trans(w), sw, "e4m3", acc)
                     else:
-                        acc += tl.dot(a, tl.trans(w)) * (sa[:, None] * sw[None, :])
+                        a = _scaled_tile(a_ptrs + k0, as2 + k0 // 32, row_ok, BLOCK_M, BLOCK_K, FNUZ, DECODE)
+                        w = _scaled_tile(w_ptrs + k0, ws2 + k0 // 32, n_ok, BLOCK_N, BLOCK_K, FNUZ, DECODE)
+                        if SWAP_AB:
+                            acc = tl.dot(w, tl.trans(a), acc)
+                        else:
+                            acc = tl.dot(a, tl.trans(w), acc)
             if SWAP_AB:
                 y = tl.trans(acc)
             else:
@@ -155,17 +206,17 @@ def _act_quant_kernel(h_ptr, q_ptr, s_ptr, count_ptr, R, I, stride_h, alpha, lim
                  mask=(r[:, None] < rows) & (kb[None, :] < I // 32))
 
 
-def _fp8_tile(tile: moe_configs.Tile, K: int, swap_ab: Optional[bool]) -> moe_configs.Tile:
-    """The BF16 table's tile with the same bytes per weight row per K step
-    (twice the elements), BLOCK_K a divisor of K and a multiple of 32."""
-    bk = min(2 * tile.block_k, 256)
+def _fp8_tile(tile: moe_configs.Tile, K: int, swap_ab: Optional[bool], factor: int = 2) -> moe_configs.Tile:
+    """The BF16 table's tile with BLOCK_K `factor` times as wide (2: the same
+    bytes per weight row per K step), a divisor of K and a multiple of 32."""
+    bk = max(32, min(factor * tile.block_k, 256))
     while bk > 32 and K % bk:
         bk //= 2
     return replace(tile, block_k=bk, swap_ab=tile.swap_ab if swap_ab is None else swap_ab)
 
 
 def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes: int, top_k: int,
-         tile: moe_configs.Tile, a_by_token: bool, atomic_out: bool) -> None:
+         tile: moe_configs.Tile, a_by_token: bool, atomic_out: bool, dot: str) -> None:
     E_loc, N, K = w.shape
     items = block_ids.shape[0] * triton.cdiv(N, tile.block_n)
     progs = max(1, min(items, tile.progs_per_cu * cu_count(a.device))) if a.is_cuda else max(1, min(items, 3))
@@ -174,7 +225,7 @@ def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes:
         sorted_ids if topk_w is None else topk_w, num_routes, top_k, N, K, E_loc,
         a.stride(0), a_s.stride(0), w.stride(0), w.stride(1), w_s.stride(0), w_s.stride(1), c.stride(0),
         BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, A_BY_TOKEN=a_by_token,
-        ATOMIC_OUT=atomic_out, SWAP_AB=tile.swap_ab, FNUZ=w.dtype == torch.float8_e4m3fnuz, DECODE=DECODE,
+        ATOMIC_OUT=atomic_out, SWAP_AB=tile.swap_ab, DOT_MODE=DOT_MODES[dot], FNUZ=w.dtype == torch.float8_e4m3fnuz, DECODE=DECODE,
         num_warps=tile.num_warps, num_stages=tile.num_stages)
 
 
@@ -200,8 +251,10 @@ def act_quant(h: torch.Tensor, npost: torch.Tensor, activation: str, layout: str
 
 
 def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
-         block_m: Optional[int] = None, swap_ab: Optional[bool] = None) -> dict:
-    """Tiles: the BF16 table's (moe_configs) at fp8 widths."""
+         block_m: Optional[int] = None, swap_ab: Optional[bool] = None, dot: Optional[str] = None,
+         block_k_factor: Optional[int] = None, num_warps: Optional[int] = None) -> dict:
+    """Tiles and dot mode: the BF16 table's tiles (moe_configs) at fp8 widths,
+    the per-arch mxfp8 entries; arguments override them."""
     T, H = hidden.shape
     E_loc, two_i, _ = w13_q.shape
     I = two_i // 2
@@ -213,7 +266,13 @@ def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expe
                   cu_count=cu_count(hidden.device))
     t1 = moe_configs.choose(arch, "gemm1", N=2 * I, K=H, **common)
     t2 = moe_configs.choose(arch, "gemm2", N=H, K=I, **common)
-    return dict(arch=arch, block_m=bm, tile1=_fp8_tile(t1, H, swap_ab), tile2=_fp8_tile(t2, I, swap_ab))
+    ent = moe_configs.arch_entry(arch)
+    f = block_k_factor or ent.mxfp8_block_k_factor
+    t1, t2 = _fp8_tile(t1, H, swap_ab, f), _fp8_tile(t2, I, swap_ab, f)
+    if num_warps:
+        t1, t2 = replace(t1, num_warps=num_warps), replace(t2, num_warps=num_warps)
+    return dict(arch=arch, block_m=bm, tile1=t1, tile2=t2,
+                dot=dot or ent.mxfp8_dot)
 
 
 def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor,
@@ -221,7 +280,8 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
                     expert_map: Optional[torch.Tensor] = None, activation: str = "swiglu_oai",
                     layout: str = "split", alpha: float = reference.SWIGLU_OAI_ALPHA,
                     limit: float = reference.SWIGLU_OAI_LIMIT, block_m: Optional[int] = None,
-                    swap_ab: Optional[bool] = None) -> torch.Tensor:
+                    swap_ab: Optional[bool] = None, dot: Optional[str] = None,
+                    block_k_factor: Optional[int] = None, num_warps: Optional[int] = None) -> torch.Tensor:
     """This rank's partial `[T, H]` (hidden's dtype) from MXFP8 expert weights
     (inputs as the op checks them; w*_q fp8, w*_s uint8 e8m0 `[..., K/32]`)."""
     T, H = hidden.shape
@@ -231,12 +291,12 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
     E_loc, two_i, _ = w13_q.shape
     k = topk_ids.shape[1]
     routes = topk_ids.numel()
-    p = plan(hidden, w13_q, topk_ids, expert_map, block_m, swap_ab)
+    p = plan(hidden, w13_q, topk_ids, expert_map, block_m, swap_ab, dot, block_k_factor, num_warps)
     fp8 = w13_q.dtype
     sorted_ids, block_ids, npost = moe_align(topk_ids.reshape(-1), p["block_m"], expert_map, E_loc)
     rows = sorted_ids.shape[0]
     xq, xs = mxfp8_quant(hidden.contiguous(), "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn")
-    g = dict(num_routes=routes, top_k=k)
+    g = dict(num_routes=routes, top_k=k, dot=p["dot"])
     h = _buffer((rows, two_i), torch.float32, hidden.device)
     gemm(xq, xs, w13_q, w13_s, h, sorted_ids, block_ids, npost, None, tile=p["tile1"], a_by_token=True,
          atomic_out=False, **g)
@@ -255,7 +315,7 @@ _SIG = {"a_ptr": "*u8", "as_ptr": "*u8", "w_ptr": "*u8", "ws_ptr": "*u8", "c_ptr
         "block_ptr": "*i32", "npost_ptr": "*i32", "topk_w_ptr": "*fp32", "num_routes": "i32", "top_k": "i32",
         "N": "i32", "K": "i32", "E_loc": "i32", "stride_am": "i32", "stride_asm": "i32", "stride_we": "i32",
         "stride_wn": "i32", "stride_wse": "i32", "stride_wsn": "i32", "stride_cm": "i32"}
-_CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "A_BY_TOKEN", "ATOMIC_OUT", "SWAP_AB", "FNUZ", "DECODE")
+_CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "A_BY_TOKEN", "ATOMIC_OUT", "SWAP_AB", "DOT_MODE", "FNUZ", "DECODE")
 
 
 def aot_specs():
@@ -265,12 +325,13 @@ def aot_specs():
     def per_target(which: str, K: int) -> dict:
         out = {}
         for target in ("gfx942", "gfx950", "sm90"):
-            t = _fp8_tile(getattr(moe_configs.ARCHS[target], which), K, None)
-            out[target] = dict(**t.constexprs(), FNUZ=target == "gfx942", num_warps=t.num_warps,
-                               num_stages=t.num_stages)
+            ent = moe_configs.ARCHS[target]
+            t = _fp8_tile(getattr(ent, which), K, None, ent.mxfp8_block_k_factor)
+            out[target] = dict(**t.constexprs(), FNUZ=target == "gfx942", DOT_MODE=DOT_MODES[ent.mxfp8_dot],
+                               num_warps=t.num_warps, num_stages=t.num_stages)
         return out
 
-    g1 = dict(A_BY_TOKEN=True, ATOMIC_OUT=False, DECODE=False, FNUZ=False,
+    g1 = dict(A_BY_TOKEN=True, ATOMIC_OUT=False, DECODE=False, FNUZ=False, DOT_MODE=1,
               **_fp8_tile(moe_configs.ARCHS["sm90"].gemm1, 6144, None).constexprs())
     g2 = dict(g1, A_BY_TOKEN=False, ATOMIC_OUT=True)
     act_sig = {"h_ptr": "*fp32", "q_ptr": "*u8", "s_ptr": "*u8", "count_ptr": "*i32", "R": "i32", "I": "i32",

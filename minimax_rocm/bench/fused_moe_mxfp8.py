@@ -1,0 +1,109 @@
+"""bench --op fused_moe_mxfp8: native MXFP8 vs emulation vs BF16 experts, one
+GPU simulating the busiest EP8 rank (routing and rank choice as in
+bench/fused_moe.py).
+
+Shapes: M3 EP8 rank (H 6144, I 3072, 16 local of 128, top-4, SwiGLU-OAI) and
+M2 EP8 rank (H 3072, I 1536, 32 local of 256, top-8, silu); T in {1, 16, 64,
+216, 1024}. Rows per case:
+  BF16 [base]   the sparse-local BF16 MoE on BF16 weights (the mixed policy's copy)
+  native        fp8 GEMMs with in-kernel block scales (the oracle's tiles)
+  native-alt    the other dot mode, half the BLOCK_K, the other swap-AB
+                setting (the measurements behind the per-arch table)
+  emulation     dequantise every local expert to BF16, then the BF16 MoE
+Each row's floor is its own bytes: native reads the touched experts' fp8
+weights plus e8m0 scales (3 x H x I x 33/32 bytes each), BF16 reads 2 bytes
+per weight, emulation reads all local fp8 weights, writes and reads them as
+BF16. The printed crossover is where BF16 becomes faster than native: the
+measurement behind the oracle's mxfp8_bf16_max_tokens / _min_tokens entries.
+"""
+from __future__ import annotations
+
+import torch
+
+from .fused_moe import _l2_bytes, busiest_rank, make_weights, routing
+from .harness import Context, Row, register_bench, time_us
+
+SHAPES = (
+    ("M3 EP8", 6144, 3072, 128, 16, 4, "swiglu_oai", 8),
+    ("M2 EP8", 3072, 1536, 256, 32, 8, "silu", 8),
+)
+TOKENS = (1, 16, 64, 216, 1024)
+
+
+def _crossover(rows: list[Row], name: str) -> str:
+    by_t: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if r.case.startswith(name + " "):
+            t = int(r.case.split("T=")[1].split()[0])
+            by_t.setdefault(t, {})[r.impl.split(" ")[0]] = r.us
+    wins = [t for t, d in sorted(by_t.items()) if d.get("native", 1e30) < d.get("BF16", 0.0)]
+    if not wins:
+        return f"{name}: BF16 is as fast as native MXFP8 at every measured T {sorted(by_t)}"
+    return (f"{name}: native MXFP8 faster than BF16 for T in {wins} of {sorted(by_t)} "
+            f"(oracle: native between mxfp8_bf16_max_tokens and mxfp8_bf16_min_tokens)")
+
+
+@register_bench("fused_moe_mxfp8")
+def bench(ctx: Context) -> list[Row]:
+    if not ctx.gpu:
+        return []   # GBs of weights: GPU only
+    from .. import oracle
+    from ..ops.mxfp8 import mxfp8_quant
+    from ..triton import fused_moe as bf16_moe
+    from ..triton import fused_moe_mxfp8 as tri
+    from ..triton import mxfp8_quant as tq
+    fp8 = oracle.detect_platform().fp8_dtype
+    rows: list[Row] = []
+    shapes = SHAPES[:1] if ctx.quick else SHAPES
+    tokens = (16, 216) if ctx.quick else TOKENS
+    dev = ctx.device
+    for name, H, I, E, E_loc, k, act, ep in shapes:
+        w13, w2 = make_weights(E_loc, H, I, dev)
+        w13_q, w13_s = mxfp8_quant(w13, fp8)
+        w2_q, w2_s = mxfp8_quant(w2, fp8)
+        for T in tokens:
+            hidden = torch.randn(T, H, device=dev, dtype=torch.bfloat16)
+            tw, ids = routing(T, E, k, seed=T, device=dev)
+            emap, grp = busiest_rank(ids, tw, E, E_loc, ep)
+            n_exp = len(grp["experts"])
+            case = f"{name} T={T} ({n_exp} exp, {len(grp['order'])} rt)"
+            per_expert = 3 * H * I
+            tk = dict(iters=20, inner=10) if T >= 216 else {}
+            bf16_bytes = n_exp * per_expert * 2
+            note = "weights fit in L2" if 0 < bf16_bytes <= _l2_bytes() else ""
+
+            bf16 = lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act)  # noqa: E731
+            ref = bf16().float()
+            rows.append(Row("fused_moe_mxfp8", case, "BF16 (sparse-local, BF16 weights)", time_us(bf16, **tk),
+                            bf16_bytes, baseline=True, note=note))
+
+            p = tri.plan(hidden, w13_q, ids, emap)
+            variants = [("native", {})] + [
+                (f"native-alt ({what})", kw) for what, kw in (
+                    *((f"{d} dot", dict(dot=d)) for d in ("fp8", "upcast", "scaled") if d != p["dot"]),
+                    ("BLOCK_K x1", dict(block_k_factor=1)),
+                    ("swap-AB", dict(swap_ab=not p["tile1"].swap_ab)),
+                    ("8 warps", dict(num_warps=8)))]
+            for label, kw in variants:
+                fn = lambda kw=kw: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap,  # noqa: E731
+                                                       act, **kw)
+                q = tri.plan(hidden, w13_q, ids, emap, **kw)
+                err = (fn().float() - ref).norm() / ref.norm().clamp_min(1e-30)
+                cfg = (f"BM={q['block_m']} BK={q['tile1'].block_k}/{q['tile2'].block_k} "
+                       f"{q['dot']} swapAB={q['tile1'].swap_ab} w{q['tile1'].num_warps}")
+                rows.append(Row("fused_moe_mxfp8", case, f"{label} [{cfg}]", time_us(fn, **tk),
+                                n_exp * per_expert * 33 // 32,
+                                note=(note + f" rel.diff vs BF16 {err:.1e}").strip()))
+
+            def emulation():
+                a = tq.mxfp8_dequant(w13_q, w13_s, torch.bfloat16)
+                b = tq.mxfp8_dequant(w2_q, w2_s, torch.bfloat16)
+                return bf16_moe.fused_moe(hidden, a, b, tw, ids, emap, act)
+            emu_bytes = E_loc * per_expert * (33 + 64) // 32 + bf16_bytes  # fp8 in, BF16 out, BF16 MoE
+            rows.append(Row("fused_moe_mxfp8", case, "emulation (dequantise all local + BF16)",
+                            time_us(emulation, **tk), emu_bytes, note=note))
+        del w13, w2, w13_q, w13_s, w2_q, w2_s
+        torch.cuda.empty_cache()
+    for name, *_ in shapes:
+        print(f"# crossover {_crossover(rows, name)}")
+    return rows
