@@ -8,6 +8,10 @@
 // reduction (shuffles, then shared memory, in a fixed order: deterministic,
 // no atomics, no workspace). KE grows with M (1, 2, 4 rows per block) to
 // trade grid size against how often x is re-read from L2.
+//
+// For M > 8 that layout leaves too few blocks (E / KE < SM count) and each
+// thread's FMA chain too long, so router_gemm_splitk also splits K across
+// blocks: see the split-K section below.
 #include "mmr/mmr.h"
 
 namespace {
@@ -118,6 +122,254 @@ MMR_ROUTER_KERNEL(router_gemm_f32_m8, float, 8, 1)
 MMR_ROUTER_KERNEL(router_gemm_f32_m16, float, 16, 2)
 MMR_ROUTER_KERNEL(router_gemm_f32_m32, float, 32, 4)
 
+// ---------------------------------------------------------------- split-K (8 < M <= 32)
+// grid (tiles = ceil(E / KE), S): block (t, s) multiplies W rows
+// [t * KE, +KE) by all M rows of x over K slice s, writes that [M, KE]
+// partial to the workspace, and the block that arrives last for tile t (an
+// atomic ticket per tile) sums the S partials in slice order and writes out.
+// The order of every sum is fixed, so results are bitwise reproducible; the
+// last block puts its counter back to 0 for the next launch (graph replays).
+//
+// In a block, thread (k lane, row group, x-row group) owns a 4 x 4 tile of
+// (W row, x row) accumulators and walks its 16-byte K quads: a W quad is
+// used for 4 x rows, an x quad (staged in LDS as fp32) for 4 W rows. The
+// k lanes of a 4 x 4 tile (8 or 16 adjacent lanes) meet in a shuffle
+// reduce-scatter, far cheaper than one wave_sum per value; each lane then
+// writes its 1 or 2 sums.
+constexpr int kSplitKE = 16;           // W rows per tile
+constexpr int kSplitMaxSlices = 64;    // most K slices (S) a launch uses
+constexpr int kSplitLdsFloats = 8192;  // x slice in LDS: 32 KB, 2 blocks per CU in AMD's 64 KB
+constexpr int kSplitBlocksPerCU = 2;
+constexpr int kSplitStageVecs = kSplitLdsFloats / kVec / kThreads;  // 8-element x vectors a thread stages
+constexpr int kSplitMaxQuads = kSplitLdsFloats / 4 / kThreads;      // W quads a thread multiplies
+
+// 8 elements of x as loaded (16 bytes of bf16, 32 of fp32), unpacked to fp32 later.
+template <typename XT>
+struct Raw8;
+template <>
+struct Raw8<uint16_t> {
+  mmr::Vec16 a;
+};
+template <>
+struct Raw8<float> {
+  float4 a, b;
+};
+
+MMR_DEVICE Raw8<uint16_t> load_raw8(const uint16_t* p) { return {mmr::load16(p)}; }
+MMR_DEVICE Raw8<float> load_raw8(const float* p) {
+  return {*reinterpret_cast<const float4*>(p), *reinterpret_cast<const float4*>(p + 4)};
+}
+MMR_DEVICE void unpack8(const Raw8<uint16_t>& r, float* v) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    v[2 * q] = mmr::bf16_lo(r.a.w[q]);
+    v[2 * q + 1] = mmr::bf16_hi(r.a.w[q]);
+  }
+}
+MMR_DEVICE void unpack8(const Raw8<float>& r, float* v) {
+  v[0] = r.a.x; v[1] = r.a.y; v[2] = r.a.z; v[3] = r.a.w;
+  v[4] = r.b.x; v[5] = r.b.y; v[6] = r.b.z; v[7] = r.b.w;
+}
+
+// Sums N values over each group of W lanes (N >= W), leaving N / W sums per
+// lane: at each step a lane keeps one half of its values (the upper half where
+// its lane bit MASK is set) and adds its partner's copy of that half, so a
+// step costs N / 2 shuffles instead of N. `base`: v[0]'s index among the N.
+template <int N, int MASK, int W>
+MMR_DEVICE void reduce_scatter(float (&v)[16], int lane, int& base) {
+  if constexpr (MASK > 0) {
+    static_assert(N > 1, "more lanes than values");
+    constexpr int kHalf = N / 2;
+    const bool upper = (lane & MASK) != 0;
+#pragma unroll
+    for (int a = 0; a < kHalf; ++a) {
+      const float lo = v[a], hi = v[a + kHalf];
+      v[a] = (upper ? hi : lo) + mmr::shfl_xor(upper ? lo : hi, MASK, W);
+    }
+    if (upper) base += kHalf;
+    reduce_scatter<kHalf, MASK / 2, W>(v, lane, base);
+  }
+}
+
+MMR_DEVICE void load_w4(float4 (&d)[4], const float* const (&rows)[4], int q) {
+#pragma unroll
+  for (int r = 0; r < 4; ++r) d[r] = *reinterpret_cast<const float4*>(rows[r] + 4 * q);
+}
+
+// acc[i][r] += x row i . W row r over quad q (x rows `stride` float4 apart:
+// float4 indexing tells the compiler the 16-byte alignment ds_read_b128 needs).
+MMR_DEVICE void fma_quad(float (&acc)[4][4], const float4 (&wq)[4], const float4* xrow, int stride, int q) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float4 xv = xrow[i * stride + q];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      acc[i][r] = fmaf(wq[r].x, xv.x, acc[i][r]);
+      acc[i][r] = fmaf(wq[r].y, xv.y, acc[i][r]);
+      acc[i][r] = fmaf(wq[r].z, xv.z, acc[i][r]);
+      acc[i][r] = fmaf(wq[r].w, xv.w, acc[i][r]);
+    }
+  }
+}
+
+// partials: [tiles][S][M][KE] fp32; counters: [tiles] int32, 0 between launches.
+// slice: K elements per slice (a multiple of 8; the last slice may be shorter).
+template <typename XT, int MT>
+MMR_DEVICE void splitk_block(const XT* __restrict__ x, const float* __restrict__ w, float* __restrict__ out,
+                             float* partials, int* counters, int M, int H, int E, int slice) {
+  constexpr int kRowGroups = kSplitKE / 4, kMGroups = MT / 4;
+  constexpr int kKLanes = kThreads / (kRowGroups * kMGroups);  // 8 (MT 32) or 16 (MT 16)
+  constexpr int kKeep = 16 / kKLanes;                            // values per lane after the reduce-scatter
+  static_assert(kKLanes * kRowGroups * kMGroups == kThreads && kKLanes <= 16 && kKLanes <= mmr::kWave, "layout");
+  static_assert(MT * 256 <= kSplitLdsFloats, "an MT x 256 slice must fit the LDS budget");
+
+  extern __shared__ float4 splitk_smem[];  // x slice [MT][slice] fp32, later the final reduction's scratch
+
+  const int t = blockIdx.x, s = blockIdx.y, S = gridDim.y, tid = threadIdx.x;
+  const int e0 = t * kSplitKE, k0 = s * slice;
+  const int len = min(slice, H - k0), nq = len / 4;
+  // Lanes of a wave share x rows (mg) on NVIDIA: a wave whose rows are all
+  // past M skips its FMAs, leaving the issue slots to the others.
+  const int kl = tid % kKLanes, rg = (tid / kKLanes) % kRowGroups, mg = tid / (kKLanes * kRowGroups);
+  const bool active = mg * 4 < M;
+  const int nj = active && kl < nq ? (nq - kl + kKLanes - 1) / kKLanes : 0;  // quads kl + j * kKLanes, j < nj
+
+  // Rows past E re-read row E - 1 (dropped at the end): no branch in the loads.
+  const float* wr[4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) wr[r] = w + int64_t(min(e0 + rg * 4 + r, E - 1)) * H + k0;
+
+  // The first two W quads are in flight while x is staged.
+  float4 wq[2][4];
+  if (nj > 0) load_w4(wq[0], wr, kl);
+  if (nj > 1) load_w4(wq[1], wr, kl + kKLanes);
+
+  // Stage x[0:Mpad, slice] as fp32; rows M..Mpad-1 (read by a partly used
+  // 4-row group) are zero. Every load is issued before the first is used.
+  {
+    // Vector i = tid + j * kThreads is (row m[j], column c[j]) of the slice.
+    const int mpad = min(MT, (M + 3) & ~3), nv = len / kVec, total = mpad * nv;
+    const int dm = kThreads / nv, dc = kThreads - dm * nv;
+    int m[kSplitStageVecs], c[kSplitStageVecs];
+    m[0] = tid / nv;
+    c[0] = tid - m[0] * nv;
+#pragma unroll
+    for (int j = 1; j < kSplitStageVecs; ++j) {
+      const bool carry = c[j - 1] + dc >= nv;
+      m[j] = m[j - 1] + dm + (carry ? 1 : 0);
+      c[j] = c[j - 1] + dc - (carry ? nv : 0);
+    }
+    Raw8<XT> raw[kSplitStageVecs];
+#pragma unroll
+    for (int j = 0; j < kSplitStageVecs; ++j)
+      if (m[j] < M) raw[j] = load_raw8(x + int64_t(m[j]) * H + k0 + c[j] * kVec);
+#pragma unroll
+    for (int j = 0; j < kSplitStageVecs; ++j) {
+      if (tid + j * kThreads < total) {
+        float v[kVec];
+        unpack8(raw[j], v);
+        float4* d = splitk_smem + (m[j] * slice + c[j] * kVec) / 4;
+        d[0] = m[j] < M ? make_float4(v[0], v[1], v[2], v[3]) : make_float4(0.f, 0.f, 0.f, 0.f);
+        d[1] = m[j] < M ? make_float4(v[4], v[5], v[6], v[7]) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+    }
+  }
+  __syncthreads();
+
+  float acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) acc[i][r] = 0.f;
+  // Fully unrolled so the two W buffers keep fixed registers: a rolled loop
+  // copies them at the back edge, which waits for the loads just issued.
+  const int stride4 = slice / 4;
+  const float4* xrow = splitk_smem + mg * 4 * stride4;
+#pragma unroll
+  for (int j = 0; j < kSplitMaxQuads; ++j) {
+    if (j >= nj) break;
+    fma_quad(acc, wq[j & 1], xrow, stride4, kl + j * kKLanes);
+    if (j + 2 < nj) load_w4(wq[j & 1], wr, kl + (j + 2) * kKLanes);
+  }
+
+  // Every lane takes part (shuffles need the whole wave), idle ones with zeros.
+  float v[16];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) v[i * 4 + r] = acc[i][r];
+  int base = 0;
+  reduce_scatter<16, kKLanes / 2, kKLanes>(v, kl, base);
+  float* part = partials + (int64_t(t) * S + s) * M * kSplitKE;
+#pragma unroll
+  for (int a = 0; a < kKeep; ++a) {
+    const int idx = base + a, m = mg * 4 + idx / 4;
+    if (m < M) part[m * kSplitKE + rg * 4 + idx % 4] = v[a];
+  }
+
+  // Publish the partial, take a ticket (release: every thread's fence, then
+  // the barrier, then the atomic, as PyTorch's split reductions do).
+  // The ticket lives past the final reduction's scratch, in the dead x slice
+  // (the host sizes LDS for it): static LDS would push 2 blocks past 64 KB.
+  int* ticket = reinterpret_cast<int*>(splitk_smem + kThreads);
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) *ticket = atomicAdd(counters + t, 1);
+  __syncthreads();
+  if (*ticket != S - 1) return;
+  __threadfence();  // acquire: the other blocks' partials, not stale cache lines
+
+  // Last block of tile t: out[m, e0 + 4 * f + c] for float4 f of row m. G
+  // thread groups each sum every G-th slice in order, then one thread per
+  // float4 sums the groups in order: a fixed order for given (M, S).
+  const float4* tile = reinterpret_cast<const float4*>(partials + int64_t(t) * S * M * kSplitKE);
+  const int P = M * (kSplitKE / 4), G = kThreads / P, g = tid / P, o = tid - g * P;
+  float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (g < G) {
+    constexpr int kBatch = 16;  // loads in flight per thread
+    for (int s0 = g; s0 < S; s0 += kBatch * G) {
+      float4 p[kBatch];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        if (s0 + b * G < S) p[b] = tile[(s0 + b * G) * P + o];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        if (s0 + b * G < S) {
+          sum.x += p[b].x; sum.y += p[b].y; sum.z += p[b].z; sum.w += p[b].w;
+        }
+    }
+  }
+  float4* scratch = splitk_smem;  // the x slice is dead: every thread passed the barrier above
+  if (g < G) scratch[tid] = sum;
+  __syncthreads();
+  if (tid < P) {
+    float4 a = scratch[tid];
+    for (int q = 1; q < G; ++q) {
+      const float4 b = scratch[q * P + tid];
+      a.x += b.x; a.y += b.y; a.z += b.z; a.w += b.w;
+    }
+    const int m = tid / 4, e = e0 + (tid % 4) * 4;
+    float* o_row = out + int64_t(m) * E;
+    if (e + 0 < E) o_row[e + 0] = a.x;
+    if (e + 1 < E) o_row[e + 1] = a.y;
+    if (e + 2 < E) o_row[e + 2] = a.z;
+    if (e + 3 < E) o_row[e + 3] = a.w;
+  }
+  if (tid == 0) counters[t] = 0;  // all S tickets are taken: nobody else touches it this launch
+}
+
+#define MMR_SPLITK_KERNEL(NAME, XT, MT)                                                                   \
+  __global__ void __launch_bounds__(kThreads) NAME(const XT* __restrict__ x, const float* __restrict__ w,    \
+                                                   float* __restrict__ out, float* partials, int* counters, \
+                                                   int M, int H, int E, int slice) {                       \
+    splitk_block<XT, MT>(x, w, out, partials, counters, M, H, E, slice);                                  \
+  }
+
+MMR_SPLITK_KERNEL(router_splitk_bf16_m16, uint16_t, 16)
+MMR_SPLITK_KERNEL(router_splitk_bf16_m32, uint16_t, 32)
+MMR_SPLITK_KERNEL(router_splitk_f32_m16, float, 16)
+MMR_SPLITK_KERNEL(router_splitk_f32_m32, float, 32)
+
 }  // namespace
 
 #ifndef MMR_DEVICE_ONLY
@@ -134,9 +386,12 @@ void launch(void (*kernel)(const XT*, const float*, float*, int, int, int), int 
   kernel<<<dim3(blocks), dim3(kThreads), 0, stream>>>(static_cast<const XT*>(x), w, out, M, H, E);
 }
 
+struct Shape {
+  int M, H, E;
+};
+
 // x [M, H] bf16/fp32, w [E, H] fp32, out [M, E] fp32.
-void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
-  const char* op = "router_gemm";
+Shape check_args(const char* op, const at::Tensor& x, const at::Tensor& w, const at::Tensor& out) {
   MMR_CHECK(op, "x", x.is_cuda() && x.dim() == 2 && x.is_contiguous() &&
                          (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kFloat),
             "must be a contiguous [M, H] bf16 or fp32 GPU tensor");
@@ -147,9 +402,16 @@ void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
                          w.is_contiguous() && w.size(1) == H && mmr::aligned16(w.data_ptr()),
             "must be a contiguous, 16-byte aligned [E, H] fp32 tensor on x's device");
   const int E = int(w.size(0));
+  MMR_CHECK(op, "w", E >= 1, "must have at least one row");
   MMR_CHECK(op, "out", out.is_cuda() && out.device() == x.device() && out.scalar_type() == at::kFloat &&
                            out.is_contiguous() && out.dim() == 2 && out.size(0) == M && out.size(1) == E,
             "must be a contiguous [M, E] fp32 tensor on x's device");
+  return {M, H, E};
+}
+
+void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
+  const char* op = "router_gemm";
+  const auto [M, H, E] = check_args(op, x, w, out);
   const c10::DeviceGuard guard(x.device());
   const hipStream_t s = mmr::current_stream();
   float* o = out.data_ptr<float>();
@@ -169,11 +431,97 @@ void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
   MMR_CHECK_LAUNCH(op);
 }
 
+// ---------------------------------------------------------------- split-K host
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+int splitk_tiles(int E) { return ceil_div(E, kSplitKE); }
+
+// Largest hidden size: kSplitMaxSlices slices of the 256 elements an M = 32
+// slice may hold in LDS.
+constexpr int kSplitMaxH = kSplitMaxSlices * (kSplitLdsFloats / kMaxM);
+
+struct SplitPlan {
+  int mt, tiles, slices, slice;
+};
+
+// About kSplitBlocksPerCU blocks per CU/SM, with equal slices of a multiple of
+// 8 elements that fit the LDS budget. `want` > 0 asks for that many slices
+// instead (tests); either way the count is rounded to what equal slices give.
+SplitPlan plan_splitk(int M, int H, int E, int want) {
+  SplitPlan p;
+  p.mt = M <= 16 ? 16 : 32;
+  p.tiles = splitk_tiles(E);
+  const int nvec = H / kVec, max_vec = kSplitLdsFloats / p.mt / kVec;
+  int s = want > 0 ? want : std::max(1, kSplitBlocksPerCU * mmr::multiprocessor_count() / p.tiles);
+  s = std::max(1, std::min({s, kSplitMaxSlices, nvec}));
+  const int vps = std::min(ceil_div(nvec, s), max_vec);
+  p.slices = ceil_div(nvec, vps);  // <= kSplitMaxSlices since H <= kSplitMaxH
+  p.slice = vps * kVec;
+  return p;
+}
+
+// [partials numel, counters numel] of a workspace that serves every call with
+// this many experts (any M <= 32, any hidden size the op takes).
+std::vector<int64_t> router_gemm_splitk_workspace(int64_t num_experts) {
+  MMR_CHECK("router_gemm_splitk_workspace", "num_experts", num_experts >= 1 && num_experts <= (1 << 24),
+            "must be in 1..2^24");
+  const int64_t tiles = splitk_tiles(int(num_experts));
+  return {tiles * kSplitMaxSlices * kMaxM * kSplitKE, tiles};
+}
+
+// router_gemm for any M <= 32 through split-K; partials fp32 and counters
+// int32 (zero before the first call; each call leaves them zero) come from
+// router_gemm_splitk_workspace. One workspace must not serve two calls that
+// may run at the same time (two streams).
+void router_gemm_splitk(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, at::Tensor& partials,
+                        at::Tensor& counters, int64_t splits) {
+  const char* op = "router_gemm_splitk";
+  const auto [M, H, E] = check_args(op, x, w, out);
+  MMR_CHECK(op, "x", H <= kSplitMaxH, "hidden size must be at most 16384 for the split-K kernel");
+  MMR_CHECK(op, "splits", splits >= 0 && splits <= kSplitMaxSlices, "must be 0 (automatic) or 1..64");
+  const c10::DeviceGuard guard(x.device());
+  const SplitPlan p = plan_splitk(M, H, E, int(splits));
+  MMR_CHECK(op, "partials", partials.is_cuda() && partials.device() == x.device() &&
+                                partials.scalar_type() == at::kFloat && partials.is_contiguous() &&
+                                mmr::aligned16(partials.data_ptr()) &&
+                                partials.numel() >= int64_t(p.tiles) * p.slices * M * kSplitKE,
+            "must be a contiguous, 16-byte aligned fp32 tensor on x's device with at least "
+            "router_gemm_splitk_workspace(E)[0] elements");
+  MMR_CHECK(op, "counters", counters.is_cuda() && counters.device() == x.device() &&
+                                counters.scalar_type() == at::kInt && counters.is_contiguous() &&
+                                counters.numel() >= p.tiles,
+            "must be a contiguous int32 tensor on x's device with at least ceil(E / 16) elements, zero "
+            "before the first call");
+  // x slice, or the final reduction's scratch (kThreads float4) and the ticket.
+  const size_t smem = std::max<size_t>(size_t(p.mt) * p.slice * sizeof(float), (kThreads + 1) * sizeof(float4));
+  const dim3 grid(p.tiles, p.slices);
+  const hipStream_t s = mmr::current_stream();
+  float* o = out.data_ptr<float>();
+  float* pp = partials.data_ptr<float>();
+  int* cp = counters.data_ptr<int>();
+  const float* wp = w.data_ptr<float>();
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  const auto* xb = static_cast<const uint16_t*>(x.data_ptr());
+  const auto* xf = static_cast<const float*>(x.data_ptr());
+  if (bf16 && p.mt == 16) router_splitk_bf16_m16<<<grid, dim3(kThreads), smem, s>>>(xb, wp, o, pp, cp, M, H, E, p.slice);
+  else if (bf16) router_splitk_bf16_m32<<<grid, dim3(kThreads), smem, s>>>(xb, wp, o, pp, cp, M, H, E, p.slice);
+  else if (p.mt == 16) router_splitk_f32_m16<<<grid, dim3(kThreads), smem, s>>>(xf, wp, o, pp, cp, M, H, E, p.slice);
+  else router_splitk_f32_m32<<<grid, dim3(kThreads), smem, s>>>(xf, wp, o, pp, cp, M, H, E, p.slice);
+  MMR_CHECK_LAUNCH(op);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(minimax_rocm_ext, m) {
   m.def("router_gemm(Tensor x, Tensor w, Tensor(a!) out) -> ()");
+  m.def("router_gemm_splitk(Tensor x, Tensor w, Tensor(a!) out, Tensor(b!) partials, Tensor(c!) counters, "
+        "int splits=0) -> ()");
+  m.def("router_gemm_splitk_workspace(int num_experts) -> int[]", &router_gemm_splitk_workspace);
 }
 
-TORCH_LIBRARY_IMPL(minimax_rocm_ext, CUDA, m) { m.impl("router_gemm", &router_gemm); }
+TORCH_LIBRARY_IMPL(minimax_rocm_ext, CUDA, m) {
+  m.impl("router_gemm", &router_gemm);
+  m.impl("router_gemm_splitk", &router_gemm_splitk);
+}
 #endif  // MMR_DEVICE_ONLY

@@ -1,6 +1,8 @@
 """router_gemm: the Triton kernel (interpreter on CPU, compiled on GPU) and the
 native kernel (GPU) against the float64 reference; the oracle's threshold and
 bias fallback."""
+import importlib
+
 import pytest
 import torch
 
@@ -101,3 +103,192 @@ def test_native_under_graph_replay(native):
         g.replay()
         torch.cuda.synchronize()
         assert reference.rel_error(out, reference.router_gemm(x.double(), w.double())) < TOL
+
+
+# ----------------------------------------------------------------------------- GPU: split-K (M > 8)
+
+SPLITK_SHAPES = [(3072, 256), (6144, 128), (1032, 72)]
+NAN = float("nan")
+
+
+def _splitk_workspace(native, E):
+    # Partials poisoned: a slot the final sum reads but no block wrote shows up as NaN.
+    n_partials, n_counters = native.router_gemm_splitk_workspace(E)
+    return (torch.full((n_partials,), NAN, device="cuda"), torch.zeros(n_counters, dtype=torch.int32, device="cuda"))
+
+
+def _splitk(native, x, w, partials, counters, splits=0):
+    out = torch.full((x.shape[0], w.shape[0]), NAN, device="cuda")
+    native.router_gemm_splitk(x, w, out, partials, counters, splits)
+    return out
+
+
+def _err(out, x, w):
+    return reference.rel_error(out, reference.router_gemm(x.double(), w.double()))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("H,E", SPLITK_SHAPES)
+def test_splitk_every_m(native, dtype, H, E):
+    w = torch.randn(E, H, device="cuda")
+    partials, counters = _splitk_workspace(native, E)
+    for M in range(9, 33):
+        x = torch.randn(M, H, device="cuda").to(dtype)
+        out = _splitk(native, x, w, partials, counters)
+        err = _err(out, x, w)
+        assert err < TOL, (M, err)
+        again = _splitk(native, x, w, partials, counters)
+        assert torch.equal(out, again), f"M={M}: not deterministic"
+    assert not counters.any(), "counters not reset"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("H,E", [(1032, 72), (136, 24), (6144, 128), (16384, 5)])
+def test_splitk_slice_counts_and_small_m(native, H, E):
+    # The automatic slice count depends on the SM count; these cover one
+    # slice, uneven last slices, a lone partial tile and the 64-slice limit.
+    w = torch.randn(E, H, device="cuda")
+    partials, counters = _splitk_workspace(native, E)
+    for splits in (0, 1, 2, 5, 13, 64):
+        for M in (1, 8, 9, 16, 17, 31, 32):
+            x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+            err = _err(_splitk(native, x, w, partials, counters, splits), x, w)
+            assert err < TOL, (splits, M, err)
+    assert not counters.any()
+
+
+@pytest.mark.gpu
+def test_splitk_200_calls_with_changing_inputs(native):
+    H, E = 3072, 256
+    w = torch.randn(E, H, device="cuda")
+    partials, counters = _splitk_workspace(native, E)
+    for i in range(200):
+        M = 9 + i % 24
+        if i % 50 == 49:
+            w = torch.randn(E, H, device="cuda")
+        x = torch.randn(M, H, device="cuda").to(torch.bfloat16 if i % 3 else torch.float32)
+        err = _err(_splitk(native, x, w, partials, counters), x, w)
+        assert err < TOL, (i, M, err)
+    torch.cuda.synchronize()
+    assert not counters.any()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M", [9, 16, 32])
+def test_splitk_bitwise_repeatable(native, M):
+    H, E = 6144, 128
+    w = torch.randn(E, H, device="cuda")
+    x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+    partials, counters = _splitk_workspace(native, E)
+    first = _splitk(native, x, w, partials, counters)
+    for _ in range(50):
+        assert torch.equal(_splitk(native, x, w, partials, counters), first)
+    # A fresh workspace gives the same bits as well.
+    assert torch.equal(_splitk(native, x, w, *_splitk_workspace(native, E)), first)
+
+
+@pytest.mark.gpu
+def test_splitk_rejects_bad_workspace(native):
+    H, E, M = 1032, 72, 16
+    x = torch.randn(M, H, device="cuda")
+    w = torch.randn(E, H, device="cuda")
+    out = torch.empty(M, E, device="cuda")
+    partials, counters = _splitk_workspace(native, E)
+    with pytest.raises(RuntimeError, match="router_gemm_splitk.*'counters'"):
+        native.router_gemm_splitk(x, w, out, partials, counters.float())
+    with pytest.raises(RuntimeError, match="router_gemm_splitk.*'counters'"):
+        native.router_gemm_splitk(x, w, out, partials, counters[:2])
+    with pytest.raises(RuntimeError, match="router_gemm_splitk.*'partials'"):
+        native.router_gemm_splitk(x, w, out, partials[:100], counters)
+    with pytest.raises(RuntimeError, match="router_gemm_splitk.*'partials'"):
+        native.router_gemm_splitk(x, w, out, partials.to(torch.float16), counters)
+    with pytest.raises(RuntimeError, match="router_gemm_splitk.*'x'"):
+        native.router_gemm_splitk(torch.randn(33, H, device="cuda"), w, torch.empty(33, E, device="cuda"), partials,
+                                  counters)
+    with pytest.raises(RuntimeError, match="router_gemm_splitk.*'x'"):
+        big = torch.randn(M, 16392, device="cuda")
+        native.router_gemm_splitk(big, torch.randn(E, 16392, device="cuda"), out, partials, counters)
+
+
+@pytest.mark.gpu
+def test_op_uses_splitk_workspace_per_stream(native):
+    rg = importlib.import_module("minimax_rocm.ops.router_gemm")  # the package exports a function of that name
+    H, E = 3072, 256
+    w = torch.randn(E, H, device="cuda")
+    dev = torch.device("cuda", torch.cuda.current_device())
+    assert 20 * H >= rg.NATIVE_SPLITK_MIN_MH > 16 * H
+    for M in (8, 9, 16, 17, 32):
+        x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+        out = rg._hip(x, w, None)
+        assert _err(out, x, w) < TOL, M
+    p0, c0 = rg.splitk_workspace(dev, E)
+    assert rg.splitk_workspace(dev, E)[0] is p0
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        p1, _ = rg.splitk_workspace(dev, E)
+        x = torch.randn(20, H, device="cuda")
+        out = rg._hip(x, w, None)
+    torch.cuda.synchronize()
+    assert p1.data_ptr() != p0.data_ptr(), "two streams share one workspace"
+    assert _err(out, x, w) < TOL
+    assert not c0.any()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M", [24, 32])   # M x H past NATIVE_SPLITK_MIN_MH: the split-K path
+def test_splitk_under_graph_replay(native, M):
+    # The op's native path (workspace cache included); the oracle's choice
+    # depends on when the platform was first detected.
+    from minimax_rocm.ops.router_gemm import _hip
+    H, E = 3072, 256
+    w = torch.randn(E, H, device="cuda")
+    x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+    _hip(x, w, None)  # warm-up outside the capture
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = _hip(x, w, None)
+    for _ in range(5):
+        x.copy_(torch.randn_like(x))
+        out.fill_(NAN)
+        g.replay()
+        torch.cuda.synchronize()
+        assert _err(out, x, w) < TOL
+    assert torch.equal(_hip(x, w, None), out), "graph and eager results differ"
+
+
+@pytest.mark.gpu
+def test_splitk_workspace_made_inside_a_capture(native):
+    # A workspace first made during a capture (no eager call with this E
+    # before) is zeroed by that graph; a second graph captured on the same
+    # stream, replayed before the first ever ran, must not find garbage.
+    rg = importlib.import_module("minimax_rocm.ops.router_gemm")
+    _hip = rg._hip
+    H, E, M = 3072, 40, 24
+    assert M * H >= rg.NATIVE_SPLITK_MIN_MH
+    dev = torch.cuda.current_device()
+    rg._SPLITK_LAST_EAGER.pop((dev, E), None)
+    for key in [k for k in rg._SPLITK_WORKSPACES if k[:2] == (dev, E)]:
+        del rg._SPLITK_WORKSPACES[key]
+    w = torch.randn(E, H, device="cuda")
+    x = torch.randn(M, H, device="cuda")
+    g1, g2 = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g1):
+        out1 = _hip(x, w, None)
+    with torch.cuda.graph(g2):
+        out2 = _hip(x, w, None)
+    for g, out in ((g2, out2), (g1, out1), (g2, out2)):
+        x.copy_(torch.randn_like(x))
+        out.fill_(NAN)
+        g.replay()
+        torch.cuda.synchronize()
+        assert _err(out, x, w) < TOL
+    # An eager call on the capture stream (same workspace) is right too.
+    cs = getattr(torch.cuda.graph, "default_capture_stream", None)
+    if cs is not None:
+        cs.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(cs):
+            eager = _hip(x, w, None)
+        torch.cuda.synchronize()
+        assert _err(eager, x, w) < TOL

@@ -38,3 +38,28 @@ def bench(ctx: Context) -> list[Row]:
             rows.append(Row("router_gemm", case, "op (oracle)", time_us(lambda: router_gemm_op(x, w)),
                             nbytes, 2 * M * H * E))
     return rows
+
+
+def sweep_splitk(ms=(9, 16, 24, 32), splits=(0, 1, 2, 4, 8, 16, 32)) -> None:
+    """Print the split-K kernel's time per K-slice count (0 = its automatic
+    choice) next to the one-pass kernel: the measurement behind
+    ops.router_gemm.NATIVE_SPLITK_MIN_MH and the kernel's slice rule.
+        python -c "from minimax_rocm.bench.router_gemm import sweep_splitk; sweep_splitk()"
+    """
+    from ..build import ext
+    from ..ops.router_gemm import splitk_workspace
+    if ext.load() is None:
+        raise RuntimeError(f"native extension not loaded: {ext.load_error()}")
+    ops = ext.ops()
+    for name, H, E in SHAPES:
+        w = torch.randn(E, H, device="cuda")
+        for M in ms:
+            x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+            out = torch.empty(M, E, device="cuda")
+            part, cnt = splitk_workspace(x.device, E)
+            one = time_us(lambda: ops.router_gemm(x, w, out))
+            cells = [f"one-pass {one:.2f}"]
+            for s in splits:
+                us = time_us(lambda s=s: ops.router_gemm_splitk(x, w, out, part, cnt, s))
+                cells.append(f"S={s or 'auto'} {us:.2f}")
+            print(f"{name} M={M}: " + "  ".join(cells), flush=True)
