@@ -16,27 +16,24 @@ import argparse
 import datetime
 import json
 import os
-import socket
 import tempfile
 import warnings
 
 import torch
 import torch.distributed as dist
 
+from ..dist import local_init_method
 from .harness import Context, Row, register_bench
 
 OP = "allreduce_rms_qk"
 TOKENS = (1, 16, 64, 128, 512, 1024)
-Q, KV = 3072, 512          # per rank: MiniMax-M2 (48 x 128 q, 8 x 128 kv) at TP2
-WORLD = 2
+# per rank: MiniMax-M2 (48 x 128 q, 8 x 128 kv) split over the TP ranks
+Q, KV = 6144 // WORLD, 1024 // WORLD
+# ranks (TP size): 2 by default; MINIMAX_ROCM_TP=4 or 8 on a machine with that many GPUs
+WORLD = int(os.environ.get("MINIMAX_ROCM_TP", "2"))
 EPS = 1e-6
 ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _agree(ok: bool) -> bool:
@@ -136,10 +133,10 @@ def measure(rank: int, world: int, quick: bool = False) -> tuple[list[Row], list
     return rows, notes
 
 
-def _rank_main(rank: int, world: int, port: int, quick: bool, out_path: str, print_table: bool) -> None:
+def _rank_main(rank: int, world: int, init_method: str, quick: bool, out_path: str, print_table: bool) -> None:
     os.environ.update(ENV)
     torch.cuda.set_device(rank)
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+    dist.init_process_group("nccl", init_method=init_method, rank=rank, world_size=world,
                             device_id=torch.device("cuda", rank), timeout=datetime.timedelta(seconds=180))
     try:
         from ..build import ext
@@ -175,7 +172,7 @@ def spawn(quick: bool = False, print_table: bool = False, out_path: str = "") ->
         tmp.close()
         out_path = tmp.name
     try:
-        mp.spawn(_rank_main, args=(WORLD, _free_port(), quick, out_path, print_table), nprocs=WORLD, join=True)
+        mp.spawn(_rank_main, args=(WORLD, local_init_method(), quick, out_path, print_table), nprocs=WORLD, join=True)
         with open(out_path) as f:
             data = json.load(f)
     finally:
