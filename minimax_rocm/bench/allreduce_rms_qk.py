@@ -1,4 +1,4 @@
-"""bench --op allreduce_rms_qk (two GPUs): the fused Lamport kernel vs the
+"""bench --op allreduce_rms_qk (two GPUs, or MINIMAX_ROCM_TP of them): the fused Lamport kernel vs the
 NCCL path (Triton sum of squares + NCCL all-reduce of `[T, 2]` + Triton
 normalise) vs the same path with torch's symmetric-memory one-shot all-reduce,
 MiniMax-M2 at TP2 (q 3072, k 512, v 512 per rank), all under CUDA graphs.
@@ -27,10 +27,10 @@ from .harness import Context, Row, register_bench
 
 OP = "allreduce_rms_qk"
 TOKENS = (1, 16, 64, 128, 512, 1024)
-# per rank: MiniMax-M2 (48 x 128 q, 8 x 128 kv) split over the TP ranks
-Q, KV = 6144 // WORLD, 1024 // WORLD
 # ranks (TP size): 2 by default; MINIMAX_ROCM_TP=4 or 8 on a machine with that many GPUs
 WORLD = int(os.environ.get("MINIMAX_ROCM_TP", "2"))
+# per rank: MiniMax-M2 (48 x 128 q, 8 x 128 kv) split over the TP ranks
+Q, KV = 6144 // WORLD, 1024 // WORLD
 EPS = 1e-6
 ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
