@@ -90,7 +90,8 @@ def check_oracle_and_random_token_counts(ws, rank, world, dev, fails, log):
     fails.expect(oracle.decide(norm_problem("allreduce_rms_qk", probe, name)).chosen.backend == "hip",
                  "oracle does not pick hip with an open workspace")
     gen = torch.Generator().manual_seed(1234)   # same token counts on every rank
-    widths = [(3072 * world, 512 * world), (768 * world, 128 * world), (1536 * world, 256 * world), (64, 16)]
+    widths = [(3072 * world, 512 * world), (768 * world, 128 * world), (1536 * world, 256 * world),
+              (32 * world, 8 * world)]   # the narrowest 16-byte rows: 32 q + 8 k per rank
     calls = 0
     for wi, (q_full, kv_full) in enumerate(widths):
         Ts = [t for t in (1, 2, 7, 64, 128, 333, 1024) if t < MAX_T] + [MAX_T] + \
