@@ -4,16 +4,23 @@ from __future__ import annotations
 import torch
 
 
+def split_range(n: int, parts: int, idx: int, what: str = "items", who: str = "split_range") -> tuple[int, int]:
+    """[start, end) of part idx of n items split contiguously; the first
+    n % parts parts hold one more. The one split rule of the package: experts
+    over EP ranks, layers over PP stages, shared-expert columns."""
+    if parts <= 0 or not 0 <= idx < parts:
+        raise ValueError(f"{who}: part {idx} not in [0, {parts})")
+    if n < parts:
+        raise ValueError(f"{who}: {n} {what} cannot be split over {parts} ranks")
+    base, extra = divmod(n, parts)
+    start = idx * base + min(idx, extra)
+    return start, start + base + (1 if idx < extra else 0)
+
+
 def local_expert_range(num_experts: int, ep_size: int, ep_rank: int) -> tuple[int, int]:
-    """[start, end) of rank ep_rank's experts. Uneven counts: the first
-    num_experts % ep_size ranks hold one more."""
-    if ep_size <= 0 or not 0 <= ep_rank < ep_size:
-        raise ValueError(f"expert_map: ep_rank {ep_rank} not in [0, {ep_size})")
-    if num_experts < ep_size:
-        raise ValueError(f"expert_map: {num_experts} experts cannot be split over {ep_size} ranks")
-    base, extra = divmod(num_experts, ep_size)
-    start = ep_rank * base + min(ep_rank, extra)
-    return start, start + base + (1 if ep_rank < extra else 0)
+    """[start, end) of rank ep_rank's experts (uneven counts: the first
+    num_experts % ep_size ranks hold one more)."""
+    return split_range(num_experts, ep_size, ep_rank, "experts", who="expert_map")
 
 
 def expert_map(num_experts: int, ep_size: int, ep_rank: int, device=None) -> torch.Tensor:

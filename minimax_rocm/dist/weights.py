@@ -46,7 +46,7 @@ import torch
 from safetensors import safe_open
 
 from ..models.config import MiniMaxConfig
-from .expert_map import local_expert_range
+from .expert_map import local_expert_range, split_range
 
 IGNORED = "ignored"
 MOE_MODULES = ("block_sparse_moe", "mlp")
@@ -77,18 +77,6 @@ def _listing(what: str, names: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- #
 # parallel layout
 # --------------------------------------------------------------------------- #
-
-
-def split_range(n: int, parts: int, idx: int, what: str = "items") -> tuple[int, int]:
-    """[start, end) of part idx of n items split contiguously; the first
-    n % parts parts hold one more."""
-    if parts <= 0 or not 0 <= idx < parts:
-        raise ValueError(f"split_range: part {idx} not in [0, {parts})")
-    if n < parts:
-        raise ValueError(f"{n} {what} cannot be split over {parts} ranks")
-    base, extra = divmod(n, parts)
-    start = idx * base + min(idx, extra)
-    return start, start + base + (1 if idx < extra else 0)
 
 
 def stage_layers(num_layers: int, pp_size: int, pp_rank: int) -> tuple[int, int]:
