@@ -63,6 +63,18 @@ def _mma(a, w, acc, SWAP_AB: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.conste
 
 
 @triton.jit
+def work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Item -> (M block b, its columns offs_n and their mask, its route ids and
+    their mask) of the persistent MoE GEMM loops (this file's and the MXFP8
+    one's): M blocks of one N tile are adjacent items, so blocks sharing an
+    expert's weight tile run together."""
+    b = item % n_blocks
+    offs_n = (item // n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+    routes = tl.load(sorted_ptr + b * BLOCK_M + tl.arange(0, BLOCK_M))
+    return b, offs_n, offs_n < N, routes, routes < num_routes
+
+
+@triton.jit
 def _moe_gemm_kernel(
         a_ptr, w_ptr, c_ptr, sorted_ptr, block_ptr, npost_ptr, map_ptr, topk_w_ptr,
         num_routes, top_k, N, K, E_glob, E_loc,
@@ -84,18 +96,13 @@ def _moe_gemm_kernel(
     total = n_blocks * tl.cdiv(N, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, BLOCK_K)
-    offs_bn = tl.arange(0, BLOCK_N)
     for item in range(tl.program_id(0), total, tl.num_programs(0)):
-        b = item % n_blocks
-        offs_n = (item // n_blocks) * BLOCK_N + offs_bn
-        n_ok = offs_n < N
+        b, offs_n, n_ok, routes, row_ok = work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M, BLOCK_N)
         e = tl.load(block_ptr + b)
         if MAP_BLOCKS:
             e = local_expert(e, map_ptr, E_glob, E_loc, HAS_MAP)
         else:
             e = tl.where((e >= 0) & (e < E_loc), e, -1)
-        routes = tl.load(sorted_ptr + b * BLOCK_M + offs_m)
-        row_ok = routes < num_routes
         if C_BY_ROUTE:
             c_rows = routes.to(tl.int64)
         else:
@@ -198,6 +205,15 @@ def cu_count(device: torch.device) -> int:
     return _cu_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
+def persistent_grid(items: int, tile: moe_configs.Tile, device: torch.device) -> int:
+    """Programs of a persistent MoE GEMM: never more than the worst-case work
+    items, tile.progs_per_cu per SM/CU on a GPU, a few in the interpreter (so
+    one program runs several items)."""
+    if device.type != "cuda":
+        return max(1, min(items, 3))
+    return max(1, min(items, tile.progs_per_cu * cu_count(device)))
+
+
 def _arch(device: torch.device) -> str:
     if device.type != "cuda":
         return "cpu"
@@ -212,8 +228,7 @@ def gemm(a, w, c, sorted_ids, block_ids, npost, expert_map, topk_w, *, num_route
     """One launch of the GEMM family (see _moe_gemm_kernel's flags)."""
     E_loc, _, K = w.shape
     max_blocks = block_ids.shape[0]
-    items = max_blocks * triton.cdiv(N, tile.block_n)
-    progs = max(1, min(items, tile.progs_per_cu * cu_count(a.device))) if a.is_cuda else max(1, min(items, 3))
+    progs = persistent_grid(max_blocks * triton.cdiv(N, tile.block_n), tile, a.device)
     fp32 = w.dtype == torch.float32
     aligned = all(t.data_ptr() % 16 == 0 for t in (a, w)) and all(
         (st * t.element_size()) % 16 == 0 for t, st in ((a, a.stride(0)), (w, w.stride(0)), (w, w.stride(1))))

@@ -45,7 +45,7 @@ import triton.language as tl
 from .. import reference
 from . import moe_configs
 from .elementwise import ACT_IDS, act_math
-from .fused_moe import _arch, _buffer, cu_count
+from .fused_moe import _arch, _buffer, cu_count, persistent_grid, work_item
 from .moe_align import moe_align
 from .mxfp8_quant import e8m0_decode, flavour_constexprs, fp8_decode, mx_quantize
 
@@ -98,15 +98,10 @@ def _mx_gemm_kernel(
     total = n_blocks * tl.cdiv(N, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, 32)
-    offs_bn = tl.arange(0, BLOCK_N)
     for item in range(tl.program_id(0), total, tl.num_programs(0)):
-        b = item % n_blocks
-        offs_n = (item // n_blocks) * BLOCK_N + offs_bn
-        n_ok = offs_n < N
+        b, offs_n, n_ok, routes, row_ok = work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M, BLOCK_N)
         e = tl.load(block_ptr + b)
         e = tl.where((e >= 0) & (e < E_loc), e, -1)
-        routes = tl.load(sorted_ptr + b * BLOCK_M + offs_m)
-        row_ok = routes < num_routes
         if e >= 0:
             if A_BY_TOKEN:
                 a_rows = tl.where(row_ok, routes // top_k, 0).to(tl.int64)
@@ -218,8 +213,7 @@ def _fp8_tile(tile: moe_configs.Tile, K: int, swap_ab: Optional[bool], factor: i
 def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes: int, top_k: int,
          tile: moe_configs.Tile, a_by_token: bool, atomic_out: bool, dot: str) -> None:
     E_loc, N, K = w.shape
-    items = block_ids.shape[0] * triton.cdiv(N, tile.block_n)
-    progs = max(1, min(items, tile.progs_per_cu * cu_count(a.device))) if a.is_cuda else max(1, min(items, 3))
+    progs = persistent_grid(block_ids.shape[0] * triton.cdiv(N, tile.block_n), tile, a.device)
     _mx_gemm_kernel[(progs,)](
         a.view(torch.uint8), a_s, w.view(torch.uint8), w_s, c, sorted_ids, block_ids, npost,
         sorted_ids if topk_w is None else topk_w, num_routes, top_k, N, K, E_loc,
