@@ -109,6 +109,15 @@ def per_expert_moe(hidden, w13, w2, grp, act, layout, slices):
     return out
 
 
+def rank_step(name: str, T: int, H: int, E: int, E_loc: int, k: int, ep: int, seed: int, device):
+    """One decode step of a case: (hidden, router weights, ids, expert_map,
+    local groups, case label) for the busiest EP rank of random routing."""
+    hidden = torch.randn(T, H, device=device, dtype=torch.bfloat16)
+    tw, ids = routing(T, E, k, seed=seed, device=device)
+    emap, grp = busiest_rank(ids, tw, E, E_loc, ep)
+    return hidden, tw, ids, emap, grp, f"{name} T={T} ({len(grp['experts'])} exp, {len(grp['order'])} rt)"
+
+
 def touched_bytes(grp, H: int, I: int) -> int:
     return len(grp["experts"]) * 3 * H * I * 2
 
@@ -132,11 +141,8 @@ def bench(ctx: Context) -> list[Row]:
     for name, H, I, E, E_loc, k, act, ep in shapes:
         w13, w2 = make_weights(E_loc, H, I, dev)
         for T in tokens:
-            hidden = torch.randn(T, H, device=dev, dtype=torch.bfloat16)
-            tw, ids = routing(T, E, k, seed=1000 + T, device=dev)
-            emap, grp = busiest_rank(ids, tw, E, E_loc, ep)
+            hidden, tw, ids, emap, grp, case = rank_step(name, T, H, E, E_loc, k, ep, 1000 + T, dev)
             nbytes = touched_bytes(grp, H, I)
-            case = f"{name} T={T} ({len(grp['experts'])} exp, {len(grp['order'])} rt)"
             note = "weights fit in L2" if 0 < nbytes <= _l2_bytes() else ""
             big = T >= 216 or name != "M2 EP8"
             tk = dict(iters=20, inner=10) if big else {}

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import torch
 
-from .fused_moe import _l2_bytes, busiest_rank, make_weights, routing
+from . import fused_moe as bf16_bench
+from .fused_moe import TOKENS, _l2_bytes, make_weights, rank_step, touched_bytes
 from .harness import Context, Row, register_bench, time_us
 
-SHAPES = (
-    ("M3 EP8", 6144, 3072, 128, 16, 4, "swiglu_oai", 8),
-    ("M2 EP8", 3072, 1536, 256, 32, 8, "silu", 8),
-)
-TOKENS = (1, 16, 64, 216, 1024)
+SHAPES = tuple(s for s in bf16_bench.SHAPES if s[0] in ("M3 EP8", "M2 EP8"))
 
 
 def _crossover(rows: list[Row], name: str) -> str:
@@ -62,14 +59,11 @@ def bench(ctx: Context) -> list[Row]:
         w13_q, w13_s = mxfp8_quant(w13, fp8)
         w2_q, w2_s = mxfp8_quant(w2, fp8)
         for T in tokens:
-            hidden = torch.randn(T, H, device=dev, dtype=torch.bfloat16)
-            tw, ids = routing(T, E, k, seed=T, device=dev)
-            emap, grp = busiest_rank(ids, tw, E, E_loc, ep)
+            hidden, tw, ids, emap, grp, case = rank_step(name, T, H, E, E_loc, k, ep, T, dev)
             n_exp = len(grp["experts"])
-            case = f"{name} T={T} ({n_exp} exp, {len(grp['order'])} rt)"
             per_expert = 3 * H * I
             tk = dict(iters=20, inner=10) if T >= 216 else {}
-            bf16_bytes = n_exp * per_expert * 2
+            bf16_bytes = touched_bytes(grp, H, I)
             note = "weights fit in L2" if 0 < bf16_bytes <= _l2_bytes() else ""
 
             bf16 = lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act)  # noqa: E731
