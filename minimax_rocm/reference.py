@@ -11,7 +11,7 @@ against.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -242,25 +242,30 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
               topk_weights: torch.Tensor, topk_ids: torch.Tensor,
               expert_map: Optional[torch.Tensor] = None, activation_kind: str = "silu",
               layout: str = "split", alpha: float = SWIGLU_OAI_ALPHA,
-              limit: float = SWIGLU_OAI_LIMIT) -> torch.Tensor:
+              limit: float = SWIGLU_OAI_LIMIT,
+              activation_quant: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
     """This EP rank's partial MoE output.
 
     hidden `[T, H]`; w13 `[E_loc, 2I, H]`; w2 `[E_loc, H, I]`; topk_* `[T, k]`
     with GLOBAL expert ids; expert_map `[E_glob]` global -> local (-1 = remote),
     None when every expert is local. Only routes to local experts contribute.
+    activation_quant, when given, is applied to the GEMM inputs (the hidden
+    states and the activated GEMM1 output): the quantisation points of the
+    native MXFP8 path.
     """
     cd = compute_dtype(hidden, w13, w2)
     T, H = hidden.shape
     out = torch.zeros((T, H), dtype=cd, device=hidden.device)
     local = local_expert_ids(topk_ids, expert_map)
-    hf = hidden.to(cd)
+    q = activation_quant or (lambda t: t)
+    hf = q(hidden.to(cd))
     wf = topk_weights.to(cd)
     for e in range(w13.shape[0]):
         tok, slot = torch.nonzero(local == e, as_tuple=True)
         if tok.numel() == 0:
             continue
         h1 = hf[tok] @ w13[e].to(cd).t()
-        a = activation(h1, activation_kind, layout, alpha, limit)
+        a = q(activation(h1, activation_kind, layout, alpha, limit))
         y = a @ w2[e].to(cd).t()
         out.index_add_(0, tok, y * wf[tok, slot].unsqueeze(-1))
     return out.to(hidden.dtype)
@@ -365,25 +370,13 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
     activations.
     """
     cd = torch.float64
-    w13 = mxfp8_dequant(w13_q, w13_s, cd)
-    w2 = mxfp8_dequant(w2_q, w2_s, cd)
-    fp8 = w13_q.dtype
 
-    def q(x):
-        return mxfp8_dequant(*mxfp8_quant(x, fp8), cd) if quantize_activations else x.to(cd)
+    def quant(x):
+        return mxfp8_dequant(*mxfp8_quant(x, w13_q.dtype), cd)
 
-    T, H = hidden.shape
-    out = torch.zeros((T, H), dtype=cd, device=hidden.device)
-    local = local_expert_ids(topk_ids, expert_map)
-    x = q(hidden)
-    wf = topk_weights.to(cd)
-    for e in range(w13.shape[0]):
-        tok, slot = torch.nonzero(local == e, as_tuple=True)
-        if tok.numel() == 0:
-            continue
-        a = activation(x[tok] @ w13[e].t(), activation_kind, layout, alpha, limit)
-        out.index_add_(0, tok, (q(a) @ w2[e].t()) * wf[tok, slot].unsqueeze(-1))
-    return out
+    return fused_moe(hidden.to(cd), mxfp8_dequant(w13_q, w13_s, cd), mxfp8_dequant(w2_q, w2_s, cd), topk_weights,
+                     topk_ids, expert_map, activation_kind, layout, alpha, limit,
+                     quant if quantize_activations else None)
 
 
 # --------------------------------------------------------------------------- #
