@@ -104,19 +104,31 @@ def test_native_matches_quantised_reference(fp8, act, layout, dot):
 
 @pytest.mark.parametrize("dot", DOT_MODES)
 @pytest.mark.parametrize("fp8", [FN, FNUZ], ids=["e4m3fn", "e4m3fnuz"])
-def test_gemm1_block_scaled_dot_is_exact_to_fp32(fp8, dot):
-    """GEMM1 alone: fp8 x fp8 per 32-wide block, both scales applied in fp32:
-    equal to the float64 product of the dequantised operands up to fp32
-    accumulation. Padding rows of each block are written as zeros."""
+def test_gemm1_block_scaled_dot_is_exact_to_fp32(device, fp8, dot):
+    """GEMM1 alone: fp8 x fp8 per 32-wide block, both scales applied in fp32
+    (upcast: A as the BF16 image of its MXFP8 values, W's bytes moved into
+    BF16 and multiplied by 2^(scale - bias)): equal to the float64 product of
+    the dequantised operands up to fp32 accumulation. Padding rows of each
+    block are written as zeros."""
     from minimax_rocm.triton.moe_align import moe_align
+    from minimax_rocm.triton.mxfp8_quant import mxfp8_round
+    if dot == "fp8" and device.type == "cuda" and oracle.detect_platform().fp8_dtype != fp8_name(fp8):
+        pytest.skip("fp8 MMA on this GPU takes its own flavour only")
     T, H, I, E, k = 7, 128, 32, 4, 2
     hidden, w13_q, w13_s, _, _, _, ids = _args(T=T, H=H, I=I, E=E, k=k, fp8=fp8)
     xq, xs = R.mxfp8_quant(hidden, fp8)
     sorted_ids, block_ids, npost = moe_align(ids.reshape(-1), 16, None, E)
-    h = torch.full((sorted_ids.shape[0], 2 * I), float("nan"))
+    h = torch.full((sorted_ids.shape[0], 2 * I), float("nan"), device=device)
     tile = tri._fp8_tile(tri.plan(hidden, w13_q, ids, None)["tile1"], H, None)
-    tri.gemm(xq, xs, w13_q, w13_s, h, sorted_ids, block_ids, npost, None, num_routes=T * k, top_k=k, tile=tile,
-             a_by_token=True, atomic_out=False, dot=dot)
+    if dot == "upcast":
+        a, a_s = mxfp8_round(hidden.to(device), fp8), None
+        assert torch.equal(a.cpu(), R.mxfp8_dequant(xq, xs, torch.bfloat16))
+    else:
+        a, a_s = xq.to(device), xs.to(device)
+    on = lambda *ts: [t.to(device) for t in ts]  # noqa: E731
+    tri.gemm(a, a_s, *on(w13_q, w13_s), h, *on(sorted_ids, block_ids, npost), None, num_routes=T * k, top_k=k,
+             tile=tile, a_by_token=True, atomic_out=False, dot=dot)
+    h = h.cpu()
     x = R.mxfp8_dequant(xq, xs, torch.float64)
     w = R.mxfp8_dequant(w13_q, w13_s, torch.float64)
     n = int(npost)
@@ -127,6 +139,62 @@ def test_gemm1_block_scaled_dot_is_exact_to_fp32(fp8, dot):
             assert R.rel_error(h[pos], want) < GEMM_TOL, (pos, r, e)
         else:
             assert torch.equal(h[pos], torch.zeros(2 * I)), pos
+
+
+def fp8_name(fp8):
+    return "e4m3fnuz" if fp8 == FNUZ else "e4m3fn"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fp8", [FN, FNUZ], ids=["e4m3fn", "e4m3fnuz"])
+def test_upcast_tile_is_exact_for_every_byte_and_scale(device, fp8):
+    """The upcast path's W tile (bytes moved into BF16 fields, times the
+    BF16 multiplier, packed PTX on NVIDIA) equals the float64 dequantisation
+    bit for bit, for all 256 bytes under every scale up to 2^bias. Larger
+    scales and the NaN scale must not give finite numbers."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def upcast(q_ptr, s_ptr, out_ptr, FNUZ: tl.constexpr, PTX: tl.constexpr):
+        r = tl.program_id(0) * 16 + tl.arange(0, 16)
+        k = tl.arange(0, 256)
+        v = tri._upcast_tile(q_ptr + r[:, None] * 256 + k[None, :], s_ptr + r[:, None] * 8 + tl.arange(0, 8)[None, :],
+                             r < 1 << 30, 16, 256, FNUZ, False, PTX)
+        tl.store(out_ptr + r[:, None] * 256 + k[None, :], v)
+
+    bias = 8 if fp8 == FNUZ else 7
+    scales = torch.tensor(list(range(0, 127 + bias + 1)) + [127 + bias + 1, 200, 254, 255], dtype=torch.uint8)
+    rows = 16 * triton.cdiv(len(scales), 2)
+    q = torch.arange(256, dtype=torch.uint8).repeat(rows, 1)
+    if fp8 == FNUZ:
+        q[q == 0x80] = 0            # fnuz NaN byte: a NaN block carries the NaN scale
+    else:
+        q[(q & 0x7F) == 0x7F] = 0   # fn NaN bytes: likewise
+    s = torch.zeros(rows, 8, dtype=torch.uint8)
+    s.view(-1)[:len(scales) * 4] = scales.repeat_interleave(4)   # 4 blocks of 32 = one 128-wide half row
+    out = torch.empty(rows, 256, dtype=torch.bfloat16, device=device)
+    upcast[(rows // 16,)](q.to(device), s.to(device), out, FNUZ=fp8 == FNUZ, PTX=torch.version.hip is None)
+    ref = R.mxfp8_dequant(q.view(fp8), s, torch.float64)
+    blk = torch.arange(rows * 8).reshape(rows, 8).repeat_interleave(32, dim=1) // 4  # index into scales
+    ok = blk < len(scales)
+    sc = scales.long()[blk.clamp(max=len(scales) - 1)]
+    exact = ok & (sc <= 127 + bias) & (ref.abs() < 2.0 ** 128) & ((ref == 0) | (ref.abs() >= 2.0 ** -133))
+    got = out.cpu().double()
+    assert torch.equal(got[exact], ref[exact].to(torch.bfloat16).double())
+    loud = ok & (sc > 127 + bias) & (q.view(fp8).float() != 0)
+    assert not torch.isfinite(got[loud]).any()
+
+
+@pytest.mark.parametrize("fp8", [FN, FNUZ], ids=["e4m3fn", "e4m3fnuz"])
+def test_mxfp8_round_is_dequant_of_quant(device, fp8):
+    from minimax_rocm.triton.mxfp8_quant import mxfp8_round
+    x = (torch.randn(10, 192) * torch.logspace(-20, 20, 10)[:, None]).to(torch.bfloat16)
+    x[3, 40] = float("nan")
+    got = mxfp8_round(x.to(device), fp8).cpu()
+    want = R.mxfp8_dequant(*R.mxfp8_quant(x, fp8), torch.bfloat16)
+    assert torch.equal(torch.nan_to_num(got.float(), 7.0), torch.nan_to_num(want.float(), 7.0))
+    assert got[3, 32:64].isnan().all() and not got[3, :32].isnan().any()
 
 
 @pytest.mark.parametrize("dot", DOT_MODES)

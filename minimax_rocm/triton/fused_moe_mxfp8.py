@@ -47,7 +47,8 @@ from . import moe_configs
 from .elementwise import ACT_IDS, act_math
 from .fused_moe import _arch, _buffer, cu_count, persistent_grid, work_item
 from .moe_align import moe_align
-from .mxfp8_quant import e8m0_decode, flavour_constexprs, fp8_decode, mx_quantize
+from .mxfp8_quant import (bf16_block_multiplier, e8m0_decode, flavour_constexprs, fp8_bits_as_bf16, fp8_decode,
+                          mx_quantize, mx_round)
 
 DECODE = os.environ.get("TRITON_INTERPRET") == "1"
 # how the block scales meet the MMA (moe_configs' per-arch `mxfp8_dot`)
@@ -83,6 +84,23 @@ def _scaled_tile(ptrs, s_ptrs, row_ok, ROWS: tl.constexpr, BLOCK_K: tl.constexpr
 
 
 @triton.jit
+def _upcast_tile(ptrs, s_ptrs, row_ok, ROWS: tl.constexpr, BLOCK_K: tl.constexpr, FNUZ: tl.constexpr,
+                 DECODE: tl.constexpr, PTX: tl.constexpr):
+    """An fp8 weight tile `[ROWS, BLOCK_K]` times its e8m0 block scales as
+    BF16, exact: the bytes moved into BF16's fields (fp8_bits_as_bf16), then
+    one multiply by 2^(scale - bias) per element. About a third of the
+    instructions of convert-to-fp32, scale, round-to-BF16, which made this
+    kernel issue-bound on sm90."""
+    if DECODE:
+        return _scaled_tile(ptrs, s_ptrs, row_ok, ROWS, BLOCK_K, FNUZ, DECODE)
+    else:
+        v = fp8_bits_as_bf16(tl.load(ptrs, mask=row_ok[:, None], other=0), PTX)
+        m = bf16_block_multiplier(tl.load(s_ptrs, mask=row_ok[:, None], other=0), 8 if FNUZ else 7, PTX)
+        v = tl.reshape(tl.reshape(v, (ROWS, BLOCK_K // 32, 32)) * m[:, :, None], (ROWS, BLOCK_K))
+        return v
+
+
+@triton.jit
 def _mx_gemm_kernel(
         a_ptr, as_ptr, w_ptr, ws_ptr, c_ptr, sorted_ptr, block_ptr, npost_ptr, topk_w_ptr,
         num_routes, top_k, N, K, E_loc,
@@ -93,7 +111,8 @@ def _mx_gemm_kernel(
         SWAP_AB: tl.constexpr,        # compute the weight tile as the MMA's M side (wgmma wants M >= 64)
         DOT_MODE: tl.constexpr,       # 0 fp8 MMA per 32-wide block; 1 upcast tiles, one BF16 MMA per step;
                                       # 2 tl.dot_scaled (the compiler's own MX lowering)
-        FNUZ: tl.constexpr, DECODE: tl.constexpr):
+        FNUZ: tl.constexpr, DECODE: tl.constexpr,
+        PTX: tl.constexpr):           # NVIDIA target: inline PTX for the packed fp8 -> BF16 bit moves
     n_blocks = tl.load(npost_ptr) // BLOCK_M
     total = n_blocks * tl.cdiv(N, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
@@ -150,8 +169,13 @@ def _mx_gemm_kernel(
                         else:
                             acc = tl.dot_scaled(a, sa, "e4m3", tl.trans(w), sw, "e4m3", acc)
                     else:
-                        a = _scaled_tile(a_ptrs + k0, as2 + k0 // 32, row_ok, BLOCK_M, BLOCK_K, FNUZ, DECODE)
-                        w = _scaled_tile(w_ptrs + k0, ws2 + k0 // 32, n_ok, BLOCK_N, BLOCK_K, FNUZ, DECODE)
+                        # A arrives as the BF16 image of its MXFP8 values
+                        # (mxfp8_round / the activation kernel): no scales,
+                        # no per-warp conversion of the shared A tile
+                        a = tl.load(a_ptrs + k0, mask=row_ok[:, None], other=0.0)
+                        w = _upcast_tile(w_ptrs + k0, ws2 + k0 // 32, n_ok, BLOCK_N, BLOCK_K, FNUZ, DECODE, PTX)
+                        if DECODE:
+                            a = a.to(tl.float32)
                         if SWAP_AB:
                             acc = tl.dot(w, tl.trans(a), acc)
                         else:
@@ -177,9 +201,10 @@ def _mx_gemm_kernel(
 def _act_quant_kernel(h_ptr, q_ptr, s_ptr, count_ptr, R, I, stride_h, alpha, limit,
                       ACT: tl.constexpr, INTERLEAVED: tl.constexpr,
                       EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr, NAN_BYTE: tl.constexpr,
-                      FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """h `[R, 2I]` fp32 -> activation -> MXFP8 `[R, I]` + scales `[R, I/32]`,
-    rows below the device-side padded route count only."""
+                      FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, OUT_BF16: tl.constexpr):
+    """h `[R, 2I]` fp32 -> activation -> MXFP8 `[R, I]` + scales `[R, I/32]`
+    (OUT_BF16: the BF16 image of those values into q, no scales), rows below
+    the device-side padded route count only."""
     rows = tl.minimum(tl.load(count_ptr), R)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cm = cols < I
@@ -195,10 +220,14 @@ def _act_quant_kernel(h_ptr, q_ptr, s_ptr, count_ptr, R, I, stride_h, alpha, lim
             g = tl.load(base + cols[None, :], mask=m, other=0.0)
             u = tl.load(base + I + cols[None, :], mask=m, other=0.0)
         y = act_math(g.to(tl.float32), u.to(tl.float32), alpha, limit, ACT)
-        q, sb = mx_quantize(y, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_C)
-        tl.store(q_ptr + r[:, None] * I + cols[None, :], q, mask=m)
-        tl.store(s_ptr + r[:, None] * (I // 32) + kb[None, :], sb,
-                 mask=(r[:, None] < rows) & (kb[None, :] < I // 32))
+        if OUT_BF16:
+            v = mx_round(y, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_C)
+            tl.store(q_ptr + r[:, None] * I + cols[None, :], v.to(q_ptr.dtype.element_ty), mask=m)
+        else:
+            q, sb = mx_quantize(y, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_C)
+            tl.store(q_ptr + r[:, None] * I + cols[None, :], q, mask=m)
+            tl.store(s_ptr + r[:, None] * (I // 32) + kb[None, :], sb,
+                     mask=(r[:, None] < rows) & (kb[None, :] < I // 32))
 
 
 def _fp8_tile(tile: moe_configs.Tile, K: int, swap_ab: Optional[bool], factor: int = 2) -> moe_configs.Tile:
@@ -214,22 +243,29 @@ def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes:
          tile: moe_configs.Tile, a_by_token: bool, atomic_out: bool, dot: str) -> None:
     E_loc, N, K = w.shape
     progs = persistent_grid(block_ids.shape[0] * triton.cdiv(N, tile.block_n), tile, a.device)
+    if dot == "upcast":   # A is the BF16 image of its MXFP8 values, no scales
+        assert a.dtype == torch.bfloat16 and a_s is None
+        a_s = w_s
+    else:
+        a = a.view(torch.uint8)
     _mx_gemm_kernel[(progs,)](
-        a.view(torch.uint8), a_s, w.view(torch.uint8), w_s, c, sorted_ids, block_ids, npost,
+        a, a_s, w.view(torch.uint8), w_s, c, sorted_ids, block_ids, npost,
         sorted_ids if topk_w is None else topk_w, num_routes, top_k, N, K, E_loc,
         a.stride(0), a_s.stride(0), w.stride(0), w.stride(1), w_s.stride(0), w_s.stride(1), c.stride(0),
         BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, A_BY_TOKEN=a_by_token,
         ATOMIC_OUT=atomic_out, SWAP_AB=tile.swap_ab, DOT_MODE=DOT_MODES[dot], FNUZ=w.dtype == torch.float8_e4m3fnuz, DECODE=DECODE,
+        PTX=not DECODE and torch.version.hip is None,
         num_warps=tile.num_warps, num_stages=tile.num_stages)
 
 
 def act_quant(h: torch.Tensor, npost: torch.Tensor, activation: str, layout: str, alpha: float, limit: float,
-              fp8_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """h `[R, 2I]` -> (fp8 `[R, I]`, e8m0 `[R, I/32]`); rows at or past
-    npost[0] are left unwritten (nothing reads them)."""
+              fp8_dtype: torch.dtype, as_bf16: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """h `[R, 2I]` -> (fp8 `[R, I]`, e8m0 `[R, I/32]`), or with `as_bf16`
+    (BF16 image of the MXFP8 values `[R, I]`, None); rows at or past npost[0]
+    are left unwritten (nothing reads them)."""
     R, two_i = h.shape
     I = two_i // 2
-    q = _buffer((R, I), torch.uint8, h.device)
+    q = _buffer((R, I), torch.bfloat16 if as_bf16 else torch.uint8, h.device)
     s = _buffer((R, I // 32), torch.uint8, h.device)
     block_r, block_c = 16, 128 if I % 128 == 0 else 32
     col_blocks = triton.cdiv(I, block_c)
@@ -240,8 +276,8 @@ def act_quant(h: torch.Tensor, npost: torch.Tensor, activation: str, layout: str
     _act_quant_kernel[(progs, col_blocks)](
         h, q, s, npost, R, I, h.stride(0), float(alpha), float(limit), ACT=ACT_IDS[activation],
         INTERLEAVED=layout == "interleaved", **flavour_constexprs(fp8_dtype), BLOCK_R=block_r, BLOCK_C=block_c,
-        num_warps=4)
-    return q.view(fp8_dtype), s
+        OUT_BF16=as_bf16, num_warps=4)
+    return (q, None) if as_bf16 else (q.view(fp8_dtype), s)
 
 
 def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
@@ -289,12 +325,17 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
     fp8 = w13_q.dtype
     sorted_ids, block_ids, npost = moe_align(topk_ids.reshape(-1), p["block_m"], expert_map, E_loc)
     rows = sorted_ids.shape[0]
-    xq, xs = mxfp8_quant(hidden.contiguous(), "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn")
+    upcast = p["dot"] == "upcast"
+    if upcast:
+        from .mxfp8_quant import mxfp8_round
+        xq, xs = mxfp8_round(hidden.contiguous(), fp8), None
+    else:
+        xq, xs = mxfp8_quant(hidden.contiguous(), "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn")
     g = dict(num_routes=routes, top_k=k, dot=p["dot"])
     h = _buffer((rows, two_i), torch.float32, hidden.device)
     gemm(xq, xs, w13_q, w13_s, h, sorted_ids, block_ids, npost, None, tile=p["tile1"], a_by_token=True,
          atomic_out=False, **g)
-    aq, a_s = act_quant(h, npost, activation, layout, alpha, limit, fp8)
+    aq, a_s = act_quant(h, npost, activation, layout, alpha, limit, fp8, as_bf16=upcast)
     out = torch.zeros((T, H), dtype=torch.float32, device=hidden.device)
     gemm(aq, a_s, w2_q, w2_s, out, sorted_ids, block_ids, npost, topk_weights.reshape(-1), tile=p["tile2"],
          a_by_token=False, atomic_out=True, **g)
@@ -309,37 +350,37 @@ _SIG = {"a_ptr": "*u8", "as_ptr": "*u8", "w_ptr": "*u8", "ws_ptr": "*u8", "c_ptr
         "block_ptr": "*i32", "npost_ptr": "*i32", "topk_w_ptr": "*fp32", "num_routes": "i32", "top_k": "i32",
         "N": "i32", "K": "i32", "E_loc": "i32", "stride_am": "i32", "stride_asm": "i32", "stride_we": "i32",
         "stride_wn": "i32", "stride_wse": "i32", "stride_wsn": "i32", "stride_cm": "i32"}
-_CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "A_BY_TOKEN", "ATOMIC_OUT", "SWAP_AB", "DOT_MODE", "FNUZ", "DECODE")
+_CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "A_BY_TOKEN", "ATOMIC_OUT", "SWAP_AB", "DOT_MODE", "FNUZ", "DECODE", "PTX")
 
 
 def aot_specs():
+    """One spec per (kernel, target): each target compiles its own table
+    entry (tiles, dot mode) and, in upcast mode, BF16 activation operands."""
     from .aot import AotSpec
-    sig = {**_SIG, **{c: "constexpr" for c in _CONST}}
-
-    def per_target(which: str, K: int) -> dict:
-        out = {}
-        for target in ("gfx942", "gfx950", "sm90"):
-            ent = moe_configs.ARCHS[target]
-            t = _fp8_tile(getattr(ent, which), K, None, ent.mxfp8_block_k_factor)
-            out[target] = dict(**t.constexprs(), FNUZ=target == "gfx942", DOT_MODE=DOT_MODES[ent.mxfp8_dot],
-                               num_warps=t.num_warps, num_stages=t.num_stages)
-        return out
-
-    g1 = dict(A_BY_TOKEN=True, ATOMIC_OUT=False, DECODE=False, FNUZ=False, DOT_MODE=1,
-              **_fp8_tile(moe_configs.ARCHS["sm90"].gemm1, 6144, None).constexprs())
-    g2 = dict(g1, A_BY_TOKEN=False, ATOMIC_OUT=True)
     act_sig = {"h_ptr": "*fp32", "q_ptr": "*u8", "s_ptr": "*u8", "count_ptr": "*i32", "R": "i32", "I": "i32",
                "stride_h": "i32", "alpha": "fp32", "limit": "fp32",
                **{c: "constexpr" for c in ("ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "FNUZ",
-                                           "BLOCK_R", "BLOCK_C")}}
-    act = dict(ACT=2, INTERLEAVED=False, BLOCK_R=16, BLOCK_C=128)
-    return [
+                                           "BLOCK_R", "BLOCK_C", "OUT_BF16")}}
+    specs = []
+    for target in ("gfx942", "gfx950", "sm90"):
+        ent = moe_configs.ARCHS[target]
+        fp8 = torch.float8_e4m3fnuz if target == "gfx942" else torch.float8_e4m3fn
+        upcast = ent.mxfp8_dot == "upcast"
+        sig = {**_SIG, "a_ptr": "*bf16" if upcast else "*u8", **{c: "constexpr" for c in _CONST}}
         # M3 EP8 rank: GEMM1 N = 2I = 6144, K = 6144; GEMM2 N = 6144, K = I = 3072
-        AotSpec("mxfp8_moe_gemm1", _mx_gemm_kernel, sig, g1, matmul=True, fp8=True, per_target=per_target("gemm1", 6144)),
-        AotSpec("mxfp8_moe_gemm2[atomic top-k]", _mx_gemm_kernel, sig, g2, matmul=True, fp8=True,
-                per_target=per_target("gemm2", 3072)),
-        AotSpec("mxfp8_moe_swiglu_oai_quant[e4m3fn]", _act_quant_kernel, act_sig,
-                dict(act, **flavour_constexprs(torch.float8_e4m3fn)), targets=("gfx950", "sm90")),
-        AotSpec("mxfp8_moe_swiglu_oai_quant[e4m3fnuz]", _act_quant_kernel, act_sig,
-                dict(act, **flavour_constexprs(torch.float8_e4m3fnuz)), targets=("gfx942",)),
-    ]
+        for name, which, K, g in (("mxfp8_moe_gemm1", "gemm1", 6144, dict(A_BY_TOKEN=True, ATOMIC_OUT=False)),
+                                  ("mxfp8_moe_gemm2[atomic top-k]", "gemm2", 3072,
+                                   dict(A_BY_TOKEN=False, ATOMIC_OUT=True))):
+            t = _fp8_tile(getattr(ent, which), K, None, ent.mxfp8_block_k_factor)
+            specs.append(AotSpec(f"{name}[{ent.mxfp8_dot}]", _mx_gemm_kernel, sig,
+                                 dict(g, **t.constexprs(), FNUZ=fp8 == torch.float8_e4m3fnuz, DECODE=False,
+                                      PTX=target.startswith("sm"),
+                                      DOT_MODE=DOT_MODES[ent.mxfp8_dot]),
+                                 num_warps=t.num_warps, num_stages=t.num_stages, matmul=True, fp8=True,
+                                 targets=(target,)))
+        flavour = "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn"
+        specs.append(AotSpec(f"mxfp8_moe_swiglu_oai_quant[{flavour}{',bf16 out' if upcast else ''}]",
+                             _act_quant_kernel, {**act_sig, "q_ptr": "*bf16" if upcast else "*u8"},
+                             dict(ACT=2, INTERLEAVED=False, BLOCK_R=16, BLOCK_C=128, OUT_BF16=upcast,
+                                  **flavour_constexprs(fp8)), targets=(target,)))
+    return specs

@@ -86,6 +86,94 @@ def e8m0_decode(s):
 
 
 @triton.jit
+def mx_round(x, EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr, NAN_BYTE: tl.constexpr,
+             FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """fp32 x `[BLOCK_R, BLOCK_K]` -> the fp32 value of its MXFP8 image (fp8
+    element times its block scale): what a kernel that quantises and then
+    multiplies by the scales computes, without the bytes in between."""
+    q, sb = mx_quantize(x, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_K)
+    v = tl.reshape(fp8_decode(q.to(tl.int32), BIAS, FNUZ), (BLOCK_R, BLOCK_K // 32, 32))
+    return tl.reshape(v * e8m0_decode(sb.to(tl.int32))[:, :, None], (BLOCK_R, BLOCK_K))
+
+
+@triton.jit
+def fp8_bits_as_bf16(b, PACKED_ASM: tl.constexpr):
+    """fp8 e4m3 bytes (uint8) -> bf16 holding value * 2^(BIAS - 127): sign,
+    exponent and mantissa moved into bf16's fields as they are (bf16 has the
+    wider exponent, so subnormals stay exact), three integer operations and no
+    conversion instruction. The caller's per-block multiplier (see
+    `bf16_block_multiplier`) restores the exponent bias together with the
+    block scale. NaN bytes become finite values: MX blocks holding NaN carry
+    the NaN scale (0xFF), whose multiplier is NaN."""
+    if PACKED_ASM:
+        # four bytes per 32-bit register: byte pairs to the high bytes of two
+        # 16-bit halves (prmt), then sign kept and the other seven bits
+        # moved down by four: two bf16 per four instructions
+        return tl.inline_asm_elementwise(
+            """{
+            .reg .b32 lo, hi, slo, shi;
+            prmt.b32 lo, $2, 0, 0x1404;
+            prmt.b32 hi, $2, 0, 0x3424;
+            shr.b32 slo, lo, 4;
+            shr.b32 shi, hi, 4;
+            and.b32 slo, slo, 0x07F007F0;
+            and.b32 shi, shi, 0x07F007F0;
+            and.b32 lo, lo, 0x80008000;
+            and.b32 hi, hi, 0x80008000;
+            or.b32 $0, lo, slo;
+            or.b32 $1, hi, shi;
+            }""",
+            "=r,=r,r", [b], dtype=tl.bfloat16, is_pure=True, pack=4)
+    else:
+        b16 = b.to(tl.uint16)
+        return (((b16 & 0x80) << 8) | ((b16 & 0x7F) << 4)).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def bf16_block_multiplier(s, BIAS: tl.constexpr, PACKED_ASM: tl.constexpr):
+    """e8m0 bytes (uint8) -> the BF16 factor 2^(s - BIAS) that turns
+    `fp8_bits_as_bf16` values into element x 2^(s - 127), built as BF16 bits
+    ((s + 127 - BIAS) << 7, the exponent field saturated at 255): exact for s
+    <= 127 + BIAS (block scales up to 2^BIAS, far above any weight's). Larger
+    scales and the NaN scale give inf, so such blocks come out inf / NaN,
+    never as wrong finite numbers."""
+    if PACKED_ASM:
+        # two scales per 32-bit register as 16-bit halves: one add, one
+        # packed min, one shift per pair (no carries cross the halves)
+        if BIAS == 8:
+            return tl.inline_asm_elementwise(
+                """{
+                .reg .b32 lo, hi, top;
+                mov.b32 top, 0x00FF00FF;
+                prmt.b32 lo, $2, 0, 0x4140;
+                prmt.b32 hi, $2, 0, 0x4342;
+                add.u32 lo, lo, 0x00770077;
+                add.u32 hi, hi, 0x00770077;
+                min.u16x2 lo, lo, top;
+                min.u16x2 hi, hi, top;
+                shl.b32 $0, lo, 7;
+                shl.b32 $1, hi, 7;
+                }""", "=r,=r,r", [s], dtype=tl.bfloat16, is_pure=True, pack=4)
+        else:
+            return tl.inline_asm_elementwise(
+                """{
+                .reg .b32 lo, hi, top;
+                mov.b32 top, 0x00FF00FF;
+                prmt.b32 lo, $2, 0, 0x4140;
+                prmt.b32 hi, $2, 0, 0x4342;
+                add.u32 lo, lo, 0x00780078;
+                add.u32 hi, hi, 0x00780078;
+                min.u16x2 lo, lo, top;
+                min.u16x2 hi, hi, top;
+                shl.b32 $0, lo, 7;
+                shl.b32 $1, hi, 7;
+                }""", "=r,=r,r", [s], dtype=tl.bfloat16, is_pure=True, pack=4)
+    else:
+        f = tl.minimum(s.to(tl.int32) - BIAS + 127, 255)
+        return (f << 23).to(tl.float32, bitcast=True).to(tl.bfloat16)
+
+
+@triton.jit
 def mxfp8_quant_kernel(x_ptr, q_ptr, s_ptr, rows, K, EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr,
                        NAN_BYTE: tl.constexpr, FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -107,6 +195,17 @@ def mxfp8_dequant_kernel(q_ptr, s_ptr, out_ptr, rows, K, BIAS: tl.constexpr, FNU
     v = fp8_decode(tl.load(q_ptr + r[:, None] * K + k[None, :], mask=mask, other=0).to(tl.int32), BIAS, FNUZ)
     s = tl.load(s_ptr + r[:, None] * (K // 32) + k[None, :] // 32, mask=mask, other=127).to(tl.int32)
     tl.store(out_ptr + r[:, None] * K + k[None, :], (v * e8m0_decode(s)).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def mxfp8_round_kernel(x_ptr, out_ptr, rows, K, EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr,
+                       NAN_BYTE: tl.constexpr, FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = (r[:, None] < rows) & (k[None, :] < K)
+    x = tl.load(x_ptr + r[:, None] * K + k[None, :], mask=mask, other=0.0).to(tl.float32)
+    v = mx_round(x, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_K)
+    tl.store(out_ptr + r[:, None] * K + k[None, :], v.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def flavour_constexprs(fp8_dtype: torch.dtype) -> dict:
@@ -131,6 +230,21 @@ def mxfp8_quant(x: torch.Tensor, fp8_dtype: torch.dtype) -> tuple[torch.Tensor, 
     return q.view(fp8_dtype), s
 
 
+def mxfp8_round(x: torch.Tensor, fp8_dtype: torch.dtype) -> torch.Tensor:
+    """x [..., K] -> BF16 `dequant(quant(x))` in one pass: the MXFP8 image of
+    x, exact in BF16 while the image lies in BF16's normal range (any block
+    scale from 2^-126 to 2^127 / FP8_MAX). The upcast MoE GEMMs take their
+    activation operand in this form."""
+    K = x.shape[-1]
+    rows = x.numel() // K if K else 0
+    out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
+    if rows:
+        grid = (triton.cdiv(rows, _BLOCK_R), triton.cdiv(K, _BLOCK_K))
+        mxfp8_round_kernel[grid](x, out, rows, K, **flavour_constexprs(fp8_dtype), BLOCK_R=_BLOCK_R,
+                                 BLOCK_K=_BLOCK_K, num_warps=4)
+    return out
+
+
 def mxfp8_dequant(q: torch.Tensor, scales: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     K = q.shape[-1]
     rows = q.numel() // K if K else 0
@@ -149,5 +263,9 @@ def aot_specs() -> list[AotSpec]:
            "BLOCK_K": "constexpr"}
     fn = dict(EMAX=8, BIAS=7, FP8_MAX=448.0, NAN_BYTE=0x7F, FNUZ=False, BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K)
     fnuz = dict(EMAX=7, BIAS=8, FP8_MAX=240.0, NAN_BYTE=0x80, FNUZ=True, BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K)
+    rsig = {**sig, "q_ptr": "*bf16"}
+    del rsig["s_ptr"]
+    rsig = {("out_ptr" if k == "q_ptr" else k): v for k, v in rsig.items()}
     return [AotSpec("mxfp8_quant[e4m3fn,K=6144]", mxfp8_quant_kernel, sig, fn, targets=("gfx950", "sm90")),
+            AotSpec("mxfp8_round[e4m3fn,K=6144]", mxfp8_round_kernel, rsig, fn, targets=("sm90",)),
             AotSpec("mxfp8_quant[e4m3fnuz,K=6144]", mxfp8_quant_kernel, sig, fnuz, targets=("gfx942",))]
