@@ -104,7 +104,18 @@ def test_native_matches_quantised_reference(fp8, act, layout, dot):
 
 @pytest.mark.parametrize("dot", DOT_MODES)
 @pytest.mark.parametrize("fp8", [FN, FNUZ], ids=["e4m3fn", "e4m3fnuz"])
-def test_gemm1_block_scaled_dot_is_exact_to_fp32(device, fp8, dot):
+def test_gemm1_block_scaled_dot_is_exact_to_fp32(fp8, dot):
+    _gemm1_exact(torch.device("cpu"), fp8, dot)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dot", GPU_DOT_MODES)
+@pytest.mark.parametrize("fp8", [FN, FNUZ], ids=["e4m3fn", "e4m3fnuz"])
+def test_gemm1_block_scaled_dot_is_exact_to_fp32_on_gpu(device, fp8, dot):
+    _gemm1_exact(device, fp8, dot)
+
+
+def _gemm1_exact(device, fp8, dot):
     """GEMM1 alone: fp8 x fp8 per 32-wide block, both scales applied in fp32
     (upcast: A as the BF16 image of its MXFP8 values, W's bytes moved into
     BF16 and multiplied by 2^(scale - bias)): equal to the float64 product of
@@ -112,7 +123,7 @@ def test_gemm1_block_scaled_dot_is_exact_to_fp32(device, fp8, dot):
     block are written as zeros."""
     from minimax_rocm.triton.moe_align import moe_align
     from minimax_rocm.triton.mxfp8_quant import mxfp8_round
-    if dot == "fp8" and device.type == "cuda" and oracle.detect_platform().fp8_dtype != fp8_name(fp8):
+    if dot != "upcast" and device.type == "cuda" and oracle.detect_platform().fp8_dtype != fp8_name(fp8):
         pytest.skip("fp8 MMA on this GPU takes its own flavour only")
     T, H, I, E, k = 7, 128, 32, 4, 2
     hidden, w13_q, w13_s, _, _, _, ids = _args(T=T, H=H, I=I, E=E, k=k, fp8=fp8)

@@ -101,3 +101,88 @@ def bench(ctx: Context) -> list[Row]:
     for name, *_ in shapes:
         print(f"# crossover {_crossover(rows, name)}")
     return rows
+
+
+def sweep_variants() -> list[dict]:
+    """Tile overrides tried on top of the table's fp8 tile (both GEMMs):
+    programs per SM, pipeline depth, BLOCK_K and BLOCK_N."""
+    return [{}, dict(progs_per_cu=3), dict(progs_per_cu=4), dict(num_stages=4), dict(num_stages=4, progs_per_cu=3),
+            dict(block_k=128, num_stages=4), dict(block_k=128, num_stages=6),
+            dict(block_k=128, num_stages=4, progs_per_cu=3), dict(block_k=128, num_stages=4, progs_per_cu=4),
+            dict(block_n=128), dict(block_n=128, num_stages=4), dict(block_n=32, progs_per_cu=4),
+            dict(block_n=32, num_stages=4, progs_per_cu=4)]
+
+
+def sweep(device: torch.device, shapes=SHAPES[:1], tokens=(16, 64, 216, 1024), block_ms=(None,),
+          variants=None, log=print) -> list[dict]:
+    """Time the native MXFP8 GEMM1 and GEMM2 alone for tile variants; log
+    each one's % of its own fp8 weight-bytes floor."""
+    from dataclasses import replace
+    from .. import oracle
+    from ..ops.mxfp8 import mxfp8_quant
+    from ..triton import fused_moe_mxfp8 as tri
+    from ..triton.moe_align import moe_align
+    from ..triton.mxfp8_quant import mxfp8_round
+    from .fused_moe import busiest_rank, routing
+    from .harness import copy_bandwidth_gbs
+    bw = (copy_bandwidth_gbs() or 1.0) * 1e9
+    fp8 = oracle.detect_platform().fp8_dtype
+    out = []
+    for name, H, I, E, E_loc, k, act, ep in shapes:
+        w13, w2 = make_weights(E_loc, H, I, device)
+        w13_q, w13_s = mxfp8_quant(w13, fp8)
+        w2_q, w2_s = mxfp8_quant(w2, fp8)
+        del w13, w2
+        for T in tokens:
+            hidden = torch.randn(T, H, device=device, dtype=torch.bfloat16)
+            tw, ids = routing(T, E, k, seed=1000 + T, device=device)
+            emap, grp = busiest_rank(ids, tw, E, E_loc, ep)
+            n_exp = len(grp["experts"])
+            if not n_exp:
+                continue
+            for bm in block_ms:
+                p = tri.plan(hidden, w13_q, ids, emap, block_m=bm)
+                s, b, n = moe_align(ids.reshape(-1), p["block_m"], emap, E_loc)
+                rows = s.shape[0]
+                xr = mxfp8_round(hidden, w13_q.dtype)
+                h = torch.zeros(rows, 2 * I, device=device)
+                a2 = torch.randn(rows, I, device=device).to(torch.bfloat16)
+                y = torch.zeros(T, H, device=device)
+                g = dict(num_routes=ids.numel(), top_k=k, dot=p["dot"])
+                for which, base, nb in (("gemm1", p["tile1"], n_exp * 2 * I * H * 33 // 32),
+                                        ("gemm2", p["tile2"], n_exp * H * I * 33 // 32)):
+                    for kw in (variants or sweep_variants()):
+                        t = replace(base, **kw)
+                        if which == "gemm1":
+                            fn = lambda t=t: tri.gemm(xr, None, w13_q, w13_s, h, s, b, n, None, tile=t,  # noqa: E731
+                                                      a_by_token=True, atomic_out=False, **g)
+                        else:
+                            fn = lambda t=t: tri.gemm(a2, None, w2_q, w2_s, y, s, b, n, tw.reshape(-1),  # noqa: E731
+                                                      tile=t, a_by_token=False, atomic_out=True, **g)
+                        try:
+                            us = time_us(fn, iters=10, inner=5)
+                        except Exception as exc:
+                            log(f"sweep {name} T={T} {which} {t}: FAILED {type(exc).__name__}: {str(exc)[:200]}")
+                            continue
+                        pct = nb / bw / (us * 1e-6)
+                        out.append(dict(shape=name, T=T, gemm=which, tile=t, us=us, pct=pct, experts=n_exp))
+                        log(f"sweep {name:7s} T={T:5d} exp={n_exp:3d} {which} BM={t.block_m:3d} BN={t.block_n:3d} "
+                            f"BK={t.block_k:3d} w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} "
+                            f"ppc={t.progs_per_cu}: {us:8.1f} us  {100 * pct:5.1f}% of floor", flush=True)
+        del w13_q, w13_s, w2_q, w2_s
+        torch.cuda.empty_cache()
+    return out
+
+
+if __name__ == "__main__":   # python -m minimax_rocm.bench.fused_moe_mxfp8 sweep [M2]
+    import sys
+    from .fused_moe import best_by
+    if sys.argv[1:2] == ["sweep"]:
+        shp = tuple(s for s in SHAPES if s[0].startswith(sys.argv[2])) if len(sys.argv) > 2 else SHAPES[:1]
+        res = sweep(torch.device("cuda"), shapes=shp)
+        print("\nbest per (shape, T, gemm):")
+        for key, r in sorted(best_by(res).items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+            t = r["tile"]
+            print(f"  {key[0]:7s} T={key[1]:5d} {key[2]}: BM={t.block_m} BN={t.block_n} BK={t.block_k} "
+                  f"w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} ppc={t.progs_per_cu} "
+                  f"{r['us']:.1f} us {100 * r['pct']:.1f}%")
