@@ -128,7 +128,7 @@ def _gemm1_exact(device, fp8, dot):
     T, H, I, E, k = 7, 128, 32, 4, 2
     hidden, w13_q, w13_s, _, _, _, ids = _args(T=T, H=H, I=I, E=E, k=k, fp8=fp8)
     xq, xs = R.mxfp8_quant(hidden, fp8)
-    sorted_ids, block_ids, npost = moe_align(ids.reshape(-1), 16, None, E)
+    sorted_ids, block_ids, npost = [t.cpu() for t in moe_align(ids.reshape(-1).to(device), 16, None, E)]
     h = torch.full((sorted_ids.shape[0], 2 * I), float("nan"), device=device)
     tile = tri._fp8_tile(tri.plan(hidden, w13_q, ids, None)["tile1"], H, None)
     if dot == "upcast":
