@@ -75,9 +75,9 @@ def bench(ctx: Context) -> list[Row]:
             variants = [("native", {})] + [
                 (f"native-alt ({what})", kw) for what, kw in (
                     *((f"{d} dot", dict(dot=d)) for d in ("fp8", "upcast", "scaled") if d != p["dot"]),
-                    ("BLOCK_K x1", dict(block_k_factor=1)),
-                    ("swap-AB", dict(swap_ab=not p["tile1"].swap_ab)),
-                    ("8 warps", dict(num_warps=8)))]
+                    ("BLOCK_K / 2", dict(tile=dict(block_k=p["tile1"].block_k // 2))),
+                    ("swap-AB", dict(tile=dict(swap_ab=not p["tile1"].swap_ab))),
+                    ("8 warps", dict(tile=dict(num_warps=8))))]
             for label, kw in variants:
                 fn = lambda kw=kw: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap,  # noqa: E731
                                                        act, **kw)

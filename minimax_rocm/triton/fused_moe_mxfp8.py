@@ -230,13 +230,20 @@ def _act_quant_kernel(h_ptr, q_ptr, s_ptr, count_ptr, R, I, stride_h, alpha, lim
                      mask=(r[:, None] < rows) & (kb[None, :] < I // 32))
 
 
-def _fp8_tile(tile: moe_configs.Tile, K: int, swap_ab: Optional[bool], factor: int = 2) -> moe_configs.Tile:
-    """The BF16 table's tile with BLOCK_K `factor` times as wide (2: the same
-    bytes per weight row per K step), a divisor of K and a multiple of 32."""
+def _fp8_tile(tile: moe_configs.Tile, K: int, factor: int = 2) -> moe_configs.Tile:
+    """`tile` with BLOCK_K `factor` times as wide (2: a BF16 tile's bytes per
+    weight row per K step), a divisor of K and a multiple of 32."""
     bk = max(32, min(factor * tile.block_k, 256))
     while bk > 32 and K % bk:
         bk //= 2
-    return replace(tile, block_k=bk, swap_ab=tile.swap_ab if swap_ab is None else swap_ab)
+    return replace(tile, block_k=bk)
+
+
+def _table_tile(ent: moe_configs.ArchMoe, which: str, K: int) -> moe_configs.Tile:
+    """The 16-row tile of GEMM `which` from an arch entry (AOT specs)."""
+    if ent.mxfp8_tile is not None:
+        return _fp8_tile(ent.mxfp8_tile, K, 1)
+    return _fp8_tile(getattr(ent, which), K, ent.mxfp8_block_k_factor)
 
 
 def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes: int, top_k: int,
@@ -281,10 +288,10 @@ def act_quant(h: torch.Tensor, npost: torch.Tensor, activation: str, layout: str
 
 
 def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
-         block_m: Optional[int] = None, swap_ab: Optional[bool] = None, dot: Optional[str] = None,
-         block_k_factor: Optional[int] = None, num_warps: Optional[int] = None) -> dict:
-    """Tiles and dot mode: the BF16 table's tiles (moe_configs) at fp8 widths,
-    the per-arch mxfp8 entries; arguments override them."""
+         block_m: Optional[int] = None, dot: Optional[str] = None, tile: Optional[dict] = None) -> dict:
+    """Tiles and dot mode: the per-arch MXFP8 tile (moe_configs' mxfp8_tile)
+    below BLOCK_M 64, else the BF16 table's tiles at fp8 widths; `tile`
+    overrides Tile fields of both GEMMs (benchmarks, sweeps)."""
     T, H = hidden.shape
     E_loc, two_i, _ = w13_q.shape
     I = two_i // 2
@@ -292,17 +299,20 @@ def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expe
     routes = topk_ids.numel()
     arch = _arch(hidden.device)
     bm = block_m or moe_configs.choose_block_m(arch, routes, E_glob, E_loc)
-    common = dict(num_routes=routes, num_experts=E_glob, num_local=E_loc, block_m=bm,
-                  cu_count=cu_count(hidden.device))
-    t1 = moe_configs.choose(arch, "gemm1", N=2 * I, K=H, **common)
-    t2 = moe_configs.choose(arch, "gemm2", N=H, K=I, **common)
     ent = moe_configs.arch_entry(arch)
-    f = block_k_factor or ent.mxfp8_block_k_factor
-    t1, t2 = _fp8_tile(t1, H, swap_ab, f), _fp8_tile(t2, I, swap_ab, f)
-    if num_warps:
-        t1, t2 = replace(t1, num_warps=num_warps), replace(t2, num_warps=num_warps)
-    return dict(arch=arch, block_m=bm, tile1=t1, tile2=t2,
-                dot=dot or ent.mxfp8_dot)
+    if ent.mxfp8_tile is not None and bm < 64:
+        t1 = t2 = replace(ent.mxfp8_tile, block_m=bm)
+        f = 1
+    else:
+        common = dict(num_routes=routes, num_experts=E_glob, num_local=E_loc, block_m=bm,
+                      cu_count=cu_count(hidden.device))
+        t1 = moe_configs.choose(arch, "gemm1", N=2 * I, K=H, **common)
+        t2 = moe_configs.choose(arch, "gemm2", N=H, K=I, **common)
+        f = ent.mxfp8_block_k_factor
+    t1, t2 = _fp8_tile(t1, H, f), _fp8_tile(t2, I, f)
+    if tile:
+        t1, t2 = replace(t1, **tile), replace(t2, **tile)
+    return dict(arch=arch, block_m=bm, tile1=t1, tile2=t2, dot=dot or ent.mxfp8_dot)
 
 
 def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor,
@@ -310,8 +320,7 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
                     expert_map: Optional[torch.Tensor] = None, activation: str = "swiglu_oai",
                     layout: str = "split", alpha: float = reference.SWIGLU_OAI_ALPHA,
                     limit: float = reference.SWIGLU_OAI_LIMIT, block_m: Optional[int] = None,
-                    swap_ab: Optional[bool] = None, dot: Optional[str] = None,
-                    block_k_factor: Optional[int] = None, num_warps: Optional[int] = None) -> torch.Tensor:
+                    dot: Optional[str] = None, tile: Optional[dict] = None) -> torch.Tensor:
     """This rank's partial `[T, H]` (hidden's dtype) from MXFP8 expert weights
     (inputs as the op checks them; w*_q fp8, w*_s uint8 e8m0 `[..., K/32]`)."""
     T, H = hidden.shape
@@ -321,7 +330,7 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
     E_loc, two_i, _ = w13_q.shape
     k = topk_ids.shape[1]
     routes = topk_ids.numel()
-    p = plan(hidden, w13_q, topk_ids, expert_map, block_m, swap_ab, dot, block_k_factor, num_warps)
+    p = plan(hidden, w13_q, topk_ids, expert_map, block_m, dot, tile)
     fp8 = w13_q.dtype
     sorted_ids, block_ids, npost = moe_align(topk_ids.reshape(-1), p["block_m"], expert_map, E_loc)
     rows = sorted_ids.shape[0]
@@ -371,7 +380,7 @@ def aot_specs():
         for name, which, K, g in (("mxfp8_moe_gemm1", "gemm1", 6144, dict(A_BY_TOKEN=True, ATOMIC_OUT=False)),
                                   ("mxfp8_moe_gemm2[atomic top-k]", "gemm2", 3072,
                                    dict(A_BY_TOKEN=False, ATOMIC_OUT=True))):
-            t = _fp8_tile(getattr(ent, which), K, None, ent.mxfp8_block_k_factor)
+            t = _table_tile(ent, which, K)
             specs.append(AotSpec(f"{name}[{ent.mxfp8_dot}]", _mx_gemm_kernel, sig,
                                  dict(g, **t.constexprs(), FNUZ=fp8 == torch.float8_e4m3fnuz, DECODE=False,
                                       PTX=target.startswith("sm"),

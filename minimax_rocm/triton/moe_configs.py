@@ -66,6 +66,10 @@ class ArchMoe:
     why_mxfp8_dot: str = ""
     # fp8 BLOCK_K = this many times the BF16 tile's (same bytes per row: 2)
     mxfp8_block_k_factor: int = 2
+    # The native MXFP8 GEMMs' own tile (both GEMMs, BLOCK_M below 64, no
+    # small-T narrowing); None: the BF16 tiles at fp8 widths (above)
+    mxfp8_tile: Optional[Tile] = None
+    why_mxfp8_tile: str = ""
 
 
 ARCHS: dict[str, ArchMoe] = {
@@ -89,9 +93,15 @@ ARCHS: dict[str, ArchMoe] = {
         before=Tile(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2),
         large_m_stages=2,
         mxfp8_dot="upcast",
-        why_mxfp8_dot=("measured on H200 (bench fused_moe_mxfp8, M3 EP8 rank, T=64/216): upcast 436/443 us, "
-                       "fp8 dot per 32-wide block 534/562 us, tl.dot_scaled 750/756 us, upcast with BLOCK_K x1 "
-                       "457/471 us, swap-AB 495/508 us, 8 warps 689/727 us (BF16 MoE 420/423 us)"),
+        why_mxfp8_dot=("measured on H200 (bench fused_moe_mxfp8 --quick, M3 EP8 rank, T=16/216): upcast (BF16-image "
+                       "activations, W bytes moved into BF16 fields, one multiply per element) 271/305 us, fp8 dot per "
+                       "32-wide block 547/566 us, tl.dot_scaled 674/761 us (BF16 MoE 262/439 us); the first "
+                       "upcast (fp32 convert + scale per element, both operands) was 436/443 us at T=64/216"),
+        mxfp8_tile=Tile(block_n=64, block_k=256, num_warps=4, num_stages=3, progs_per_cu=3),
+        why_mxfp8_tile=("measured on H200 (python -m minimax_rocm.bench.fused_moe_mxfp8 sweep, GEMMs alone, M3 and "
+                        "M2 EP8 ranks, T=16/64/216): BN 64 / BK 256 / 3 stages / 3 programs per SM is within 2% of "
+                        "the best of 13 tiles for both GEMMs (GEMM1 81-87% of its fp8 floor, GEMM2 63-81%); the "
+                        "BF16 table's small-T narrowing to BN 32 was 1.6x slower at T=16, 4 stages 10-30% slower"),
     ),
     # B200: sm90's tiles (not measured here).
     "sm100": ArchMoe(
