@@ -194,12 +194,14 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     # under this many tokens...
     # ...and at or above mxfp8_bf16_min_tokens (MI300X crossover 827-843,
     # rounded to a tile multiple). AMD entries: the MI300X work's measurement.
-    # sm90: `bench --op fused_moe_mxfp8` on an H200 found the BF16 copy as fast
-    # or faster at every T in {1, 16, 64, 216, 1024} (native 0.95x at 64/216,
-    # BENCHMARKS.md), so the band where native wins is empty there; without a
-    # copy native still beats emulation (4.6x at T=216) and runs.
-    "mxfp8_bf16_max_tokens": {"gfx942": 8, "gfx950": 8, "sm90": 1 << 30, "sm100": 1 << 30, "cpu": 8},
-    "mxfp8_bf16_min_tokens": {"gfx942": 832, "gfx950": 832, "sm90": 1 << 30, "sm100": 1 << 30, "cpu": 832},
+    # sm90: `bench --op fused_moe_mxfp8` on an H200 (BENCHMARKS.md, M3 and M2
+    # EP8 ranks): native faster from T=16 to 216 (1.38-1.52x), BF16 faster at
+    # T=1 for M3 (native 0.80x; M2 1.05x) and at T=1024 (native 0.71-0.72x).
+    # 512 is the linear interpolation of both shapes' crossovers (M3 ~580,
+    # M2 ~520); T in 2..15 and 217..1023 is unmeasured. sm100: not measured,
+    # no native band.
+    "mxfp8_bf16_max_tokens": {"gfx942": 8, "gfx950": 8, "sm90": 1, "sm100": 1 << 30, "cpu": 8},
+    "mxfp8_bf16_min_tokens": {"gfx942": 832, "gfx950": 832, "sm90": 512, "sm100": 1 << 30, "cpu": 832},
     # Mixed policy, memory side: above mxfp8_native_max_model_len every n-th
     # MoE layer keeps BF16 experts only (the rest MXFP8 only), so the model
     # fits beside a long KV cache (MI300X: every fifth layer).

@@ -299,9 +299,18 @@ def test_op_paths_on_gpu(device):
     ref_u = R.fused_moe_mxfp8(*args, emap, s["act"], quantize_activations=False)
     w13 = R.mxfp8_dequant(args[1], args[2], torch.bfloat16)
     w2 = R.mxfp8_dequant(args[3], args[4], torch.bfloat16)
+    arch = oracle.detect_platform().arch
+    lo, hi = (oracle.threshold(n, arch) for n in ("mxfp8_bf16_max_tokens", "mxfp8_bf16_min_tokens"))
     out = mm.fused_moe_mxfp8(*args, emap, s["act"], max_model_len=4096, w13_bf16=w13, w2_bf16=w2)
+    if lo < 4 < hi:   # the mixed policy's native band
+        assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/native_mxfp8"
+        _check_native(out, args, emap, s["act"], "split")
+        big = [t.repeat(hi // 4 + 1, 1) for t in (args[0], args[5], args[6])]
+        mm.fused_moe_mxfp8(big[0], *args[1:5], big[1], big[2], emap, s["act"], max_model_len=4096,
+                           w13_bf16=w13, w2_bf16=w2)
     assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/bf16_copy"
-    assert R.rel_error(out, ref_u) < BF16_TOL
+    if not lo < 4 < hi:
+        assert R.rel_error(out, ref_u) < BF16_TOL
     out = mm.fused_moe_mxfp8(*args, emap, s["act"], max_model_len=1 << 20)
     assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/emulation"
     assert R.rel_error(out, ref_u) < BF16_TOL

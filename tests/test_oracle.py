@@ -102,13 +102,15 @@ def test_moe_paths(arch):
     assert path(_moe(weight_format="mxfp8")) == "native_mxfp8"
     assert path(_moe(weight_format="mxfp8", max_model_len=8192)) == "emulation"
     # mixed policy: tiny and large batches use the BF16 copy when one is kept
-    assert path(_moe(weight_format="mxfp8", tokens=4, has_bf16_copy=True)) == "bf16_copy"
-    assert path(_moe(weight_format="mxfp8", tokens=2048, has_bf16_copy=True)) == "bf16_copy"
-    # the native band (between the two thresholds): empty where the benchmark
-    # found the BF16 copy never slower (sm90 / sm100 entries)
     lo, hi = (oracle.threshold(n, arch) for n in ("mxfp8_bf16_max_tokens", "mxfp8_bf16_min_tokens"))
-    assert path(_moe(weight_format="mxfp8", tokens=64, has_bf16_copy=True)) == (
-        "native_mxfp8" if lo < 64 < hi else "bf16_copy")
+    assert path(_moe(weight_format="mxfp8", tokens=1, has_bf16_copy=True)) == "bf16_copy"
+    assert path(_moe(weight_format="mxfp8", tokens=lo, has_bf16_copy=True)) == "bf16_copy"
+    assert path(_moe(weight_format="mxfp8", tokens=min(hi, 4096), has_bf16_copy=True)) == "bf16_copy"
+    # the native band (strictly between the two thresholds); empty where the
+    # benchmark found the BF16 copy never slower (the sm100 entry)
+    for t in (lo + 1, 64, hi - 1):
+        assert path(_moe(weight_format="mxfp8", tokens=t, has_bf16_copy=True)) == (
+            "native_mxfp8" if lo < t < hi else "bf16_copy"), t
     assert path(_moe(weight_format="mxfp8", tokens=4)) == "native_mxfp8"  # no copy kept: fewest bytes
     assert path(_moe(weight_format="mxfp8", tokens=2048)) == "native_mxfp8"
     assert path(_moe(weight_format="mxfp8", tokens=4, max_model_len=8192, has_bf16_copy=True)) == "emulation"
