@@ -93,10 +93,9 @@ ARCHS: dict[str, ArchMoe] = {
         before=Tile(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2),
         large_m_stages=2,
         mxfp8_dot="upcast",
-        why_mxfp8_dot=("measured on H200 (bench fused_moe_mxfp8 --quick, M3 EP8 rank, T=16/216): upcast (BF16-image "
-                       "activations, W bytes moved into BF16 fields, one multiply per element) 271/305 us, fp8 dot per "
-                       "32-wide block 547/566 us, tl.dot_scaled 674/761 us (BF16 MoE 262/439 us); the first "
-                       "upcast (fp32 convert + scale per element, both operands) was 436/443 us at T=64/216"),
+        why_mxfp8_dot=("measured on H200 (bench fused_moe_mxfp8, M3 EP8 rank, T=64/216): upcast (BF16-image "
+                       "activations, W bytes moved into BF16 fields, one multiply per element) 288/293 us, fp8 dot "
+                       "per 32-wide block 622/658 us, tl.dot_scaled 876/889 us (BF16 MoE 425/447 us)"),
         mxfp8_tile=Tile(block_n=64, block_k=256, num_warps=4, num_stages=3, progs_per_cu=3),
         why_mxfp8_tile=("measured on H200 (python -m minimax_rocm.bench.fused_moe_mxfp8 sweep, GEMMs alone, M3 and "
                         "M2 EP8 ranks, T=16/64/216): BN 64 / BK 256 / 3 stages / 3 programs per SM is within 2% of "
