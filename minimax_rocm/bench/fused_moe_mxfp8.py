@@ -7,8 +7,9 @@ M2 EP8 rank (H 3072, I 1536, 32 local of 256, top-8, silu); T in {1, 16, 64,
 216, 1024}. Rows per case:
   BF16 [base]   the sparse-local BF16 MoE on BF16 weights (the mixed policy's copy)
   native        fp8 GEMMs with in-kernel block scales (the oracle's tiles)
-  native-alt    the other dot mode, half the BLOCK_K, the other swap-AB
-                setting (the measurements behind the per-arch table)
+  native-alt    the other dot modes, half the BLOCK_K, the other swap-AB
+                setting, SwiGLU in its own kernel (the measurements behind
+                the per-arch table)
   emulation     dequantise every local expert to BF16, then the BF16 MoE
 Each row's floor is its own bytes: native reads the touched experts' fp8
 weights plus e8m0 scales (3 x H x I x 33/32 bytes each), BF16 reads 2 bytes
@@ -77,14 +78,15 @@ def bench(ctx: Context) -> list[Row]:
                     *((f"{d} dot", dict(dot=d)) for d in ("fp8", "upcast", "scaled") if d != p["dot"]),
                     ("BLOCK_K / 2", dict(tile=dict(block_k=p["tile1"].block_k // 2))),
                     ("swap-AB", dict(tile=dict(swap_ab=not p["tile1"].swap_ab))),
-                    ("8 warps", dict(tile=dict(num_warps=8))))]
+                    *((("SwiGLU in its own kernel", dict(fuse_act=False)),) if p["fuse_act"] else ()))]
             for label, kw in variants:
                 fn = lambda kw=kw: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap,  # noqa: E731
                                                        act, **kw)
                 q = tri.plan(hidden, w13_q, ids, emap, **kw)
                 err = (fn().float() - ref).norm() / ref.norm().clamp_min(1e-30)
-                cfg = (f"BM={q['block_m']} BK={q['tile1'].block_k}/{q['tile2'].block_k} "
-                       f"{q['dot']} swapAB={q['tile1'].swap_ab} w{q['tile1'].num_warps}")
+                cfg = (f"BM={q['block_m']} BN={q['tile1'].block_n}/{q['tile2'].block_n} "
+                       f"BK={q['tile1'].block_k}/{q['tile2'].block_k} {q['dot']}{'+act' if q['fuse_act'] else ''} "
+                       f"swapAB={q['tile1'].swap_ab} w{q['tile1'].num_warps}")
                 rows.append(Row("fused_moe_mxfp8", case, f"{label} [{cfg}]", time_us(fn, **tk),
                                 n_exp * per_expert * 33 // 32,
                                 note=(note + f" rel.diff vs BF16 {err:.1e}").strip()))

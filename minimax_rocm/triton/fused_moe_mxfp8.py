@@ -112,7 +112,12 @@ def _mx_gemm_kernel(
         DOT_MODE: tl.constexpr,       # 0 fp8 MMA per 32-wide block; 1 upcast tiles, one BF16 MMA per step;
                                       # 2 tl.dot_scaled (the compiler's own MX lowering)
         FNUZ: tl.constexpr, DECODE: tl.constexpr,
-        PTX: tl.constexpr):           # NVIDIA target: inline PTX for the packed fp8 -> BF16 bit moves
+        PTX: tl.constexpr,            # NVIDIA target: inline PTX for the packed fp8 -> BF16 bit moves
+        ACT: tl.constexpr = 0,        # upcast GEMM1 only: 1 silu / 2 SwiGLU-OAI of the gate and up tiles, then
+        INTERLEAVED: tl.constexpr = False,  # MX rounding, c = BF16 image `[rows, N = I]` (gate/up row layout)
+        alpha=1.0, limit=0.0,
+        EMAX: tl.constexpr = 8, BIAS: tl.constexpr = 7, FP8_MAX: tl.constexpr = 448.0,
+        NAN_BYTE: tl.constexpr = 0x7F):
     n_blocks = tl.load(npost_ptr) // BLOCK_M
     total = n_blocks * tl.cdiv(N, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
@@ -126,7 +131,10 @@ def _mx_gemm_kernel(
                 a_rows = tl.where(row_ok, routes // top_k, 0).to(tl.int64)
             else:
                 a_rows = (b * BLOCK_M + offs_m).to(tl.int64)
-            n64 = offs_n.to(tl.int64)
+            if ACT != 0 and INTERLEAVED:
+                n64 = 2 * offs_n.to(tl.int64)      # gate rows; up rows follow each
+            else:
+                n64 = offs_n.to(tl.int64)
             a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :]
             as_ptrs = as_ptr + a_rows * stride_asm
             w_ptrs = w_ptr + e.to(tl.int64) * stride_we + n64[:, None] * stride_wn + offs_k[None, :]
@@ -135,6 +143,12 @@ def _mx_gemm_kernel(
                 acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
             else:
                 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            if ACT != 0:
+                acc_u = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+                if INTERLEAVED:
+                    up_rows = 1
+                else:
+                    up_rows = N
             if DOT_MODE == 0:
                 for k0 in range(0, K, BLOCK_K):
                     # one fp8 product per 32-wide block, scaled by both block scales
@@ -180,11 +194,23 @@ def _mx_gemm_kernel(
                             acc = tl.dot(w, tl.trans(a), acc)
                         else:
                             acc = tl.dot(a, tl.trans(w), acc)
+                        if ACT != 0:
+                            wu = _upcast_tile(w_ptrs + up_rows * stride_wn + k0, ws2 + up_rows * stride_wsn + k0 // 32,
+                                              n_ok, BLOCK_N, BLOCK_K, FNUZ, DECODE, PTX)
+                            acc_u = tl.dot(a, tl.trans(wu), acc_u)
             if SWAP_AB:
                 y = tl.trans(acc)
             else:
                 y = acc
-            if ATOMIC_OUT:
+            if ACT != 0:
+                # SwiGLU and the MX rounding of GEMM2's operand, in registers:
+                # each row's 32-wide blocks lie inside this BLOCK_N tile
+                v = mx_round(act_math(acc, acc_u, alpha, limit, ACT), EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ,
+                             BLOCK_M, BLOCK_N)
+                c_rows = (b * BLOCK_M + offs_m).to(tl.int64)
+                tl.store(c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :], v.to(c_ptr.dtype.element_ty),
+                         mask=n_ok[None, :])
+            elif ATOMIC_OUT:
                 wts = tl.load(topk_w_ptr + routes, mask=row_ok, other=0.0).to(tl.float32)
                 tok = tl.where(row_ok, routes // top_k, 0).to(tl.int64)
                 tl.atomic_add(c_ptr + tok[:, None] * stride_cm + offs_n[None, :], y * wts[:, None],
@@ -247,8 +273,19 @@ def _table_tile(ent: moe_configs.ArchMoe, which: str, K: int) -> moe_configs.Til
 
 
 def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes: int, top_k: int,
-         tile: moe_configs.Tile, a_by_token: bool, atomic_out: bool, dot: str) -> None:
+         tile: moe_configs.Tile, a_by_token: bool, atomic_out: bool, dot: str,
+         act: Optional[tuple] = None) -> None:
+    """One MoE GEMM over the aligned blocks. `act` = (activation, layout,
+    alpha, limit) fuses SwiGLU and the MX rounding into GEMM1 (upcast mode;
+    c is then BF16 `[rows, I]`)."""
     E_loc, N, K = w.shape
+    fused = {}
+    if act is not None:
+        assert dot == "upcast" and not tile.swap_ab and tile.block_n % 32 == 0 and c.dtype == torch.bfloat16
+        activation, layout, alpha, limit = act
+        N //= 2
+        fused = dict(ACT=ACT_IDS[activation], INTERLEAVED=layout == "interleaved", alpha=float(alpha),
+                     limit=float(limit), **{k: v for k, v in flavour_constexprs(w.dtype).items() if k != "FNUZ"})
     progs = persistent_grid(block_ids.shape[0] * triton.cdiv(N, tile.block_n), tile, a.device)
     if dot == "upcast":   # A is the BF16 image of its MXFP8 values, no scales
         assert a.dtype == torch.bfloat16 and a_s is None
@@ -261,7 +298,7 @@ def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes:
         a.stride(0), a_s.stride(0), w.stride(0), w.stride(1), w_s.stride(0), w_s.stride(1), c.stride(0),
         BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, A_BY_TOKEN=a_by_token,
         ATOMIC_OUT=atomic_out, SWAP_AB=tile.swap_ab, DOT_MODE=DOT_MODES[dot], FNUZ=w.dtype == torch.float8_e4m3fnuz, DECODE=DECODE,
-        PTX=not DECODE and torch.version.hip is None,
+        PTX=not DECODE and torch.version.hip is None, **fused,
         num_warps=tile.num_warps, num_stages=tile.num_stages)
 
 
@@ -288,10 +325,14 @@ def act_quant(h: torch.Tensor, npost: torch.Tensor, activation: str, layout: str
 
 
 def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
-         block_m: Optional[int] = None, dot: Optional[str] = None, tile: Optional[dict] = None) -> dict:
-    """Tiles and dot mode: the per-arch MXFP8 tile (moe_configs' mxfp8_tile)
-    below BLOCK_M 64, else the BF16 table's tiles at fp8 widths; `tile`
-    overrides Tile fields of both GEMMs (benchmarks, sweeps)."""
+         block_m: Optional[int] = None, dot: Optional[str] = None, tile: Optional[dict] = None,
+         fuse_act: Optional[bool] = None) -> dict:
+    """Tiles, dot mode and activation placement: the per-arch MXFP8 tile
+    (moe_configs' mxfp8_tile) below BLOCK_M 64, else the BF16 table's tiles
+    at fp8 widths; `tile` overrides Tile fields of both GEMMs (benchmarks,
+    sweeps). With the activation fused (upcast mode only) GEMM1's tile covers
+    BLOCK_N gate + BLOCK_N up rows, so its BLOCK_N is halved: the same weight
+    bytes per K step."""
     T, H = hidden.shape
     E_loc, two_i, _ = w13_q.shape
     I = two_i // 2
@@ -312,7 +353,12 @@ def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expe
     t1, t2 = _fp8_tile(t1, H, f), _fp8_tile(t2, I, f)
     if tile:
         t1, t2 = replace(t1, **tile), replace(t2, **tile)
-    return dict(arch=arch, block_m=bm, tile1=t1, tile2=t2, dot=dot or ent.mxfp8_dot)
+    dot = dot or ent.mxfp8_dot
+    fuse = (dot == "upcast" and (ent.mxfp8_fuse_act if fuse_act is None else fuse_act) and I % 32 == 0
+            and not t1.swap_ab)
+    if fuse:
+        t1 = replace(t1, block_n=max(32, t1.block_n // 2))
+    return dict(arch=arch, block_m=bm, tile1=t1, tile2=t2, dot=dot, fuse_act=fuse)
 
 
 def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor,
@@ -320,7 +366,8 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
                     expert_map: Optional[torch.Tensor] = None, activation: str = "swiglu_oai",
                     layout: str = "split", alpha: float = reference.SWIGLU_OAI_ALPHA,
                     limit: float = reference.SWIGLU_OAI_LIMIT, block_m: Optional[int] = None,
-                    dot: Optional[str] = None, tile: Optional[dict] = None) -> torch.Tensor:
+                    dot: Optional[str] = None, tile: Optional[dict] = None,
+                    fuse_act: Optional[bool] = None) -> torch.Tensor:
     """This rank's partial `[T, H]` (hidden's dtype) from MXFP8 expert weights
     (inputs as the op checks them; w*_q fp8, w*_s uint8 e8m0 `[..., K/32]`)."""
     T, H = hidden.shape
@@ -330,22 +377,29 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
     E_loc, two_i, _ = w13_q.shape
     k = topk_ids.shape[1]
     routes = topk_ids.numel()
-    p = plan(hidden, w13_q, topk_ids, expert_map, block_m, dot, tile)
+    p = plan(hidden, w13_q, topk_ids, expert_map, block_m, dot, tile, fuse_act)
     fp8 = w13_q.dtype
     sorted_ids, block_ids, npost = moe_align(topk_ids.reshape(-1), p["block_m"], expert_map, E_loc)
     rows = sorted_ids.shape[0]
     upcast = p["dot"] == "upcast"
     if upcast:
+        # the fp32 output that GEMM2 adds into is zeroed by the same pass
         from .mxfp8_quant import mxfp8_round
-        xq, xs = mxfp8_round(hidden.contiguous(), fp8), None
+        out = torch.empty((T, H), dtype=torch.float32, device=hidden.device)
+        xq, xs = mxfp8_round(hidden.contiguous(), fp8, zero=out), None
     else:
+        out = torch.zeros((T, H), dtype=torch.float32, device=hidden.device)
         xq, xs = mxfp8_quant(hidden.contiguous(), "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn")
     g = dict(num_routes=routes, top_k=k, dot=p["dot"])
-    h = _buffer((rows, two_i), torch.float32, hidden.device)
-    gemm(xq, xs, w13_q, w13_s, h, sorted_ids, block_ids, npost, None, tile=p["tile1"], a_by_token=True,
-         atomic_out=False, **g)
-    aq, a_s = act_quant(h, npost, activation, layout, alpha, limit, fp8, as_bf16=upcast)
-    out = torch.zeros((T, H), dtype=torch.float32, device=hidden.device)
+    if p["fuse_act"]:
+        aq, a_s = _buffer((rows, two_i // 2), torch.bfloat16, hidden.device), None
+        gemm(xq, xs, w13_q, w13_s, aq, sorted_ids, block_ids, npost, None, tile=p["tile1"], a_by_token=True,
+             atomic_out=False, act=(activation, layout, alpha, limit), **g)
+    else:
+        h = _buffer((rows, two_i), torch.float32, hidden.device)
+        gemm(xq, xs, w13_q, w13_s, h, sorted_ids, block_ids, npost, None, tile=p["tile1"], a_by_token=True,
+             atomic_out=False, **g)
+        aq, a_s = act_quant(h, npost, activation, layout, alpha, limit, fp8, as_bf16=upcast)
     gemm(aq, a_s, w2_q, w2_s, out, sorted_ids, block_ids, npost, topk_weights.reshape(-1), tile=p["tile2"],
          a_by_token=False, atomic_out=True, **g)
     return out.to(hidden.dtype)
@@ -358,8 +412,10 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
 _SIG = {"a_ptr": "*u8", "as_ptr": "*u8", "w_ptr": "*u8", "ws_ptr": "*u8", "c_ptr": "*fp32", "sorted_ptr": "*i32",
         "block_ptr": "*i32", "npost_ptr": "*i32", "topk_w_ptr": "*fp32", "num_routes": "i32", "top_k": "i32",
         "N": "i32", "K": "i32", "E_loc": "i32", "stride_am": "i32", "stride_asm": "i32", "stride_we": "i32",
-        "stride_wn": "i32", "stride_wse": "i32", "stride_wsn": "i32", "stride_cm": "i32"}
-_CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "A_BY_TOKEN", "ATOMIC_OUT", "SWAP_AB", "DOT_MODE", "FNUZ", "DECODE", "PTX")
+        "stride_wn": "i32", "stride_wse": "i32", "stride_wsn": "i32", "stride_cm": "i32", "alpha": "fp32",
+        "limit": "fp32"}
+_CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "A_BY_TOKEN", "ATOMIC_OUT", "SWAP_AB", "DOT_MODE", "FNUZ", "DECODE", "PTX",
+          "ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE")
 
 
 def aot_specs():
@@ -375,18 +431,27 @@ def aot_specs():
         ent = moe_configs.ARCHS[target]
         fp8 = torch.float8_e4m3fnuz if target == "gfx942" else torch.float8_e4m3fn
         upcast = ent.mxfp8_dot == "upcast"
+        fuse = upcast and ent.mxfp8_fuse_act
+        flav = flavour_constexprs(fp8)
         sig = {**_SIG, "a_ptr": "*bf16" if upcast else "*u8", **{c: "constexpr" for c in _CONST}}
         # M3 EP8 rank: GEMM1 N = 2I = 6144, K = 6144; GEMM2 N = 6144, K = I = 3072
         for name, which, K, g in (("mxfp8_moe_gemm1", "gemm1", 6144, dict(A_BY_TOKEN=True, ATOMIC_OUT=False)),
                                   ("mxfp8_moe_gemm2[atomic top-k]", "gemm2", 3072,
                                    dict(A_BY_TOKEN=False, ATOMIC_OUT=True))):
             t = _table_tile(ent, which, K)
-            specs.append(AotSpec(f"{name}[{ent.mxfp8_dot}]", _mx_gemm_kernel, sig,
-                                 dict(g, **t.constexprs(), FNUZ=fp8 == torch.float8_e4m3fnuz, DECODE=False,
-                                      PTX=target.startswith("sm"),
-                                      DOT_MODE=DOT_MODES[ent.mxfp8_dot]),
+            sig_g, act = sig, dict(ACT=0, INTERLEAVED=False)
+            if fuse and which == "gemm1":
+                t = replace(t, block_n=max(32, t.block_n // 2))
+                sig_g, act = {**sig, "c_ptr": "*bf16"}, dict(ACT=2, INTERLEAVED=False)
+            specs.append(AotSpec(f"{name}[{ent.mxfp8_dot}{',swiglu_oai fused' if act['ACT'] else ''}]",
+                                 _mx_gemm_kernel, sig_g,
+                                 dict(g, **t.constexprs(), **act, FNUZ=flav["FNUZ"], DECODE=False,
+                                      PTX=target.startswith("sm"), DOT_MODE=DOT_MODES[ent.mxfp8_dot],
+                                      **{k: flav[k] for k in ("EMAX", "BIAS", "FP8_MAX", "NAN_BYTE")}),
                                  num_warps=t.num_warps, num_stages=t.num_stages, matmul=True, fp8=True,
                                  targets=(target,)))
+        if fuse:
+            continue
         flavour = "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn"
         specs.append(AotSpec(f"mxfp8_moe_swiglu_oai_quant[{flavour}{',bf16 out' if upcast else ''}]",
                              _act_quant_kernel, {**act_sig, "q_ptr": "*bf16" if upcast else "*u8"},

@@ -70,6 +70,9 @@ class ArchMoe:
     # small-T narrowing); None: the BF16 tiles at fp8 widths (above)
     mxfp8_tile: Optional[Tile] = None
     why_mxfp8_tile: str = ""
+    # upcast mode: SwiGLU + MX rounding in GEMM1's epilogue (no fp32 `[rows,
+    # 2I]` intermediate, no separate kernel)
+    mxfp8_fuse_act: bool = True
 
 
 ARCHS: dict[str, ArchMoe] = {

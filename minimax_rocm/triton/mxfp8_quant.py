@@ -9,6 +9,8 @@ NaN scale (0xFF) and NaN elements.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
@@ -198,14 +200,18 @@ def mxfp8_dequant_kernel(q_ptr, s_ptr, out_ptr, rows, K, BIAS: tl.constexpr, FNU
 
 
 @triton.jit
-def mxfp8_round_kernel(x_ptr, out_ptr, rows, K, EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr,
-                       NAN_BYTE: tl.constexpr, FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+def mxfp8_round_kernel(x_ptr, out_ptr, zero_ptr, rows, K, EMAX: tl.constexpr, BIAS: tl.constexpr,
+                       FP8_MAX: tl.constexpr, NAN_BYTE: tl.constexpr, FNUZ: tl.constexpr, BLOCK_R: tl.constexpr,
+                       BLOCK_K: tl.constexpr, ZERO: tl.constexpr):
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = (r[:, None] < rows) & (k[None, :] < K)
     x = tl.load(x_ptr + r[:, None] * K + k[None, :], mask=mask, other=0.0).to(tl.float32)
     v = mx_round(x, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_K)
     tl.store(out_ptr + r[:, None] * K + k[None, :], v.to(out_ptr.dtype.element_ty), mask=mask)
+    if ZERO:
+        tl.store(zero_ptr + r[:, None] * K + k[None, :], tl.zeros((BLOCK_R, BLOCK_K), zero_ptr.dtype.element_ty),
+                 mask=mask)
 
 
 def flavour_constexprs(fp8_dtype: torch.dtype) -> dict:
@@ -230,18 +236,21 @@ def mxfp8_quant(x: torch.Tensor, fp8_dtype: torch.dtype) -> tuple[torch.Tensor, 
     return q.view(fp8_dtype), s
 
 
-def mxfp8_round(x: torch.Tensor, fp8_dtype: torch.dtype) -> torch.Tensor:
+def mxfp8_round(x: torch.Tensor, fp8_dtype: torch.dtype, zero: Optional[torch.Tensor] = None) -> torch.Tensor:
     """x [..., K] -> BF16 `dequant(quant(x))` in one pass: the MXFP8 image of
     x, exact in BF16 while the image lies in BF16's normal range (any block
     scale from 2^-126 to 2^127 / FP8_MAX). The upcast MoE GEMMs take their
-    activation operand in this form."""
+    activation operand in this form. `zero` (x's shape, contiguous) is
+    zero-filled by the same pass: the MoE's output accumulator."""
     K = x.shape[-1]
     rows = x.numel() // K if K else 0
     out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
+    if zero is not None:
+        assert zero.shape == x.shape and zero.is_contiguous() and zero.device == x.device
     if rows:
         grid = (triton.cdiv(rows, _BLOCK_R), triton.cdiv(K, _BLOCK_K))
-        mxfp8_round_kernel[grid](x, out, rows, K, **flavour_constexprs(fp8_dtype), BLOCK_R=_BLOCK_R,
-                                 BLOCK_K=_BLOCK_K, num_warps=4)
+        mxfp8_round_kernel[grid](x, out, out if zero is None else zero, rows, K, **flavour_constexprs(fp8_dtype),
+                                 BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K, ZERO=zero is not None, num_warps=4)
     return out
 
 
@@ -263,9 +272,9 @@ def aot_specs() -> list[AotSpec]:
            "BLOCK_K": "constexpr"}
     fn = dict(EMAX=8, BIAS=7, FP8_MAX=448.0, NAN_BYTE=0x7F, FNUZ=False, BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K)
     fnuz = dict(EMAX=7, BIAS=8, FP8_MAX=240.0, NAN_BYTE=0x80, FNUZ=True, BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K)
-    rsig = {**sig, "q_ptr": "*bf16"}
-    del rsig["s_ptr"]
-    rsig = {("out_ptr" if k == "q_ptr" else k): v for k, v in rsig.items()}
+    rsig = {"x_ptr": "*bf16", "out_ptr": "*bf16", "zero_ptr": "*fp32", "rows": "i32", "K": "i32",
+            **{c: "constexpr" for c in ("EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "FNUZ", "BLOCK_R", "BLOCK_K", "ZERO")}}
     return [AotSpec("mxfp8_quant[e4m3fn,K=6144]", mxfp8_quant_kernel, sig, fn, targets=("gfx950", "sm90")),
-            AotSpec("mxfp8_round[e4m3fn,K=6144]", mxfp8_round_kernel, rsig, fn, targets=("sm90",)),
+            AotSpec("mxfp8_round[e4m3fn,K=6144,zero]", mxfp8_round_kernel, rsig, dict(fn, ZERO=True),
+                    targets=("sm90",)),
             AotSpec("mxfp8_quant[e4m3fnuz,K=6144]", mxfp8_quant_kernel, sig, fnuz, targets=("gfx942",))]
