@@ -21,7 +21,9 @@ bf = torch.bfloat16
 EPS = 1e-6
 # bf16 outputs: rounding alone gives a relative error near 2^-9 / sqrt(3); a
 # norm over the local instead of the full width is off by tens of percent.
-TOL = 4e-3
+# The Triton interpreter truncates fp32 -> bf16 (see ULP_FRACTION below),
+# which alone averages near 2^-8 and crossed 4e-3 on a 112-element slice.
+TOL = 8e-3 if os.environ.get("TRITON_INTERPRET") == "1" else 4e-3
 
 
 def _make(T, q_full, kv_full, world, gen=None, dtype=bf, w_dtype=torch.float32):

@@ -71,8 +71,11 @@ class ArchMoe:
     mxfp8_tile: Optional[Tile] = None
     why_mxfp8_tile: str = ""
     # upcast mode: SwiGLU + MX rounding in GEMM1's epilogue (no fp32 `[rows,
-    # 2I]` intermediate, no separate kernel)
-    mxfp8_fuse_act: bool = True
+    # 2I]` intermediate, no separate kernel; GEMM1's BLOCK_N halves). Off:
+    # on H200 the fused GEMM1 was 1.24-1.26x slower end to end at M3 T=16..216
+    # (362 vs 289 us at T=216, bench fused_moe_mxfp8), its two half-width
+    # products per step costing more than the 8.6 MB fp32 round trip saves.
+    mxfp8_fuse_act: bool = False
 
 
 ARCHS: dict[str, ArchMoe] = {
