@@ -6,11 +6,14 @@ dequantised copy exists. Pipeline (issue 7):
               (as in the BF16 path: minimax_rocm/triton/moe_align.py)
   quant       hidden -> fp8 + e8m0 per token in 1x32 blocks (the mxfp8_quant
               op: native HIP where built, Triton otherwise), in the weights'
-              flavour (e4m3fn, or e4m3fnuz on gfx942)
+              flavour (e4m3fn, or e4m3fnuz on gfx942); in upcast mode the
+              BF16 image of those values instead (mxfp8_round, which also
+              zeroes GEMM2's fp32 output)
   GEMM1       h = xq[token] @ w13q[e]^T, fp32 `[rows, 2I]`
   act+quant   SwiGLU-OAI / silu-and-mul of h and MXFP8 quantisation of the
               result in one kernel, over the aligned local rows only (the
-              padded count is read on the device)
+              padded count is read on the device); upcast mode can fuse this
+              into GEMM1's epilogue (the table's mxfp8_fuse_act)
   GEMM2       out[token] += topk_weight * aq @ w2q[e]^T with fp32 atomics into
               a zeroed `[T, H]` buffer: the top-k reduction is fused, no
               `[T*k, H]` intermediate exists
@@ -21,8 +24,10 @@ block scales (the per-arch table's `mxfp8_dot` picks):
             gfx942, mma/wgmma on NVIDIA), scaled in registers by the two
             operands' block scales and added to an fp32 accumulator: the
             "block-scaled fp8 dot" of the issue;
-  upcast    fp8 tiles times their scales as BF16 in registers (exact), one
-            BF16 product per K step: the weights still cross memory as fp8;
+  upcast    activations as the BF16 image of their MXFP8 values, weight
+            tiles moved into BF16 and times their scales in registers
+            (exact), one BF16 product per K step: the weights still cross
+            memory as fp8;
   scaled    tl.dot_scaled: MX hardware where the target has it, the
             compiler's own upcast elsewhere (not in the interpreter: there
             the upcast code runs). Like the BF16 path, the kernel is a persistent loop over (M block, N
@@ -70,34 +75,21 @@ def _load_fp8(ptrs, mask, FNUZ: tl.constexpr, DECODE: tl.constexpr):
 
 
 @triton.jit
-def _scaled_tile(ptrs, s_ptrs, row_ok, ROWS: tl.constexpr, BLOCK_K: tl.constexpr, FNUZ: tl.constexpr,
-                 DECODE: tl.constexpr):
-    """An fp8 tile `[ROWS, BLOCK_K]` times its e8m0 block scales, as BF16
-    (fp32 in the interpreter, whose bf16 dots are wrong)."""
-    v = _load_fp8(ptrs, row_ok[:, None], FNUZ, DECODE).to(tl.float32)
-    s = e8m0_decode(tl.load(s_ptrs, mask=row_ok[:, None], other=127).to(tl.int32))
-    v = tl.reshape(tl.reshape(v, (ROWS, BLOCK_K // 32, 32)) * s[:, :, None], (ROWS, BLOCK_K))
-    if DECODE:
-        return v
-    else:
-        return v.to(tl.bfloat16)
-
-
-@triton.jit
 def _upcast_tile(ptrs, s_ptrs, row_ok, ROWS: tl.constexpr, BLOCK_K: tl.constexpr, FNUZ: tl.constexpr,
                  DECODE: tl.constexpr, PTX: tl.constexpr):
     """An fp8 weight tile `[ROWS, BLOCK_K]` times its e8m0 block scales as
     BF16, exact: the bytes moved into BF16's fields (fp8_bits_as_bf16), then
-    one multiply by 2^(scale - bias) per element. About a third of the
-    instructions of convert-to-fp32, scale, round-to-BF16, which made this
-    kernel issue-bound on sm90."""
+    one multiply by 2^(scale - bias) per element, about a third of the
+    instructions of convert-to-fp32, scale, round-to-BF16 (which made this
+    kernel issue-bound on sm90). The interpreter decodes to fp32 instead
+    (its bf16 dots are wrong)."""
     if DECODE:
-        return _scaled_tile(ptrs, s_ptrs, row_ok, ROWS, BLOCK_K, FNUZ, DECODE)
+        v = _load_fp8(ptrs, row_ok[:, None], FNUZ, DECODE)
+        m = e8m0_decode(tl.load(s_ptrs, mask=row_ok[:, None], other=127).to(tl.int32))
     else:
         v = fp8_bits_as_bf16(tl.load(ptrs, mask=row_ok[:, None], other=0), PTX)
         m = bf16_block_multiplier(tl.load(s_ptrs, mask=row_ok[:, None], other=0), 8 if FNUZ else 7, PTX)
-        v = tl.reshape(tl.reshape(v, (ROWS, BLOCK_K // 32, 32)) * m[:, :, None], (ROWS, BLOCK_K))
-        return v
+    return tl.reshape(tl.reshape(v, (ROWS, BLOCK_K // 32, 32)) * m[:, :, None], (ROWS, BLOCK_K))
 
 
 @triton.jit
@@ -163,9 +155,9 @@ def _mx_gemm_kernel(
                         else:
                             acc += tl.dot(a, tl.trans(w)) * (sa[:, None] * sw[None, :])
             else:
-                # upcast: both operands scaled to BF16 in registers (exact: an
-                # fp8 value times a power of two fits bf16's 8 exponent bits),
-                # one BF16 product per BLOCK_K step
+                # upcast: the weight tile scaled to BF16 in registers (exact:
+                # an fp8 value times a power of two fits bf16's 8 exponent
+                # bits), one BF16 product per BLOCK_K step; scaled: tl.dot_scaled
                 offs_kk = tl.arange(0, BLOCK_K)
                 offs_ks = tl.arange(0, BLOCK_K // 32)
                 a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_kk[None, :]
