@@ -33,6 +33,18 @@ class AotSpec:
     targets: tuple[str, ...] = tuple(TARGETS)
     # per-target overrides of constexprs / num_warps (tile tables differ per arch)
     per_target: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # arguments compiled as multiples of 16, as the JIT specialises them when
+    # they are (None: every pointer and every stride_* argument): without it
+    # the report would show scalar loads and no cp.async pipelining that the
+    # production launch does not have
+    divisible_by_16: Any = None
+
+    def attrs(self) -> dict:
+        names = list(self.signature)
+        div = self.divisible_by_16
+        if div is None:
+            div = [n for n, t in self.signature.items() if t.startswith("*") or n.startswith("stride")]
+        return {(names.index(n),): [["tt.divisibility", 16]] for n in div}
 
 
 @dataclass
@@ -76,7 +88,7 @@ def compile_spec(spec: AotSpec, target: str) -> AotResult:
     num_warps = over.pop("num_warps", spec.num_warps)
     num_stages = over.pop("num_stages", spec.num_stages)
     constexprs = {**spec.constexprs, **over}
-    src = ASTSource(fn=spec.fn, signature=spec.signature, constexprs=constexprs)
+    src = ASTSource(fn=spec.fn, signature=spec.signature, constexprs=constexprs, attrs=spec.attrs())
     compiled = triton.compile(src, target=GPUTarget(*TARGETS[target]),
                               options={"num_warps": num_warps, "num_stages": num_stages})
     r = AotResult(spec.name, target, shared=int(getattr(compiled.metadata, "shared", 0) or 0))
