@@ -104,9 +104,27 @@ def compile_spec(spec: AotSpec, target: str) -> AotResult:
         ptx = compiled.asm["ptx"]
         r.wgmma = len(re.findall(r"wgmma\.mma_async", ptx))
         r.mma = len(re.findall(r"\bmma\.sync", ptx))
-        r.regs = int(getattr(compiled.metadata, "n_regs", -1) or -1)
-        r.scratch = int(getattr(compiled.metadata, "n_spills", 0) or 0)
+        r.regs, r.scratch = _nvidia_resources(compiled.asm.get("cubin"))
     return r
+
+
+def _nvidia_resources(cubin) -> tuple[int, int]:
+    """(registers per thread, stack + local bytes per thread) of a cubin, read
+    by the cuobjdump that Triton ships (the compile metadata only has them
+    after a load on a GPU); (-1, 0) where that tool is missing."""
+    import os
+    import subprocess
+    import tempfile
+
+    import triton.backends.nvidia as nv
+    tool = os.path.join(os.path.dirname(nv.__file__), "bin", "cuobjdump")
+    if not cubin or not os.path.exists(tool):
+        return -1, 0
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    return _int(r"REG:(\d+)", out), _int(r"STACK:(\d+)", out, 0) + _int(r"LOCAL:(\d+)", out, 0)
 
 
 def _compile_all_json() -> None:
