@@ -8,8 +8,8 @@ M2 EP8 rank (H 3072, I 1536, 32 local of 256, top-8, silu); T in {1, 16, 64,
   BF16 [base]   the sparse-local BF16 MoE on BF16 weights (the mixed policy's copy)
   native        fp8 GEMMs with in-kernel block scales (the oracle's tiles)
   native-alt    the other dot modes, half the BLOCK_K, the other swap-AB
-                setting, SwiGLU in its own kernel (the measurements behind
-                the per-arch table)
+                setting, the other SwiGLU placement in upcast mode (the
+                measurements behind the per-arch table)
   emulation     dequantise every local expert to BF16, then the BF16 MoE
 Each row's floor is its own bytes: native reads the touched experts' fp8
 weights plus e8m0 scales (3 x H x I x 33/32 bytes each), BF16 reads 2 bytes
@@ -78,7 +78,8 @@ def bench(ctx: Context) -> list[Row]:
                     *((f"{d} dot", dict(dot=d)) for d in ("fp8", "upcast", "scaled") if d != p["dot"]),
                     ("BLOCK_K / 2", dict(tile=dict(block_k=p["tile1"].block_k // 2))),
                     ("swap-AB", dict(tile=dict(swap_ab=not p["tile1"].swap_ab))),
-                    *((("SwiGLU in its own kernel", dict(fuse_act=False)),) if p["fuse_act"] else ()))]
+                    *(((("SwiGLU in its own kernel" if p["fuse_act"] else "SwiGLU fused into GEMM1"),
+                        dict(fuse_act=not p["fuse_act"])),) if p["dot"] == "upcast" else ()))]
             for label, kw in variants:
                 fn = lambda kw=kw: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap,  # noqa: E731
                                                        act, **kw)
