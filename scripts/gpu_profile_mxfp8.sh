@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One device-machine call: Nsight Compute counters of the native MXFP8 MoE's
+# kernels at the M3 EP8 rank, T=216 (the issue-7 goal shape): achieved DRAM
+# bandwidth, issue-slot use, warp stall reasons, occupancy. Firecracker kinds
+# only (ncu reads no counters on gVisor); clocks left alone (METHOD.md).
+#   scripts/gpu_profile_mxfp8.sh [T]        report under $OUT/ncu_mxfp8.txt
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1
+OUT=${OUT:-/tmp/mmr_out}; mkdir -p "$OUT"
+T=${1:-216}
+cat > "$OUT/mxfp8_step.py" <<PY
+import torch
+from minimax_rocm import oracle
+from minimax_rocm.bench.fused_moe import make_weights, rank_step
+from minimax_rocm.ops.mxfp8 import mxfp8_quant
+from minimax_rocm.triton import fused_moe_mxfp8 as tri
+dev = torch.device("cuda")
+H, I, E, E_loc, k = 6144, 3072, 128, 16, 4
+fp8 = oracle.detect_platform().fp8_dtype
+w13, w2 = make_weights(E_loc, H, I, dev)
+(w13_q, w13_s), (w2_q, w2_s) = mxfp8_quant(w13, fp8), mxfp8_quant(w2, fp8)
+del w13, w2
+hidden, tw, ids, emap, grp, case = rank_step("M3 EP8", $T, H, E, E_loc, k, 8, $T, dev)
+print(case, tri.plan(hidden, w13_q, ids, emap))
+for _ in range(3):   # compile + warm; ncu skips these launches
+    tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap)
+torch.cuda.synchronize()
+tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap)
+torch.cuda.synchronize()
+PY
+ncu --clock-control none --kernel-name regex:'_mx_gemm_kernel|_act_quant_kernel|mxfp8_round_kernel|moe_align' \
+    --launch-skip 12 --launch-count 6 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+    --section SchedulerStats --section Occupancy --section LaunchStats \
+    python3 "$OUT/mxfp8_step.py" > "$OUT/ncu_mxfp8.txt" 2>&1
+grep -E "^  [a-z_]+.*\(|Duration|DRAM Throughput|Memory Throughput|Issue Slots Busy|No Eligible|Achieved Occupancy|Registers Per|Stall" \
+    "$OUT/ncu_mxfp8.txt" | head -120
