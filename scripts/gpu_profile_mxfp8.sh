@@ -26,11 +26,12 @@ print(case, tri.plan(hidden, w13_q, ids, emap))
 for _ in range(3):   # compile + warm; ncu skips these launches
     tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap)
 torch.cuda.synchronize()
+torch.cuda.nvtx.range_push("step")   # ncu profiles only the kernels of this call
 tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap)
 torch.cuda.synchronize()
+torch.cuda.nvtx.range_pop()
 PY
-ncu --clock-control none --kernel-name regex:'_mx_gemm_kernel|_act_quant_kernel|mxfp8_round_kernel|moe_align' \
-    --launch-skip 12 --launch-count 6 \
+ncu --clock-control none --nvtx --nvtx-include "step/" \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
     --section SchedulerStats --section Occupancy --section LaunchStats \
     python3 "$OUT/mxfp8_step.py" > "$OUT/ncu_mxfp8.txt" 2>&1
