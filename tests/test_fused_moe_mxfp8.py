@@ -86,14 +86,16 @@ def _check_native(out, args, emap, act, layout):
 
 
 # "scaled" (tl.dot_scaled) runs the upcast code in the interpreter: GPU only.
-# "upcast" fuses SwiGLU + MX rounding into GEMM1 (the table default);
-# "upcast+act kernel" keeps them in the separate kernel.
-DOT_MODES = ["fp8", "upcast", "upcast+act kernel"]
+# Upcast mode runs SwiGLU + MX rounding in their own kernel ("upcast+act
+# kernel") or in GEMM1's epilogue ("upcast+fused act"); the table picks one.
+DOT_MODES = ["fp8", "upcast+act kernel", "upcast+fused act"]
 GPU_DOT_MODES = DOT_MODES + ["scaled"]
 
 
 def _mode(mode: str) -> dict:
-    return dict(dot="upcast", fuse_act=False) if mode == "upcast+act kernel" else dict(dot=mode)
+    if mode.startswith("upcast+"):
+        return dict(dot="upcast", fuse_act=mode == "upcast+fused act")
+    return dict(dot=mode)
 
 
 @pytest.mark.parametrize("dot", DOT_MODES)
