@@ -131,6 +131,28 @@ def fp8_bits_as_bf16(b, PACKED_ASM: tl.constexpr):
         return (((b16 & 0x80) << 8) | ((b16 & 0x7F) << 4)).to(tl.bfloat16, bitcast=True)
 
 
+def _multiplier_asm(bias: int) -> str:
+    # two scales per 32-bit register as 16-bit halves: one add, one packed
+    # min, one shift per pair (no carries cross the halves)
+    add = (127 - bias) * 0x10001
+    return f"""{{
+                .reg .b32 lo, hi, top;
+                mov.b32 top, 0x00FF00FF;
+                prmt.b32 lo, $2, 0, 0x4140;
+                prmt.b32 hi, $2, 0, 0x4342;
+                add.u32 lo, lo, 0x{add:08X};
+                add.u32 hi, hi, 0x{add:08X};
+                min.u16x2 lo, lo, top;
+                min.u16x2 hi, hi, top;
+                shl.b32 $0, lo, 7;
+                shl.b32 $1, hi, 7;
+                }}"""
+
+
+_MULTIPLIER_ASM_BIAS7 = tl.constexpr(_multiplier_asm(7))   # e4m3fn
+_MULTIPLIER_ASM_BIAS8 = tl.constexpr(_multiplier_asm(8))   # e4m3fnuz
+
+
 @triton.jit
 def bf16_block_multiplier(s, BIAS: tl.constexpr, PACKED_ASM: tl.constexpr):
     """e8m0 bytes (uint8) -> the BF16 factor 2^(s - BIAS) that turns
@@ -140,36 +162,12 @@ def bf16_block_multiplier(s, BIAS: tl.constexpr, PACKED_ASM: tl.constexpr):
     scales and the NaN scale give inf, so such blocks come out inf / NaN,
     never as wrong finite numbers."""
     if PACKED_ASM:
-        # two scales per 32-bit register as 16-bit halves: one add, one
-        # packed min, one shift per pair (no carries cross the halves)
         if BIAS == 8:
-            return tl.inline_asm_elementwise(
-                """{
-                .reg .b32 lo, hi, top;
-                mov.b32 top, 0x00FF00FF;
-                prmt.b32 lo, $2, 0, 0x4140;
-                prmt.b32 hi, $2, 0, 0x4342;
-                add.u32 lo, lo, 0x00770077;
-                add.u32 hi, hi, 0x00770077;
-                min.u16x2 lo, lo, top;
-                min.u16x2 hi, hi, top;
-                shl.b32 $0, lo, 7;
-                shl.b32 $1, hi, 7;
-                }""", "=r,=r,r", [s], dtype=tl.bfloat16, is_pure=True, pack=4)
+            return tl.inline_asm_elementwise(_MULTIPLIER_ASM_BIAS8, "=r,=r,r", [s], dtype=tl.bfloat16, is_pure=True,
+                                             pack=4)
         else:
-            return tl.inline_asm_elementwise(
-                """{
-                .reg .b32 lo, hi, top;
-                mov.b32 top, 0x00FF00FF;
-                prmt.b32 lo, $2, 0, 0x4140;
-                prmt.b32 hi, $2, 0, 0x4342;
-                add.u32 lo, lo, 0x00780078;
-                add.u32 hi, hi, 0x00780078;
-                min.u16x2 lo, lo, top;
-                min.u16x2 hi, hi, top;
-                shl.b32 $0, lo, 7;
-                shl.b32 $1, hi, 7;
-                }""", "=r,=r,r", [s], dtype=tl.bfloat16, is_pure=True, pack=4)
+            return tl.inline_asm_elementwise(_MULTIPLIER_ASM_BIAS7, "=r,=r,r", [s], dtype=tl.bfloat16, is_pure=True,
+                                             pack=4)
     else:
         f = tl.minimum(s.to(tl.int32) - BIAS + 127, 255)
         return (f << 23).to(tl.float32, bitcast=True).to(tl.bfloat16)
