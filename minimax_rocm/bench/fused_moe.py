@@ -252,19 +252,25 @@ def sweep(device: torch.device, plan=None, shapes=SHAPES, log=print) -> list[dic
                             else:
                                 fn = lambda t=t: tri.gemm(a1, w2, y, s, b, n, topk_w=tw.reshape(-1), N=H, tile=t,
                                                           a_by_token=False, c_by_route=True, mul_weight=True, **g)
-                            try:
-                                us = time_us(fn, iters=10, inner=5)
-                            except Exception as exc:
-                                log(f"sweep {name} T={T} {which} {t}: FAILED {type(exc).__name__}: {str(exc)[:200]}")
-                                continue
-                            pct = nb / bw / (us * 1e-6)
-                            out.append(dict(shape=name, T=T, gemm=which, tile=t, us=us, pct=pct, experts=n_exp))
-                            log(f"sweep {name:7s} T={T:5d} exp={n_exp:3d} {which} BM={bm:3d} BN={t.block_n:3d} "
-                                f"BK={t.block_k:3d} w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} "
-                                f"ppc={t.progs_per_cu}: {us:8.1f} us  {100 * pct:5.1f}% of floor")
+                            out += time_tile(fn, nb / bw, name, T, which, t, n_exp, log)
         del w13, w2
         torch.cuda.empty_cache()
     return out
+
+
+def time_tile(fn, floor_s: float, name: str, T: int, which: str, t, n_exp: int, log) -> list[dict]:
+    """One sweep point: time a GEMM call with tile t, log it against its
+    floor (seconds); [] when the tile fails to compile or run (logged)."""
+    try:
+        us = time_us(fn, iters=10, inner=5)
+    except Exception as exc:
+        log(f"sweep {name} T={T} {which} {t}: FAILED {type(exc).__name__}: {str(exc)[:200]}")
+        return []
+    pct = floor_s / (us * 1e-6)
+    log(f"sweep {name:7s} T={T:5d} exp={n_exp:3d} {which} BM={t.block_m:3d} BN={t.block_n:3d} "
+        f"BK={t.block_k:3d} w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} "
+        f"ppc={t.progs_per_cu}: {us:8.1f} us  {100 * pct:5.1f}% of floor")
+    return [dict(shape=name, T=T, gemm=which, tile=t, us=us, pct=pct, experts=n_exp)]
 
 
 def best_by(results: list[dict]) -> dict:

@@ -126,7 +126,7 @@ def sweep(device: torch.device, shapes=SHAPES[:1], tokens=(16, 64, 216, 1024), b
     from ..triton import fused_moe_mxfp8 as tri
     from ..triton.moe_align import moe_align
     from ..triton.mxfp8_quant import mxfp8_round
-    from .fused_moe import busiest_rank, routing
+    from .fused_moe import busiest_rank, routing, time_tile
     from .harness import copy_bandwidth_gbs
     bw = (copy_bandwidth_gbs() or 1.0) * 1e9
     fp8 = oracle.detect_platform().fp8_dtype
@@ -162,16 +162,7 @@ def sweep(device: torch.device, shapes=SHAPES[:1], tokens=(16, 64, 216, 1024), b
                         else:
                             fn = lambda t=t: tri.gemm(a2, None, w2_q, w2_s, y, s, b, n, tw.reshape(-1),  # noqa: E731
                                                       tile=t, a_by_token=False, atomic_out=True, **g)
-                        try:
-                            us = time_us(fn, iters=10, inner=5)
-                        except Exception as exc:
-                            log(f"sweep {name} T={T} {which} {t}: FAILED {type(exc).__name__}: {str(exc)[:200]}")
-                            continue
-                        pct = nb / bw / (us * 1e-6)
-                        out.append(dict(shape=name, T=T, gemm=which, tile=t, us=us, pct=pct, experts=n_exp))
-                        log(f"sweep {name:7s} T={T:5d} exp={n_exp:3d} {which} BM={t.block_m:3d} BN={t.block_n:3d} "
-                            f"BK={t.block_k:3d} w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} "
-                            f"ppc={t.progs_per_cu}: {us:8.1f} us  {100 * pct:5.1f}% of floor", flush=True)
+                        out += time_tile(fn, nb / bw, name, T, which, t, n_exp, log)
         del w13_q, w13_s, w2_q, w2_s
         torch.cuda.empty_cache()
     return out
