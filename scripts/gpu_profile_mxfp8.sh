@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device-machine call: Nsight Compute counters of the native MXFP8 MoE's
-# kernels at the M3 EP8 rank, T=216 (the issue-7 goal shape): achieved DRAM
+# kernels at the M3 EP8 rank, T=216 (the issue-7 goal shape), then mxfp8_quant
+# at 16384 x 6144: achieved DRAM
 # bandwidth, issue-slot use, warp stall reasons, occupancy. Firecracker kinds
 # only (ncu reads no counters on gVisor); clocks left alone (METHOD.md).
 #   scripts/gpu_profile_mxfp8.sh [T]        report under $OUT/ncu_mxfp8.txt
@@ -30,10 +31,22 @@ torch.cuda.nvtx.range_push("step")   # ncu profiles only the kernels of this cal
 tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap)
 torch.cuda.synchronize()
 torch.cuda.nvtx.range_pop()
+# mxfp8_quant at the bench's main shape (issue 7 item 1), each backend of ours.
+from minimax_rocm import oracle as orc
+from minimax_rocm.ops.mxfp8 import QUANT
+xq = torch.randn(16384, 6144, device=dev).to(torch.bfloat16)
+for backend in ("hip", "triton"):
+    if backend in orc.implemented(QUANT) and backend in orc.detect_platform().backends:
+        fn = orc.impl(QUANT, backend)
+        fn(xq, "e4m3fn"); torch.cuda.synchronize()
+        torch.cuda.nvtx.range_push("step")
+        fn(xq, "e4m3fn"); torch.cuda.synchronize()
+        torch.cuda.nvtx.range_pop()
+        print("quant profiled:", backend, flush=True)
 PY
 ncu --clock-control none --nvtx --nvtx-include "step/" \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
     --section SchedulerStats --section Occupancy --section LaunchStats \
     python3 "$OUT/mxfp8_step.py" > "$OUT/ncu_mxfp8.txt" 2>&1
-grep -E "^  [a-z_]+.*\(|Duration|DRAM Throughput|Memory Throughput|Issue Slots Busy|No Eligible|Achieved Occupancy|Registers Per|Stall" \
-    "$OUT/ncu_mxfp8.txt" | head -120
+grep -E "^  [A-Za-z_]+.*\(|Duration|Executed Ipc|Issued Warp|Warp Cycles Per Issued|DRAM Throughput|Memory Throughput|Issue Slots Busy|No Eligible|Achieved Occupancy|Registers Per|Stall" \
+    "$OUT/ncu_mxfp8.txt" | head -220
