@@ -7,7 +7,7 @@
 #   scripts/gpu_profile_mxfp8.sh [T]        report under $OUT/ncu_mxfp8.txt
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1
+export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-/tmp/mmr_out}; mkdir -p "$OUT"
 T=${1:-216}
 cat > "$OUT/mxfp8_step.py" <<PY

@@ -7,7 +7,7 @@
 #   scripts/gpu_profile_router.sh           report under $OUT/ncu_router.txt
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 MINIMAX_ROCM_JIT=1
+export PYTHONUNBUFFERED=1 MINIMAX_ROCM_JIT=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-/tmp/mmr_out}; mkdir -p "$OUT"
 cat > "$OUT/router_cases.py" <<'PY'
 import sys, torch
