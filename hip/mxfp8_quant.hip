@@ -41,9 +41,9 @@ __device__ __forceinline__ void quant_chunk(const uint32_t (&w)[4], uint32_t (&o
   out[0] = out[1] = 0u;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const uint32_t b0 = bad ? kNanByte : mmr::float_to_fp8_nonnan<F>(mmr::bf16_lo(w[i]) * inv);
-    const uint32_t b1 = bad ? kNanByte : mmr::float_to_fp8_nonnan<F>(mmr::bf16_hi(w[i]) * inv);
-    out[i / 2] |= (b0 | (b1 << 8)) << (16 * (i % 2));
+    const uint32_t pair = bad ? (kNanByte | (kNanByte << 8))
+                              : mmr::float2_to_fp8_nonnan<F>(mmr::bf16_lo(w[i]) * inv, mmr::bf16_hi(w[i]) * inv);
+    out[i / 2] |= pair << (16 * (i % 2));
   }
   scale = bad ? uint8_t(0xff) : uint8_t(e + 127);
 }

@@ -15,6 +15,7 @@ from minimax_rocm.build import ext
 from minimax_rocm.bench.harness import time_us
 from minimax_rocm.ops.router_gemm import splitk_workspace
 profile = len(sys.argv) > 1
+assert ext.load() is not None, ext.load_error()
 ops = ext.ops()
 one = torch.ones(1, device="cuda")
 cases = []

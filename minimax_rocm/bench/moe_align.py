@@ -1,0 +1,40 @@
+"""bench --op moe_align: the alignment kernels at EP-rank routing sizes. The
+baseline is the Triton three-kernel path (memset + count + offsets + place);
+beside it the Triton one-program kernel and the native kernel, same run. This
+measurement sets triton.moe_align.ONE_PROGRAM_MAX_WORK."""
+from __future__ import annotations
+
+import torch
+
+from .. import oracle, reference
+from ..dist import expert_map
+from ..triton.moe_align import moe_align
+from .harness import Context, Row, register_bench, time_us
+
+# (T, k, E_glob, EP, block_m): M3 / M2 EP8 decode to prefill, and M2's
+# "before" layout (every expert local, 64-row tiles)
+CASES = ((16, 4, 128, 8, 16), (216, 4, 128, 8, 16), (1024, 4, 128, 8, 16), (4096, 4, 128, 8, 16),
+         (256, 8, 256, 8, 16), (1024, 8, 256, 8, 16), (64, 8, 256, 1, 64), (1024, 8, 256, 1, 64))
+
+
+@register_bench("moe_align")
+def bench(ctx: Context) -> list[Row]:
+    if not ctx.gpu:
+        return []
+    rows = []
+    native = oracle.detect_platform().native_ext
+    for T, k, E, ep, bm in (CASES[1:2] if ctx.quick else CASES):
+        g = torch.Generator().manual_seed(T)
+        ids = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)]).to(torch.int32).to(ctx.device)
+        emap = expert_map(E, ep, 0, device=ctx.device) if ep > 1 else None
+        E_loc = E // ep
+        case = f"T={T} k={k} E={E} EP{ep} BM={bm}"
+        nbytes = ids.numel() * 4 + reference.align_buffer_size(ids.numel(), bm, E_loc) * 4
+        rows.append(Row("moe_align", case, "triton, three kernels",
+                        time_us(lambda: moe_align(ids, bm, emap, E_loc, one_program=False)), nbytes, baseline=True))
+        rows.append(Row("moe_align", case, "triton, one program",
+                        time_us(lambda: moe_align(ids, bm, emap, E_loc, one_program=True)), nbytes))
+        if native:
+            fn = oracle.impl("moe_align", "hip")
+            rows.append(Row("moe_align", case, "ours (hip)", time_us(lambda: fn(ids, bm, emap, E_loc)), nbytes))
+    return rows
