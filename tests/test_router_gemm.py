@@ -292,3 +292,78 @@ def test_splitk_workspace_made_inside_a_capture(native):
             eager = _hip(x, w, None)
         torch.cuda.synchronize()
         assert _err(eager, x, w) < TOL
+
+
+# ----------------------------------------------------------------------------- GPU: cluster split-K (sm90+)
+
+@pytest.fixture
+def cluster(native):
+    if not native.router_gemm_cluster_supported():
+        pytest.skip("router_gemm_cluster needs thread-block clusters (NVIDIA sm90+)")
+    return native
+
+
+def _cluster(native, x, w):
+    out = torch.full((x.shape[0], w.shape[0]), NAN, device="cuda")
+    native.router_gemm_cluster(x, w, out)
+    return out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("H,E", [(3072, 256), (6144, 128), (1032, 72), (64, 8), (40, 24), (12288, 16)])
+def test_cluster_every_m(cluster, H, E):
+    # (64, 8): one 8-element vector per slice; (40, 24): slices 5..7 empty;
+    # (1032, 72): a part-filled last tile; (12288, 16): the M <= 16 LDS limit.
+    rg = importlib.import_module("minimax_rocm.ops.router_gemm")
+    w = torch.randn(E, H, device="cuda")
+    for M in range(1, 33):
+        if H > rg.cluster_max_hidden(M):
+            continue
+        x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+        out = _cluster(cluster, x, w)
+        err = _err(out, x, w)
+        assert err < TOL, (M, err)
+        assert torch.equal(_cluster(cluster, x, w), out), f"M={M}: not bitwise repeatable"
+
+
+@pytest.mark.gpu
+def test_cluster_200_calls_with_changing_inputs(cluster):
+    H, E = 3072, 256
+    w = torch.randn(E, H, device="cuda")
+    for i in range(200):
+        M = 1 + i % 32
+        if i % 50 == 49:
+            w = torch.randn(E, H, device="cuda")
+        x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+        assert _err(_cluster(cluster, x, w), x, w) < TOL, (i, M)
+
+
+@pytest.mark.gpu
+def test_cluster_rejects_what_it_cannot_do(cluster):
+    w = torch.randn(8, 6152, device="cuda")
+    with pytest.raises(RuntimeError, match="router_gemm_cluster.*'x'.*bf16"):
+        cluster.router_gemm_cluster(torch.randn(4, 6152, device="cuda"), w, torch.empty(4, 8, device="cuda"))
+    with pytest.raises(RuntimeError, match="router_gemm_cluster.*'x'.*hidden size"):
+        cluster.router_gemm_cluster(torch.randn(17, 6152, device="cuda").to(torch.bfloat16), w,
+                                    torch.empty(17, 8, device="cuda"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M", [5, 16, 32])
+def test_op_takes_cluster_kernel_under_graph_replay(cluster, M):
+    rg = importlib.import_module("minimax_rocm.ops.router_gemm")
+    H, E = 6144, 128
+    M = max(M, rg.NATIVE_CLUSTER_MIN_M)
+    w = torch.randn(E, H, device="cuda")
+    x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+    assert rg.native_variant(x) == "cluster"
+    rg._hip(x, w, None)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = rg._hip(x, w, None)
+    for _ in range(5):
+        x.copy_(torch.randn_like(x))
+        out.fill_(NAN)
+        g.replay()
+        torch.cuda.synchronize()
+        assert _err(out, x, w) < TOL
