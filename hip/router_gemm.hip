@@ -140,6 +140,8 @@ constexpr int kSplitKE = 16;           // W rows per tile
 constexpr int kSplitMaxSlices = 64;    // most K slices (S) a launch uses
 constexpr int kSplitLdsFloats = 8192;  // x slice in LDS: 32 KB, 2 blocks per CU in AMD's 64 KB
 constexpr int kSplitBlocksPerCU = 2;
+constexpr int kSplitStageVecs = kSplitLdsFloats / kVec / kThreads;  // 8-element x vectors a thread stages
+constexpr int kSplitMaxQuads = kSplitLdsFloats / 4 / kThreads;      // W quads a thread multiplies
 
 // 8 elements of x as loaded (16 bytes of bf16, 32 of fp32), unpacked to fp32 later.
 template <typename XT>
@@ -210,33 +212,22 @@ MMR_DEVICE void fma_quad(float (&acc)[4][4], const float4 (&wq)[4], const float4
   }
 }
 
-// Thread layout of a split-K block for up to MT x rows.
-template <int MT>
-struct SplitLayout {
-  static constexpr int kRowGroups = kSplitKE / 4, kMGroups = MT / 4;
-  static constexpr int kKLanes = kThreads / (kRowGroups * kMGroups);  // 8 (MT 32) or 16 (MT 16)
-  static constexpr int kKeep = 16 / kKLanes;                           // values per lane after the reduce-scatter
+// partials: [tiles][S][M][KE] fp32; counters: [tiles] int32, 0 between launches.
+// slice: K elements per slice (a multiple of 8; the last slice may be shorter).
+template <typename XT, int MT>
+MMR_DEVICE void splitk_block(const XT* __restrict__ x, const float* __restrict__ w, float* __restrict__ out,
+                             float* partials, int* counters, int M, int H, int E, int slice) {
+  constexpr int kRowGroups = kSplitKE / 4, kMGroups = MT / 4;
+  constexpr int kKLanes = kThreads / (kRowGroups * kMGroups);  // 8 (MT 32) or 16 (MT 16)
+  constexpr int kKeep = 16 / kKLanes;                            // values per lane after the reduce-scatter
   static_assert(kKLanes * kRowGroups * kMGroups == kThreads && kKLanes <= 16 && kKLanes <= mmr::kWave, "layout");
-};
+  static_assert(MT * 256 <= kSplitLdsFloats, "an MT x 256 slice must fit the LDS budget");
 
-extern __shared__ float4 splitk_smem[];  // x slice [MT][slice] fp32, then the reduction's scratch
+  extern __shared__ float4 splitk_smem[];  // x slice [MT][slice] fp32, later the final reduction's scratch
 
-// Block (t, s)'s product of W rows [t * KE, +KE) with x's M rows over K
-// slice s (`slice` elements, a multiple of 8; the last slice may be short or
-// empty), staged through LDS (kLdsFloats of it). Leaves kKeep sums per lane
-// in v[0..kKeep): (x row, W row) = (mg * 4 + (base + a) / 4, rg * 4 + (base + a) % 4).
-template <typename XT, int MT, int kLdsFloats>
-MMR_DEVICE void splitk_partial(const XT* __restrict__ x, const float* __restrict__ w, int M, int H, int E, int t,
-                               int s, int slice, float (&v)[16], int& base) {
-  using L = SplitLayout<MT>;
-  constexpr int kKLanes = L::kKLanes, kRowGroups = L::kRowGroups;
-  constexpr int kStageVecs = kLdsFloats / kVec / kThreads;  // 8-element x vectors a thread stages
-  constexpr int kMaxQuads = kLdsFloats / 4 / kThreads;      // W quads a thread multiplies
-  static_assert(MT * 256 <= kLdsFloats, "an MT x 256 slice must fit the LDS budget");
-
-  const int tid = threadIdx.x;
+  const int t = blockIdx.x, s = blockIdx.y, S = gridDim.y, tid = threadIdx.x;
   const int e0 = t * kSplitKE, k0 = s * slice;
-  const int len = max(0, min(slice, H - k0)), nq = len / 4;
+  const int len = min(slice, H - k0), nq = len / 4;
   // Lanes of a wave share x rows (mg) on NVIDIA: a wave whose rows are all
   // past M skips its FMAs, leaving the issue slots to the others.
   const int kl = tid % kKLanes, rg = (tid / kKLanes) % kRowGroups, mg = tid / (kKLanes * kRowGroups);
@@ -257,29 +248,29 @@ MMR_DEVICE void splitk_partial(const XT* __restrict__ x, const float* __restrict
   // 4-row group) are zero. Every load is issued before the first is used.
   {
     // Vector i = tid + j * kThreads is (row m[j], column c[j]) of the slice.
-    const int mpad = min(MT, (M + 3) & ~3), nv = max(1, len / kVec), total = len > 0 ? mpad * nv : 0;
+    const int mpad = min(MT, (M + 3) & ~3), nv = len / kVec, total = mpad * nv;
     const int dm = kThreads / nv, dc = kThreads - dm * nv;
-    int m[kStageVecs], c[kStageVecs];
+    int m[kSplitStageVecs], c[kSplitStageVecs];
     m[0] = tid / nv;
     c[0] = tid - m[0] * nv;
 #pragma unroll
-    for (int j = 1; j < kStageVecs; ++j) {
+    for (int j = 1; j < kSplitStageVecs; ++j) {
       const bool carry = c[j - 1] + dc >= nv;
       m[j] = m[j - 1] + dm + (carry ? 1 : 0);
       c[j] = c[j - 1] + dc - (carry ? nv : 0);
     }
-    Raw8<XT> raw[kStageVecs];
+    Raw8<XT> raw[kSplitStageVecs];
 #pragma unroll
-    for (int j = 0; j < kStageVecs; ++j)
-      if (tid + j * kThreads < total && m[j] < M) raw[j] = load_raw8(x + int64_t(m[j]) * H + k0 + c[j] * kVec);
+    for (int j = 0; j < kSplitStageVecs; ++j)
+      if (m[j] < M) raw[j] = load_raw8(x + int64_t(m[j]) * H + k0 + c[j] * kVec);
 #pragma unroll
-    for (int j = 0; j < kStageVecs; ++j) {
+    for (int j = 0; j < kSplitStageVecs; ++j) {
       if (tid + j * kThreads < total) {
-        float f[kVec];
-        unpack8(raw[j], f);
+        float v[kVec];
+        unpack8(raw[j], v);
         float4* d = splitk_smem + (m[j] * slice + c[j] * kVec) / 4;
-        d[0] = m[j] < M ? make_float4(f[0], f[1], f[2], f[3]) : make_float4(0.f, 0.f, 0.f, 0.f);
-        d[1] = m[j] < M ? make_float4(f[4], f[5], f[6], f[7]) : make_float4(0.f, 0.f, 0.f, 0.f);
+        d[0] = m[j] < M ? make_float4(v[0], v[1], v[2], v[3]) : make_float4(0.f, 0.f, 0.f, 0.f);
+        d[1] = m[j] < M ? make_float4(v[4], v[5], v[6], v[7]) : make_float4(0.f, 0.f, 0.f, 0.f);
       }
     }
   }
@@ -295,33 +286,20 @@ MMR_DEVICE void splitk_partial(const XT* __restrict__ x, const float* __restrict
   const int stride4 = slice / 4;
   const float4* xrow = splitk_smem + mg * 4 * stride4;
 #pragma unroll
-  for (int j = 0; j < kMaxQuads; ++j) {
+  for (int j = 0; j < kSplitMaxQuads; ++j) {
     if (j >= nj) break;
     fma_quad(acc, wq[j & 1], xrow, stride4, kl + j * kKLanes);
     if (j + 2 < nj) load_w4(wq[j & 1], wr, kl + (j + 2) * kKLanes);
   }
 
   // Every lane takes part (shuffles need the whole wave), idle ones with zeros.
+  float v[16];
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
     for (int r = 0; r < 4; ++r) v[i * 4 + r] = acc[i][r];
-  base = 0;
+  int base = 0;
   reduce_scatter<16, kKLanes / 2, kKLanes>(v, kl, base);
-}
-
-// partials: [tiles][S][M][KE] fp32; counters: [tiles] int32, 0 between launches.
-template <typename XT, int MT>
-MMR_DEVICE void splitk_block(const XT* __restrict__ x, const float* __restrict__ w, float* __restrict__ out,
-                             float* partials, int* counters, int M, int H, int E, int slice) {
-  using L = SplitLayout<MT>;
-  constexpr int kKLanes = L::kKLanes, kRowGroups = L::kRowGroups, kKeep = L::kKeep;
-  const int t = blockIdx.x, s = blockIdx.y, S = gridDim.y, tid = threadIdx.x;
-  const int e0 = t * kSplitKE;
-  const int rg = (tid / kKLanes) % kRowGroups, mg = tid / (kKLanes * kRowGroups);
-  float v[16];
-  int base;
-  splitk_partial<XT, MT, kSplitLdsFloats>(x, w, M, H, E, t, s, slice, v, base);
   float* part = partials + (int64_t(t) * S + s) * M * kSplitKE;
 #pragma unroll
   for (int a = 0; a < kKeep; ++a) {
@@ -391,66 +369,6 @@ MMR_SPLITK_KERNEL(router_splitk_bf16_m16, uint16_t, 16)
 MMR_SPLITK_KERNEL(router_splitk_bf16_m32, uint16_t, 32)
 MMR_SPLITK_KERNEL(router_splitk_f32_m16, float, 16)
 MMR_SPLITK_KERNEL(router_splitk_f32_m32, float, 32)
-
-// ---------------------------------------------------------------- cluster split-K (NVIDIA sm90+)
-// The split-K blocks again, the kClusterSlices K slices of a W tile forming
-// one thread-block cluster: each block leaves its [M, KE] partial in its own
-// LDS; after a cluster barrier, block r sums outputs r, r + S, ... over the
-// S blocks' LDS in slice order (a fixed order: bitwise repeatable) and writes
-// them; a second barrier keeps every block's LDS alive until its peers have
-// read it. No workspace, no counters, and no trip through global memory
-// between the partials and the result: on an H200 that chain (store, fence,
-// ticket atomic, reload) was most of the ticket kernel's 5-7 us at M >= 16.
-// bf16 x only: staging fp32 x for a 96 KB slice would need twice the
-// registers (fp32 x takes the ticket kernel).
-constexpr int kClusterSlices = 8;         // the portable cluster size
-constexpr int kClusterLdsFloats = 24576;  // 96 KB: an MT 32 x 768 slice (M3's 6144 / 8)
-
-#if MMR_AMD
-#else
-template <int MT>
-MMR_DEVICE void cluster_block(const uint16_t* __restrict__ x, const float* __restrict__ w, float* __restrict__ out,
-                              int M, int H, int E, int slice) {
-#if defined(MMR_CLUSTER_DEVICE)
-  using L = SplitLayout<MT>;
-  constexpr int kKLanes = L::kKLanes, kRowGroups = L::kRowGroups, kKeep = L::kKeep;
-  const int t = blockIdx.x, tid = threadIdx.x;
-  const int rg = (tid / kKLanes) % kRowGroups, mg = tid / (kKLanes * kRowGroups);
-  const unsigned rank = mmr::cluster_block_rank();  // == blockIdx.y: the grid is one cluster tall
-  float v[16];
-  int base;
-  splitk_partial<uint16_t, MT, kClusterLdsFloats>(x, w, M, H, E, t, int(rank), slice, v, base);
-  __syncthreads();  // every thread is done with the x slice: its LDS now holds the partial
-  float* part = reinterpret_cast<float*>(splitk_smem);
-#pragma unroll
-  for (int a = 0; a < kKeep; ++a) {
-    const int idx = base + a, m = mg * 4 + idx / 4;
-    if (m < M) part[m * kSplitKE + rg * 4 + idx % 4] = v[a];
-  }
-  mmr::cluster_sync();
-  const int e0 = t * kSplitKE, P = M * kSplitKE;
-  for (int o = tid * kClusterSlices + int(rank); o < P; o += kThreads * kClusterSlices) {
-    float sum = 0.f;
-#pragma unroll
-    for (unsigned q = 0; q < kClusterSlices; ++q) sum += mmr::cluster_shared(part, q)[o];
-    const int e = e0 + o % kSplitKE;
-    if (e < E) out[int64_t(o / kSplitKE) * E + e] = sum;
-  }
-  mmr::cluster_sync();
-#else
-  __trap();  // launched only where clusters exist (the host checks sm90+)
-#endif
-}
-
-#define MMR_CLUSTER_KERNEL(NAME, MT)                                                                          \
-  __global__ void __launch_bounds__(kThreads) NAME(const uint16_t* __restrict__ x, const float* __restrict__ w, \
-                                                   float* __restrict__ out, int M, int H, int E, int slice) { \
-    cluster_block<MT>(x, w, out, M, H, E, slice);                                                            \
-  }
-
-MMR_CLUSTER_KERNEL(router_cluster_bf16_m16, 16)
-MMR_CLUSTER_KERNEL(router_cluster_bf16_m32, 32)
-#endif
 
 }  // namespace
 
@@ -593,71 +511,9 @@ void router_gemm_splitk(const at::Tensor& x, const at::Tensor& w, at::Tensor& ou
   MMR_CHECK_LAUNCH(op);
 }
 
-// ---------------------------------------------------------------- cluster host
-
-bool router_gemm_cluster_supported() {
-#if MMR_AMD
-  return false;
-#else
-  int dev = 0, major = 0;
-  (void)cudaGetDevice(&dev);
-  (void)cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  return major >= 9;
-#endif
-}
-
-// router_gemm for bf16 x, any M <= 32 and H <= 6144 (M <= 16: 12288) through
-// the cluster split-K kernel; NVIDIA sm90+ only (router_gemm_cluster_supported).
-void router_gemm_cluster(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
-  const char* op = "router_gemm_cluster";
-  const auto [M, H, E] = check_args(op, x, w, out);
-  MMR_CHECK(op, "x", x.scalar_type() == at::kBFloat16, "must be bf16 (fp32 x takes router_gemm_splitk)");
-  MMR_CHECK(op, "x", router_gemm_cluster_supported(), "needs thread-block clusters (NVIDIA sm90+); use router_gemm_splitk");
-#if MMR_AMD
-#else
-  const int mt = M <= 16 ? 16 : 32;
-  const int nvec = H / kVec, slice = ceil_div(nvec, kClusterSlices) * kVec;
-  MMR_CHECK(op, "x", mt * slice <= kClusterLdsFloats,
-            "hidden size too large for the cluster kernel (at most 6144 for M > 16, 12288 for M <= 16)");
-  const c10::DeviceGuard guard(x.device());
-  void (*kernel)(const uint16_t*, const float*, float*, int, int, int, int) =
-      mt == 16 ? router_cluster_bf16_m16 : router_cluster_bf16_m32;
-  // x slice, later the [M, KE] partial (smaller)
-  const size_t smem = size_t(mt) * slice * sizeof(float);
-  // Raising the LDS limit past 48 KB is a function attribute: once per kernel
-  // and device is enough, and it is not a stream operation (fine in capture).
-  static bool raised[2][64] = {};
-  const int dev = x.device().index();
-  if (dev < 64 && !raised[mt == 32][dev]) {
-    TORCH_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     kClusterLdsFloats * int(sizeof(float))) == cudaSuccess,
-                "minimax_rocm_ext.", op, ": cannot raise the shared-memory limit");
-    raised[mt == 32][dev] = true;
-  }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(splitk_tiles(E), kClusterSlices);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = mmr::current_stream();
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = 1;
-  attr[0].val.clusterDim.y = kClusterSlices;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<const uint16_t*>(x.data_ptr()),
-                                           static_cast<const float*>(w.data_ptr()), out.data_ptr<float>(), M, H, E,
-                                           slice);
-  TORCH_CHECK(e == cudaSuccess, "minimax_rocm_ext.", op, ": launch failed: ", cudaGetErrorString(e));
-#endif
-}
-
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(minimax_rocm_ext, m) {
-  m.def("router_gemm_cluster(Tensor x, Tensor w, Tensor(a!) out) -> ()");
-  m.def("router_gemm_cluster_supported() -> bool", &router_gemm_cluster_supported);
   m.def("router_gemm(Tensor x, Tensor w, Tensor(a!) out) -> ()");
   m.def("router_gemm_splitk(Tensor x, Tensor w, Tensor(a!) out, Tensor(b!) partials, Tensor(c!) counters, "
         "int splits=0) -> ()");
@@ -667,6 +523,5 @@ TORCH_LIBRARY_FRAGMENT(minimax_rocm_ext, m) {
 TORCH_LIBRARY_IMPL(minimax_rocm_ext, CUDA, m) {
   m.impl("router_gemm", &router_gemm);
   m.impl("router_gemm_splitk", &router_gemm_splitk);
-  m.impl("router_gemm_cluster", &router_gemm_cluster);
 }
 #endif  // MMR_DEVICE_ONLY

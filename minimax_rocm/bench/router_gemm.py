@@ -40,11 +40,10 @@ def bench(ctx: Context) -> list[Row]:
     return rows
 
 
-def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16)) -> None:
-    """Print each native kernel's time per M: the one-pass kernel, the ticket
-    split-K kernel (0 = its automatic slice count) and, where supported, the
-    cluster split-K kernel: the measurement behind ops.router_gemm's
-    NATIVE_SPLITK_MIN_MH and NATIVE_CLUSTER_MIN_M.
+def sweep_splitk(ms=(9, 16, 24, 32), splits=(0, 1, 2, 4, 8, 16, 32)) -> None:
+    """Print the split-K kernel's time per K-slice count (0 = its automatic
+    choice) next to the one-pass kernel: the measurement behind
+    ops.router_gemm.NATIVE_SPLITK_MIN_MH and the kernel's slice rule.
         python -c "from minimax_rocm.bench.router_gemm import sweep_splitk; sweep_splitk()"
     """
     from ..build import ext
@@ -52,19 +51,15 @@ def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16)) ->
     if ext.load() is None:
         raise RuntimeError(f"native extension not loaded: {ext.load_error()}")
     ops = ext.ops()
-    cluster = ops.router_gemm_cluster_supported()
-    null = torch.zeros(1, device="cuda")
-    print(f"one-element add_ (a launch and nothing else): {time_us(lambda: null.add_(1.0)):.2f} us")
     for name, H, E in SHAPES:
         w = torch.randn(E, H, device="cuda")
         for M in ms:
             x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
             out = torch.empty(M, E, device="cuda")
             part, cnt = splitk_workspace(x.device, E)
-            cells = [f"one-pass {time_us(lambda: ops.router_gemm(x, w, out)):.2f}"]
+            one = time_us(lambda: ops.router_gemm(x, w, out))
+            cells = [f"one-pass {one:.2f}"]
             for s in splits:
                 us = time_us(lambda s=s: ops.router_gemm_splitk(x, w, out, part, cnt, s))
                 cells.append(f"S={s or 'auto'} {us:.2f}")
-            if cluster:
-                cells.append(f"cluster {time_us(lambda: ops.router_gemm_cluster(x, w, out)):.2f}")
             print(f"{name} M={M}: " + "  ".join(cells), flush=True)

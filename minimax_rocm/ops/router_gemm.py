@@ -1,13 +1,12 @@
 """router_gemm: MoE gate logits in fp32 from bf16 or fp32 activations."""
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from .. import oracle
+from .. import oracle, reference
 from ._common import check_tensor, fail, on_gpu, run
 
 OP = "router_gemm"
@@ -103,42 +102,11 @@ def splitk_workspace(device: torch.device, num_experts: int) -> tuple[torch.Tens
     return ws[0], ws[1]
 
 
-# On NVIDIA sm90+, bf16 x with at least this many rows takes
-# router_gemm_cluster instead: the split-K blocks of a W tile form one
-# thread-block cluster and reduce through each other's shared memory, with no
-# workspace and no ticket (provisional until measured; see the bench sweep).
-NATIVE_CLUSTER_MIN_M = 5
-
-
-def cluster_max_hidden(m: int) -> int:
-    """Largest H router_gemm_cluster takes for m rows (its 96 KB x slice)."""
-    return 12288 if m <= 16 else 6144
-
-
-@functools.lru_cache(maxsize=None)
-def cluster_supported(device_index: int) -> bool:
-    from ..build import ext
-    with torch.cuda.device(device_index):
-        return bool(ext.ops().router_gemm_cluster_supported())
-
-
-def native_variant(x: torch.Tensor) -> str:
-    """Which native kernel serves x: 'cluster', 'splitk' or 'one_pass'."""
-    M, H = x.shape
-    if (x.dtype == torch.bfloat16 and M >= NATIVE_CLUSTER_MIN_M and H <= cluster_max_hidden(M)
-            and cluster_supported(x.device.index)):
-        return "cluster"
-    return "splitk" if M * H >= NATIVE_SPLITK_MIN_MH else "one_pass"
-
-
 @oracle.register_impl(OP, "hip")
 def _hip(x, w, bias):
     from ..build import ext
     out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32, device=x.device)
-    variant = native_variant(x)
-    if variant == "cluster":
-        ext.ops().router_gemm_cluster(x, w, out)
-    elif variant == "splitk":
+    if x.shape[0] * x.shape[1] >= NATIVE_SPLITK_MIN_MH:
         partials, counters = splitk_workspace(x.device, w.shape[0])
         ext.ops().router_gemm_splitk(x, w, out, partials, counters)
     else:

@@ -1,7 +1,6 @@
 // The portability layer: include this one header.
 #pragma once
 
-#include "cluster.h"
 #include "numerics.h"
 #include "platform.h"
 #include "sync.h"
