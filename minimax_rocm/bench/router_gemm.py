@@ -40,10 +40,11 @@ def bench(ctx: Context) -> list[Row]:
     return rows
 
 
-def sweep_splitk(ms=(9, 16, 24, 32), splits=(0, 1, 2, 4, 8, 16, 32)) -> None:
-    """Print the split-K kernel's time per K-slice count (0 = its automatic
-    choice) next to the one-pass kernel: the measurement behind
-    ops.router_gemm.NATIVE_SPLITK_MIN_MH and the kernel's slice rule.
+def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16)) -> None:
+    """Print each native kernel's time per M: the one-pass kernel and the
+    split-K kernel (0 = its automatic slice count), after a one-element add_
+    (a launch and nothing else): the measurement behind ops.router_gemm's
+    NATIVE_SPLITK_MIN_MH.
         python -c "from minimax_rocm.bench.router_gemm import sweep_splitk; sweep_splitk()"
     """
     from ..build import ext
@@ -51,14 +52,15 @@ def sweep_splitk(ms=(9, 16, 24, 32), splits=(0, 1, 2, 4, 8, 16, 32)) -> None:
     if ext.load() is None:
         raise RuntimeError(f"native extension not loaded: {ext.load_error()}")
     ops = ext.ops()
+    null = torch.zeros(1, device="cuda")
+    print(f"one-element add_ (a launch and nothing else): {time_us(lambda: null.add_(1.0)):.2f} us")
     for name, H, E in SHAPES:
         w = torch.randn(E, H, device="cuda")
         for M in ms:
             x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
             out = torch.empty(M, E, device="cuda")
             part, cnt = splitk_workspace(x.device, E)
-            one = time_us(lambda: ops.router_gemm(x, w, out))
-            cells = [f"one-pass {one:.2f}"]
+            cells = [f"one-pass {time_us(lambda: ops.router_gemm(x, w, out)):.2f}"]
             for s in splits:
                 us = time_us(lambda s=s: ops.router_gemm_splitk(x, w, out, part, cnt, s))
                 cells.append(f"S={s or 'auto'} {us:.2f}")

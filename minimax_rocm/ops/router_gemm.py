@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .. import oracle, reference
+from .. import oracle
 from ._common import check_tensor, fail, on_gpu, run
 
 OP = "router_gemm"

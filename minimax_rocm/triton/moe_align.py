@@ -18,12 +18,6 @@ Three launches after one memset:
      routes). The two kinds of writes go to disjoint positions.
 Any id outside [0, E_glob), or whose map entry is outside [0, E_loc), is a
 remote route: dropped, never used as an index.
-
-Small batches (routes x local experts up to ONE_PROGRAM_MAX_WORK: decode and
-short prefill) take one program instead, with no memset: a launch costs a
-few microseconds here, more than the work. It reads the ids twice (group
-sizes, then places), each route's rank among its expert's routes coming from
-a cumulative sum of one-hot rows, so the result is the same, order included.
 """
 from __future__ import annotations
 
@@ -126,54 +120,9 @@ def _place_kernel(ids_ptr, map_ptr, prefix_ptr, starts_ptr, block_ids_ptr, npost
         tl.store(sorted_ptr + pos, tl.full(pos.shape, 0, tl.int32) + numel, mask=is_pad)
 
 
-@triton.jit
-def _align_one_program_kernel(ids_ptr, map_ptr, sorted_ptr, block_ids_ptr, npost_ptr, numel, max_padded,
-                              E_glob, E_loc, HAS_MAP: tl.constexpr, BLOCK_M: tl.constexpr,
-                              E_PAD: tl.constexpr, CHUNK: tl.constexpr, POS_CHUNK: tl.constexpr):
-    e = tl.arange(0, E_PAD)
-    # group sizes
-    sizes = tl.zeros((E_PAD,), dtype=tl.int32)
-    for c0 in range(0, numel, CHUNK):
-        offs = c0 + tl.arange(0, CHUNK)
-        loc = local_expert(tl.load(ids_ptr + offs, mask=offs < numel, other=-1), map_ptr, E_glob, E_loc, HAS_MAP)
-        sizes += tl.sum((loc[:, None] == e[None, :]).to(tl.int32), 0)     # remote (-1) matches no column
-    padded = (sizes + BLOCK_M - 1) // BLOCK_M * BLOCK_M
-    total = tl.sum(padded, 0)
-    starts = tl.cumsum(padded, 0) - padded
-    tl.store(npost_ptr, total)
-    # block ids, and the padding id at every position that no route takes
-    # (disjoint from the route slots written below: no ordering needed)
-    for p0 in range(0, max_padded, POS_CHUNK):
-        pos = p0 + tl.arange(0, POS_CHUNK)
-        # owner: the groups that end at or before pos (empty ones end where they start)
-        owner = tl.sum(((starts + padded)[None, :] <= pos[:, None]).to(tl.int32), 1)
-        mine = e[None, :] == owner[:, None]            # no column past the last group
-        g_start = tl.sum(tl.where(mine, starts[None, :], 0), 1)
-        g_size = tl.sum(tl.where(mine, sizes[None, :], 0), 1)
-        is_pad = (pos < max_padded) & ((pos >= total) | (pos - g_start >= g_size))
-        tl.store(sorted_ptr + pos, tl.full(pos.shape, 0, tl.int32) + numel, mask=is_pad)
-        on_block = (pos % BLOCK_M == 0) & (pos < max_padded)
-        tl.store(block_ids_ptr + pos // BLOCK_M, tl.where(pos < total, owner, -1), mask=on_block)
-    # each route's slot: its group's start + the routes of its expert before it
-    taken = starts
-    for c0 in range(0, numel, CHUNK):
-        offs = c0 + tl.arange(0, CHUNK)
-        loc = local_expert(tl.load(ids_ptr + offs, mask=offs < numel, other=-1), map_ptr, E_glob, E_loc, HAS_MAP)
-        onehot = (loc[:, None] == e[None, :]).to(tl.int32)
-        slot = tl.sum(onehot * (tl.cumsum(onehot, 0) - 1 + taken[None, :]), 1)
-        tl.store(sorted_ptr + slot, offs, mask=loc >= 0)
-        taken += tl.sum(onehot, 0)
-
-
-# routes x padded local experts up to this take the one-program kernel; its
-# one-hot tiles are CHUNK x E_PAD = 4096 elements
-ONE_PROGRAM_MAX_WORK = 1 << 16
-_ONE_PROGRAM_TILE = 4096
-
-
 def moe_align(topk_ids: torch.Tensor, block_m: int, expert_map, num_local_experts: int, *, chunk: int = 64,
-              pad_block: int = 1024, out: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-              one_program: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              pad_block: int = 1024, out: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sorted_route_ids, block_expert_ids, num_routes_post_padded) exactly as
     reference.moe_align; the padded count stays on the device. `out`: the
     three buffers to fill (every element is written)."""
@@ -188,23 +137,15 @@ def moe_align(topk_ids: torch.Tensor, block_m: int, expert_map, num_local_expert
         out = (torch.empty((max_padded,), **i32), torch.empty((max_blocks,), **i32), torch.empty((1,), **i32))
     sorted_ids, block_ids, npost = out
     assert sorted_ids.shape == (max_padded,) and block_ids.shape == (max_blocks,) and npost.shape == (1,)
-    ids = topk_ids.reshape(-1)
-    emap = ids if expert_map is None else expert_map
-    has_map = expert_map is not None
-    e_pad = max(16, triton.next_power_of_2(E))
-    if one_program is None:
-        one_program = numel * e_pad <= ONE_PROGRAM_MAX_WORK
-    if one_program:
-        tile = max(_ONE_PROGRAM_TILE // e_pad, 1)
-        _align_one_program_kernel[(1,)](ids, emap, sorted_ids, block_ids, npost, numel, max_padded, E_glob, E,
-                                        HAS_MAP=has_map, BLOCK_M=block_m, E_PAD=e_pad, CHUNK=tile,
-                                        POS_CHUNK=tile, num_warps=8)
-        return sorted_ids, block_ids, npost
     n_chunks = triton.cdiv(max(numel, 1), chunk)
     counts = torch.zeros((n_chunks * E,), **i32)
     prefix = torch.empty((n_chunks * E,), **i32)
     starts = torch.empty((2 * E,), **i32)             # group starts | group sizes
+    ids = topk_ids.reshape(-1)
+    emap = ids if expert_map is None else expert_map
+    has_map = expert_map is not None
     _count_kernel[(n_chunks,)](ids, emap, counts, numel, E_glob, E, HAS_MAP=has_map, CHUNK=chunk)
+    e_pad = max(16, triton.next_power_of_2(E))
     _offsets_kernel[(1,)](counts, prefix, starts, block_ids, npost, n_chunks, E, max_blocks, BLOCK_M=block_m,
                           E_PAD=e_pad, C_TILE=max(1, min(32, 4096 // e_pad)), B_CHUNK=max(1, min(64, 4096 // e_pad)))
     _place_kernel[(n_chunks + triton.cdiv(max_padded, pad_block),)](
@@ -224,14 +165,7 @@ def aot_specs():
                  "block_ids_ptr": "*i32", "npost_ptr": "*i32", "sorted_ptr": "*i32", "numel": "i32",
                  "n_chunks": "i32", "max_padded": "i32", "E_glob": "i32", "E_loc": "i32", "HAS_MAP": "constexpr",
                  "BLOCK_M": "constexpr", "CHUNK": "constexpr", "PAD_BLOCK": "constexpr"}
-    sig_one = {"ids_ptr": "*i32", "map_ptr": "*i32", "sorted_ptr": "*i32", "block_ids_ptr": "*i32",
-               "npost_ptr": "*i32", "numel": "i32", "max_padded": "i32", "E_glob": "i32", "E_loc": "i32",
-               "HAS_MAP": "constexpr", "BLOCK_M": "constexpr", "E_PAD": "constexpr", "CHUNK": "constexpr",
-               "POS_CHUNK": "constexpr"}
     return [
-        AotSpec("moe_align.one_program[EP8,BM=16]", _align_one_program_kernel, sig_one,
-                dict(HAS_MAP=True, BLOCK_M=16, E_PAD=16, CHUNK=_ONE_PROGRAM_TILE // 16,
-                     POS_CHUNK=_ONE_PROGRAM_TILE // 16), num_warps=8),
         AotSpec("moe_align.count[EP8]", _count_kernel, sig_count, dict(HAS_MAP=True, CHUNK=64)),
         # "before" aligns all 256 M2 experts: the widest offsets kernel
         AotSpec("moe_align.offsets[E=256,BM=64]", _offsets_kernel, sig_off,
