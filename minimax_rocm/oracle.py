@@ -211,6 +211,13 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     # ...and the most tokens it takes before the NCCL/RCCL path (no cap: it
     # is faster at every measured T; the workspace's max_tokens still bounds it).
     "lamport_max_tokens": {"gfx942": 1 << 30, "gfx950": 1 << 30, "sm90": 1 << 30, "sm100": 1 << 30, "cpu": 0},
+    # moe_align: the native kernel (one launch; each wave scans every route
+    # for its experts) up to this many routes (T x k), the Triton kernels
+    # (memset + 3 launches, parallel over routes) above. H200, `bench --op
+    # moe_align` (BENCHMARKS.md): native 4.2 us vs 9.5 at 64 routes (EP8,
+    # 16 local experts), but 14.4 vs 9.0 at 864 and 55 vs 9.4 at 4096. AMD
+    # entries: the same kernel design, not yet measured there.
+    "align_native_max_routes": {"gfx942": 64, "gfx950": 64, "sm90": 64, "sm100": 64, "cpu": 0},
     # Sparse-local BF16 MoE: the MI300X work took it for decode batches only.
     "sparse_local_max_tokens": {"gfx942": 256, "gfx950": 256, "sm90": 4096, "sm100": 4096, "cpu": 1 << 30},
 }
@@ -248,6 +255,10 @@ def _router_small(p, plat):
     # The fast paths have no bias and read x in 16-byte vectors (H % 8 == 0).
     return (not p.has_bias and 1 <= p.tokens <= threshold("router_native_max_m", plat.arch)
             and p.hidden % 8 == 0)
+
+
+def _align_few_routes(p, plat):
+    return p.tokens * p.top_k <= threshold("align_native_max_routes", plat.arch)
 
 
 def _lamport_ok(p, plat):
@@ -323,7 +334,7 @@ RULES: tuple[Rule, ...] = (
     Rule("allreduce_rms", "triton", "sum-of-squares kernel + NCCL/RCCL all-reduce + norm kernel"),
     Rule("allreduce_rms", "torch", "reference + torch.distributed all-reduce"),
     # MoE alignment -------------------------------------------------------------
-    Rule("moe_align", "hip", "native alignment sized by local experts"),
+    Rule("moe_align", "hip", "few routes: native alignment in one launch", _align_few_routes),
     Rule("moe_align", "triton", "Triton alignment sized by local experts"),
     Rule("moe_align", "torch", "reference"),
     # fused_moe (BF16 weights) -----------------------------------------------------

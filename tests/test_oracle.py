@@ -159,3 +159,12 @@ def test_arch_family_maps_relatives():
     assert oracle.arch_family("gfx940") == "gfx942"
     assert oracle.arch_family("sm89") == "sm90"
     assert oracle.arch_family("sm120") == "sm100"
+
+
+@pytest.mark.parametrize("arch", ["gfx942", "sm90"])
+def test_moe_align_native_only_for_few_routes(arch):
+    plat = oracle.simulated_platform(arch)
+    limit = int(oracle.threshold("align_native_max_routes", arch))
+    for tokens, k, want in ((limit // 4, 4, "hip"), (limit // 4 + 1, 4, "triton"), (216, 4, "triton")):
+        p = oracle.Problem("moe_align", tokens=tokens, top_k=k, num_local_experts=16)
+        assert oracle.decide(p, plat).chosen.backend == want, (arch, tokens, k)
