@@ -35,7 +35,7 @@ import triton.language as tl
 from .. import reference
 from . import moe_configs
 from .elementwise import ACT_IDS, act_math, glu
-from .moe_align import local_expert, moe_align
+from .moe_align import local_expert, moe_align_for
 from .topk_reduce import topk_reduce
 
 # Interpreter pitfall (Triton 3.6/3.9): tl.dot on bf16 operands is garbage
@@ -307,13 +307,12 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
     bm = p["block_m"]
     act = ACT_IDS[activation]
     inter = layout == "interleaved"
-    ids = topk_ids.reshape(-1)
     tw = topk_weights.reshape(-1)
 
     if before:   # global alignment: blocks carry GLOBAL expert ids
-        sorted_ids, block_ids, npost = moe_align(ids, bm, None, E_glob)
+        sorted_ids, block_ids, npost = moe_align_for(topk_ids, bm, None, E_glob)
     else:
-        sorted_ids, block_ids, npost = moe_align(ids, bm, expert_map, E_loc)
+        sorted_ids, block_ids, npost = moe_align_for(topk_ids, bm, expert_map, E_loc)
     rows = sorted_ids.shape[0]
     g = dict(expert_map=expert_map, num_routes=routes, top_k=k, map_blocks=before, num_global=E_glob,
              alpha=alpha, limit=limit)

@@ -51,7 +51,7 @@ from .. import reference
 from . import moe_configs
 from .elementwise import ACT_IDS, act_math
 from .fused_moe import _arch, _buffer, cu_count, persistent_grid, work_item
-from .moe_align import moe_align
+from .moe_align import moe_align_for
 from .mxfp8_quant import (bf16_block_multiplier, e8m0_decode, flavour_constexprs, fp8_bits_as_bf16, fp8_decode,
                           mx_quantize, mx_round)
 
@@ -371,7 +371,7 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
     routes = topk_ids.numel()
     p = plan(hidden, w13_q, topk_ids, expert_map, block_m, dot, tile, fuse_act)
     fp8 = w13_q.dtype
-    sorted_ids, block_ids, npost = moe_align(topk_ids.reshape(-1), p["block_m"], expert_map, E_loc)
+    sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
     rows = sorted_ids.shape[0]
     upcast = p["dot"] == "upcast"
     if upcast:
