@@ -167,3 +167,21 @@ def test_oracle_picks_native_for_bf16_only(native):
         assert torch.equal(s.cpu(), rs) and _same_bytes(q, rq)
     mm.mxfp8_quant(x.float(), "e4m3fn")
     assert LAST_BACKEND["mxfp8_quant"] == "triton"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fp8", FLAVOURS)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_triton_every_bf16_pattern(fp8, shuffle):
+    # On NVIDIA sm89+ e4m3fn takes the hardware conversion (HW_CVT): same bytes.
+    x = _every_bf16("cuda", shuffle)
+    q, s = tri.mxfp8_quant(x, fp8)
+    rq, rs = R.mxfp8_quant(x.cpu(), fp8)
+    assert torch.equal(s.cpu(), rs)
+    bad = (q.view(torch.uint8).cpu() != rq.view(torch.uint8)).nonzero()
+    assert bad.numel() == 0, f"{bad.shape[0]} fp8 bytes differ, first at {bad[0].tolist()}"
+    img = tri.mxfp8_round(x, fp8).float().cpu()
+    ref = R.mxfp8_dequant(rq, rs).float()
+    # the BF16 image is exact where it lies in BF16's normal range (mxfp8_round)
+    normal = torch.isfinite(ref) & ((ref.abs() >= 2.0 ** -126) | (ref == 0))
+    assert torch.equal(img[normal], ref[normal].to(torch.bfloat16).float())

@@ -53,7 +53,7 @@ from .elementwise import ACT_IDS, act_math
 from .fused_moe import _arch, _buffer, cu_count, persistent_grid, work_item
 from .moe_align import moe_align_for
 from .mxfp8_quant import (bf16_block_multiplier, e8m0_decode, flavour_constexprs, fp8_bits_as_bf16, fp8_decode,
-                          mx_quantize, mx_round)
+                          hw_fp8_cvt, mx_quantize, mx_round)
 
 DECODE = os.environ.get("TRITON_INTERPRET") == "1"
 # how the block scales meet the MMA (moe_configs' per-arch `mxfp8_dot`)
@@ -219,7 +219,8 @@ def _mx_gemm_kernel(
 def _act_quant_kernel(h_ptr, q_ptr, s_ptr, count_ptr, R, I, stride_h, alpha, limit,
                       ACT: tl.constexpr, INTERLEAVED: tl.constexpr,
                       EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr, NAN_BYTE: tl.constexpr,
-                      FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, OUT_BF16: tl.constexpr):
+                      FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, OUT_BF16: tl.constexpr,
+                      HW_CVT: tl.constexpr):
     """h `[R, 2I]` fp32 -> activation -> MXFP8 `[R, I]` + scales `[R, I/32]`
     (OUT_BF16: the BF16 image of those values into q, no scales), rows below
     the device-side padded route count only."""
@@ -239,10 +240,10 @@ def _act_quant_kernel(h_ptr, q_ptr, s_ptr, count_ptr, R, I, stride_h, alpha, lim
             u = tl.load(base + I + cols[None, :], mask=m, other=0.0)
         y = act_math(g.to(tl.float32), u.to(tl.float32), alpha, limit, ACT)
         if OUT_BF16:
-            v = mx_round(y, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_C)
+            v = mx_round(y, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_C, HW_CVT)
             tl.store(q_ptr + r[:, None] * I + cols[None, :], v.to(q_ptr.dtype.element_ty), mask=m)
         else:
-            q, sb = mx_quantize(y, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_C)
+            q, sb = mx_quantize(y, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_C, HW_CVT)
             tl.store(q_ptr + r[:, None] * I + cols[None, :], q, mask=m)
             tl.store(s_ptr + r[:, None] * (I // 32) + kb[None, :], sb,
                      mask=(r[:, None] < rows) & (kb[None, :] < I // 32))
@@ -312,7 +313,7 @@ def act_quant(h: torch.Tensor, npost: torch.Tensor, activation: str, layout: str
     _act_quant_kernel[(progs, col_blocks)](
         h, q, s, npost, R, I, h.stride(0), float(alpha), float(limit), ACT=ACT_IDS[activation],
         INTERLEAVED=layout == "interleaved", **flavour_constexprs(fp8_dtype), BLOCK_R=block_r, BLOCK_C=block_c,
-        OUT_BF16=as_bf16, num_warps=4)
+        OUT_BF16=as_bf16, HW_CVT=hw_fp8_cvt(h.device, fp8_dtype), num_warps=4)
     return (q, None) if as_bf16 else (q.view(fp8_dtype), s)
 
 
@@ -417,7 +418,7 @@ def aot_specs():
     act_sig = {"h_ptr": "*fp32", "q_ptr": "*u8", "s_ptr": "*u8", "count_ptr": "*i32", "R": "i32", "I": "i32",
                "stride_h": "i32", "alpha": "fp32", "limit": "fp32",
                **{c: "constexpr" for c in ("ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "FNUZ",
-                                           "BLOCK_R", "BLOCK_C", "OUT_BF16")}}
+                                           "BLOCK_R", "BLOCK_C", "OUT_BF16", "HW_CVT")}}
     specs = []
     for target in ("gfx942", "gfx950", "sm90"):
         ent = moe_configs.ARCHS[target]
@@ -448,5 +449,5 @@ def aot_specs():
         specs.append(AotSpec(f"mxfp8_moe_swiglu_oai_quant[{flavour}{',bf16 out' if upcast else ''}]",
                              _act_quant_kernel, {**act_sig, "q_ptr": "*bf16" if upcast else "*u8"},
                              dict(ACT=2, INTERLEAVED=False, BLOCK_R=16, BLOCK_C=128, OUT_BF16=upcast,
-                                  **flavour_constexprs(fp8)), targets=(target,)))
+                                  HW_CVT=target.startswith("sm"), **flavour_constexprs(fp8)), targets=(target,)))
     return specs

@@ -25,10 +25,13 @@ _NAN_BYTE = {torch.float8_e4m3fn: 0x7F, torch.float8_e4m3fnuz: 0x80}
 
 @triton.jit
 def mx_quantize(x, EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr, NAN_BYTE: tl.constexpr,
-                FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+                FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, HW_CVT: tl.constexpr = False):
     """fp32 x `[BLOCK_R, BLOCK_K]` -> (fp8 bytes uint8 `[BLOCK_R, BLOCK_K]`,
     e8m0 bytes uint8 `[BLOCK_R, BLOCK_K // 32]`): the MX quantisation every
-    kernel here shares (this file's quantiser, the MoE's SwiGLU + quant)."""
+    kernel here shares (this file's quantiser, the MoE's SwiGLU + quant).
+    HW_CVT (e4m3fn on NVIDIA sm89+, see `hw_fp8_cvt`): the saturating RNE
+    encode is one cvt.rn.satfinite per pair of elements instead of the
+    integer code below (same bytes; about 15 instructions per element fewer)."""
     xb = tl.reshape(x, (BLOCK_R, BLOCK_K // 32, 32))
     amax = tl.max(tl.abs(xb), axis=2)
     bits = amax.to(tl.int32, bitcast=True)
@@ -39,6 +42,13 @@ def mx_quantize(x, EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr
     # 2^-e is a normal float for every e the clamp allows (e <= 127 - 7).
     inv = ((127 - e) << 23).to(tl.float32, bitcast=True)
     y = xb * inv[:, :, None]
+    if HW_CVT:
+        # first source -> high byte: element 0 ($1) goes to the low byte
+        q = tl.inline_asm_elementwise("cvt.rn.satfinite.e4m3x2.f32 $0, $2, $1;", "=h,r,r", [y],
+                                      dtype=tl.uint8, is_pure=True, pack=2)
+        q = tl.where(bad[:, :, None], NAN_BYTE, q).to(tl.uint8)
+        sb = tl.where(bad, 255, e + 127).to(tl.uint8)
+        return tl.reshape(q, (BLOCK_R, BLOCK_K)), sb
     y = tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX)
     # Encode to the fp8 byte with integer math, rounding to nearest even:
     # the same code for both flavours on every backend (Triton has no fnuz
@@ -89,11 +99,11 @@ def e8m0_decode(s):
 
 @triton.jit
 def mx_round(x, EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr, NAN_BYTE: tl.constexpr,
-             FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+             FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, HW_CVT: tl.constexpr = False):
     """fp32 x `[BLOCK_R, BLOCK_K]` -> the fp32 value of its MXFP8 image (fp8
     element times its block scale): what a kernel that quantises and then
     multiplies by the scales computes, without the bytes in between."""
-    q, sb = mx_quantize(x, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_K)
+    q, sb = mx_quantize(x, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_K, HW_CVT)
     v = tl.reshape(fp8_decode(q.to(tl.int32), BIAS, FNUZ), (BLOCK_R, BLOCK_K // 32, 32))
     return tl.reshape(v * e8m0_decode(sb.to(tl.int32))[:, :, None], (BLOCK_R, BLOCK_K))
 
@@ -175,12 +185,13 @@ def bf16_block_multiplier(s, BIAS: tl.constexpr, PACKED_ASM: tl.constexpr):
 
 @triton.jit
 def mxfp8_quant_kernel(x_ptr, q_ptr, s_ptr, rows, K, EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr,
-                       NAN_BYTE: tl.constexpr, FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+                       NAN_BYTE: tl.constexpr, FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+                       HW_CVT: tl.constexpr):
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = (r[:, None] < rows) & (k[None, :] < K)
     x = tl.load(x_ptr + r[:, None] * K + k[None, :], mask=mask, other=0.0).to(tl.float32)
-    q, sb = mx_quantize(x, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_K)
+    q, sb = mx_quantize(x, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_K, HW_CVT)
     tl.store(q_ptr + r[:, None] * K + k[None, :], q, mask=mask)
     kb = tl.program_id(1) * (BLOCK_K // 32) + tl.arange(0, BLOCK_K // 32)
     tl.store(s_ptr + r[:, None] * (K // 32) + kb[None, :], sb, mask=(r[:, None] < rows) & (kb[None, :] < K // 32))
@@ -200,12 +211,12 @@ def mxfp8_dequant_kernel(q_ptr, s_ptr, out_ptr, rows, K, BIAS: tl.constexpr, FNU
 @triton.jit
 def mxfp8_round_kernel(x_ptr, out_ptr, zero_ptr, rows, K, EMAX: tl.constexpr, BIAS: tl.constexpr,
                        FP8_MAX: tl.constexpr, NAN_BYTE: tl.constexpr, FNUZ: tl.constexpr, BLOCK_R: tl.constexpr,
-                       BLOCK_K: tl.constexpr, ZERO: tl.constexpr):
+                       BLOCK_K: tl.constexpr, ZERO: tl.constexpr, HW_CVT: tl.constexpr):
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = (r[:, None] < rows) & (k[None, :] < K)
     x = tl.load(x_ptr + r[:, None] * K + k[None, :], mask=mask, other=0.0).to(tl.float32)
-    v = mx_round(x, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_K)
+    v = mx_round(x, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_K, HW_CVT)
     tl.store(out_ptr + r[:, None] * K + k[None, :], v.to(out_ptr.dtype.element_ty), mask=mask)
     if ZERO:
         tl.store(zero_ptr + r[:, None] * K + k[None, :], tl.zeros((BLOCK_R, BLOCK_K), zero_ptr.dtype.element_ty),
@@ -216,6 +227,13 @@ def flavour_constexprs(fp8_dtype: torch.dtype) -> dict:
     """The constexprs of mx_quantize for one fp8 flavour."""
     return dict(EMAX=_EMAX[fp8_dtype], BIAS=_BIAS[fp8_dtype], FP8_MAX=_MAX[fp8_dtype],
                 NAN_BYTE=_NAN_BYTE[fp8_dtype], FNUZ=fp8_dtype == torch.float8_e4m3fnuz)
+
+
+def hw_fp8_cvt(device: torch.device, fp8_dtype: torch.dtype) -> bool:
+    """mx_quantize's HW_CVT: e4m3fn on an NVIDIA GPU of sm89 or later (PTX
+    cvt.rn.satfinite.e4m3x2.f32). Never in the interpreter (CPU tensors)."""
+    return (device.type == "cuda" and torch.version.hip is None and fp8_dtype == torch.float8_e4m3fn
+            and torch.cuda.get_device_capability(device) >= (8, 9))
 
 
 _BLOCK_R, _BLOCK_K = 16, 128
@@ -230,7 +248,7 @@ def mxfp8_quant(x: torch.Tensor, fp8_dtype: torch.dtype) -> tuple[torch.Tensor, 
     if rows:
         grid = (triton.cdiv(rows, _BLOCK_R), triton.cdiv(K, _BLOCK_K))
         mxfp8_quant_kernel[grid](x, q, s, rows, K, **flavour_constexprs(fp8_dtype), BLOCK_R=_BLOCK_R,
-                                 BLOCK_K=_BLOCK_K, num_warps=4)
+                                 BLOCK_K=_BLOCK_K, HW_CVT=hw_fp8_cvt(x.device, fp8_dtype), num_warps=4)
     return q.view(fp8_dtype), s
 
 
@@ -248,7 +266,8 @@ def mxfp8_round(x: torch.Tensor, fp8_dtype: torch.dtype, zero: Optional[torch.Te
     if rows:
         grid = (triton.cdiv(rows, _BLOCK_R), triton.cdiv(K, _BLOCK_K))
         mxfp8_round_kernel[grid](x, out, out if zero is None else zero, rows, K, **flavour_constexprs(fp8_dtype),
-                                 BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K, ZERO=zero is not None, num_warps=4)
+                                 BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K, ZERO=zero is not None,
+                                 HW_CVT=hw_fp8_cvt(x.device, fp8_dtype), num_warps=4)
     return out
 
 
@@ -267,12 +286,17 @@ def mxfp8_dequant(q: torch.Tensor, scales: torch.Tensor, out_dtype: torch.dtype)
 def aot_specs() -> list[AotSpec]:
     sig = {"x_ptr": "*bf16", "q_ptr": "*u8", "s_ptr": "*u8", "rows": "i32", "K": "i32", "EMAX": "constexpr",
            "BIAS": "constexpr", "FP8_MAX": "constexpr", "NAN_BYTE": "constexpr", "FNUZ": "constexpr", "BLOCK_R": "constexpr",
-           "BLOCK_K": "constexpr"}
+           "BLOCK_K": "constexpr", "HW_CVT": "constexpr"}
     fn = dict(EMAX=8, BIAS=7, FP8_MAX=448.0, NAN_BYTE=0x7F, FNUZ=False, BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K)
     fnuz = dict(EMAX=7, BIAS=8, FP8_MAX=240.0, NAN_BYTE=0x80, FNUZ=True, BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K)
     rsig = {"x_ptr": "*bf16", "out_ptr": "*bf16", "zero_ptr": "*fp32", "rows": "i32", "K": "i32",
-            **{c: "constexpr" for c in ("EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "FNUZ", "BLOCK_R", "BLOCK_K", "ZERO")}}
-    return [AotSpec("mxfp8_quant[e4m3fn,K=6144]", mxfp8_quant_kernel, sig, fn, targets=("gfx950", "sm90")),
-            AotSpec("mxfp8_round[e4m3fn,K=6144,zero]", mxfp8_round_kernel, rsig, dict(fn, ZERO=True),
+            **{c: "constexpr" for c in ("EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "FNUZ", "BLOCK_R", "BLOCK_K", "ZERO",
+                                             "HW_CVT")}}
+    return [AotSpec("mxfp8_quant[e4m3fn,K=6144]", mxfp8_quant_kernel, sig, dict(fn, HW_CVT=False),
+                    targets=("gfx950",)),
+            AotSpec("mxfp8_quant[e4m3fn,K=6144,cvt]", mxfp8_quant_kernel, sig, dict(fn, HW_CVT=True),
                     targets=("sm90",)),
-            AotSpec("mxfp8_quant[e4m3fnuz,K=6144]", mxfp8_quant_kernel, sig, fnuz, targets=("gfx942",))]
+            AotSpec("mxfp8_round[e4m3fn,K=6144,zero,cvt]", mxfp8_round_kernel, rsig,
+                    dict(fn, ZERO=True, HW_CVT=True), targets=("sm90",)),
+            AotSpec("mxfp8_quant[e4m3fnuz,K=6144]", mxfp8_quant_kernel, sig, dict(fnuz, HW_CVT=False),
+                    targets=("gfx942",))]
