@@ -186,5 +186,5 @@ def moe_align_for(topk_ids: torch.Tensor, block_m: int, expert_map, num_local_ex
         p = oracle.Problem("moe_align", tokens=topk_ids.shape[0], top_k=topk_ids.shape[1],
                            num_local_experts=num_local_experts, on_gpu=True)
         if oracle.decide(p).chosen.backend == "hip":
-            return oracle.impl("moe_align", "hip")(topk_ids, block_m, expert_map, num_local_experts)
+            return oracle.impl("moe_align", "hip")(topk_ids.contiguous(), block_m, expert_map, num_local_experts)
     return moe_align(topk_ids.reshape(-1), block_m, expert_map, num_local_experts)

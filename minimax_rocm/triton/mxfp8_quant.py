@@ -4,7 +4,8 @@ e8m0 scales), byte-compatible with reference.mxfp8_quant.
 Scale exponent = floor(log2(amax)) - emax_elem, read off amax's exponent bits
 (exact; a subnormal or zero amax lands on the clamp, -127), so the only
 rounding is the saturating round-to-nearest-even into fp8, done in integer
-math for both flavours. A block holding NaN or Inf gets the
+math for both flavours, except e4m3fn on NVIDIA sm89+ where one PTX cvt
+per pair gives the same bytes (HW_CVT). A block holding NaN or Inf gets the
 NaN scale (0xFF) and NaN elements.
 """
 from __future__ import annotations
