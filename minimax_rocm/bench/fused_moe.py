@@ -230,9 +230,7 @@ def sweep(device: torch.device, plan=None, shapes=SHAPES, log=print) -> list[dic
         w13, w2 = make_weights(E_loc, H, I, device)
         for tokens, block_ms, g1_tiles, g2_tiles in (plan or sweep_plan()):
             for T in tokens:
-                hidden = torch.randn(T, H, device=device, dtype=torch.bfloat16)
-                tw, ids = routing(T, E, k, seed=1000 + T, device=device)
-                emap, grp = busiest_rank(ids, tw, E, E_loc, ep)
+                hidden, tw, ids, emap, grp, _ = rank_step(name, T, H, E, E_loc, k, ep, 1000 + T, device)
                 n_exp = len(grp["experts"])
                 if not n_exp:
                     continue

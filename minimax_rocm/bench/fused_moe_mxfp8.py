@@ -126,7 +126,7 @@ def sweep(device: torch.device, shapes=SHAPES[:1], tokens=(16, 64, 216, 1024), b
     from ..triton import fused_moe_mxfp8 as tri
     from ..triton.moe_align import moe_align
     from ..triton.mxfp8_quant import mxfp8_round
-    from .fused_moe import busiest_rank, routing, time_tile
+    from .fused_moe import time_tile
     from .harness import copy_bandwidth_gbs
     bw = (copy_bandwidth_gbs() or 1.0) * 1e9
     fp8 = oracle.detect_platform().fp8_dtype
@@ -137,9 +137,7 @@ def sweep(device: torch.device, shapes=SHAPES[:1], tokens=(16, 64, 216, 1024), b
         w2_q, w2_s = mxfp8_quant(w2, fp8)
         del w13, w2
         for T in tokens:
-            hidden = torch.randn(T, H, device=device, dtype=torch.bfloat16)
-            tw, ids = routing(T, E, k, seed=1000 + T, device=device)
-            emap, grp = busiest_rank(ids, tw, E, E_loc, ep)
+            hidden, tw, ids, emap, grp, _ = rank_step(name, T, H, E, E_loc, k, ep, 1000 + T, device)
             n_exp = len(grp["experts"])
             if not n_exp:
                 continue
