@@ -328,15 +328,47 @@ def test_op_paths_on_gpu(device):
 
 
 @pytest.mark.gpu
-def test_native_under_cuda_graph(device):
-    args = _args(T=16, H=1024, I=512, E=32, k=4, E_loc=8, device=device)
-    emap = expert_map(32, 4, 0).to(device)
-    fn = lambda: tri.fused_moe_mxfp8(*args, emap)  # noqa: E731
+@pytest.mark.parametrize("bf16_atomics", [True, False], ids=["bf16-atomics", "fp32-atomics"])
+@pytest.mark.parametrize("pdl", [True, False], ids=["pdl", "no-pdl"])
+def test_native_output_accumulation_and_launch_on_gpu(device, bf16_atomics, pdl):
+    """Both GEMM2 accumulators (BF16 atomics into the output, or fp32 and a
+    conversion) with and without programmatic dependent launch, at a size
+    that takes the Triton alignment (its kernels are in the PDL chain)."""
+    from minimax_rocm.triton import dependent_launch
+    s = SHAPES["M2 EP8"]
+    args = _args(T=216, H=s["H"], I=s["I"], E=s["E"], k=s["k"], E_loc=s["E_loc"], device=device,
+                 fp8=FN if oracle.detect_platform().fp8_dtype == "e4m3fn" else FNUZ)
+    emap = expert_map(s["E"], s["E"] // s["E_loc"], 0).to(device)
+    with dependent_launch.forced(pdl):
+        out = tri.fused_moe_mxfp8(*args, emap, s["act"], "split", bf16_atomics=bf16_atomics)
+    _check_native(out, args, emap, s["act"], "split")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [16, 64])
+def test_native_under_cuda_graph(device, T):
+    """Two MoE calls back to back in one graph (on sm90 every launch but the
+    first is programmatically dependent, so the calls' launches overlap),
+    replayed with fresh routing, router weights and hidden states each time:
+    a kernel that read its predecessor's output before it was complete, or a
+    buffer of the previous replay, shows as a wrong output."""
+    fp8 = FN if oracle.detect_platform().fp8_dtype == "e4m3fn" else FNUZ
+    E, E_loc, k = 32, 8, 4
+    calls = [_args(T=T, H=1024, I=512, E=E, k=k, E_loc=E_loc, device=device, fp8=fp8) for _ in range(2)]
+    w = calls[0][1:5]
+    emap = expert_map(E, E // E_loc, 0).to(device)
+    fn = lambda: [tri.fused_moe_mxfp8(c[0], *w, c[5], c[6], emap) for c in calls]  # noqa: E731
     fn()
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        out = fn()
-    g.replay()
-    torch.cuda.synchronize()
-    _check_native(out, args, emap, "swiglu_oai", "split")
+        outs = fn()
+    for _ in range(6):
+        for c in calls:
+            fresh = _args(T=T, H=1024, I=512, E=E, k=k, E_loc=E_loc, device=device, fp8=fp8)
+            for i in (0, 5, 6):      # hidden, router weights, routes
+                c[i].copy_(fresh[i])
+        g.replay()
+        torch.cuda.synchronize()
+        for c, out in zip(calls, outs):
+            _check_native(out, (c[0], *w, c[5], c[6]), emap, "swiglu_oai", "split")

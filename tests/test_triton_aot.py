@@ -51,3 +51,6 @@ def test_aot_compile(results, name, target):
         assert r["regs"] == -1 or r["scratch"] == 0, f"{name} uses local memory (spills) on {target}: {r}"
         if spec.matmul:
             assert r["wgmma"] > 0 or r["mma"] > 0, f"{name}: no tensor-core instruction on {target}: {r}"
+        if "PDL" in spec.signature and spec.constexprs.get("PDL", True):
+            # the kernel launches with the PDL attribute on sm90, so it must wait first
+            assert r["grid_dep"] > 0, f"{name}: PDL kernel without griddepcontrol.wait on {target}: {r}"

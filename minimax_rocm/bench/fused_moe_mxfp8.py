@@ -49,6 +49,7 @@ def bench(ctx: Context) -> list[Row]:
     from ..ops.mxfp8 import mxfp8_quant
     from ..triton import fused_moe as bf16_moe
     from ..triton import fused_moe_mxfp8 as tri
+    from ..triton import dependent_launch
     from ..triton import mxfp8_quant as tq
     fp8 = oracle.detect_platform().fp8_dtype
     rows: list[Row] = []
@@ -73,21 +74,30 @@ def bench(ctx: Context) -> list[Row]:
                             bf16_bytes, baseline=True, note=note))
 
             p = tri.plan(hidden, w13_q, ids, emap)
+            pdl = dependent_launch.supported(dev)
             variants = [("native", {})] + [
                 (f"native-alt ({what})", kw) for what, kw in (
                     *((f"{d} dot", dict(dot=d)) for d in ("fp8", "upcast", "scaled") if d != p["dot"]),
                     ("BLOCK_K / 2", dict(tile=dict(block_k=p["tile1"].block_k // 2))),
                     ("swap-AB", dict(tile=dict(swap_ab=not p["tile1"].swap_ab))),
                     *(((("SwiGLU in its own kernel" if p["fuse_act"] else "SwiGLU fused into GEMM1"),
-                        dict(fuse_act=not p["fuse_act"])),) if p["dot"] == "upcast" else ()))]
+                        dict(fuse_act=not p["fuse_act"])),) if p["dot"] == "upcast" else ()),
+                    ("fp32 atomics + conversion" if p["bf16_atomics"] else "BF16 atomics",
+                     dict(bf16_atomics=not p["bf16_atomics"])),
+                    *((("no PDL", dict(pdl=False)),) if pdl else ()))]
             for label, kw in variants:
-                fn = lambda kw=kw: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap,  # noqa: E731
-                                                       act, **kw)
+                kw = dict(kw)
+                on = kw.pop("pdl", True)
+
+                def fn(kw=kw, on=on):
+                    with dependent_launch.forced(on):
+                        return tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act, **kw)
                 q = tri.plan(hidden, w13_q, ids, emap, **kw)
                 err = (fn().float() - ref).norm() / ref.norm().clamp_min(1e-30)
                 cfg = (f"BM={q['block_m']} BN={q['tile1'].block_n}/{q['tile2'].block_n} "
                        f"BK={q['tile1'].block_k}/{q['tile2'].block_k} {q['dot']}{'+act' if q['fuse_act'] else ''} "
-                       f"swapAB={q['tile1'].swap_ab} w{q['tile1'].num_warps}")
+                       f"swapAB={q['tile1'].swap_ab} w{q['tile1'].num_warps} "
+                       f"{'bf16' if q['bf16_atomics'] else 'fp32'}-atomics{' pdl' if pdl and on else ''}")
                 rows.append(Row("fused_moe_mxfp8", case, f"{label} [{cfg}]", time_us(fn, **tk),
                                 n_exp * per_expert * 33 // 32,
                                 note=(note + f" rel.diff vs BF16 {err:.1e}").strip()))

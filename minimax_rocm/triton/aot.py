@@ -60,6 +60,7 @@ class AotResult:
     mfma_fp8: int = 0            # v_mfma*fp8* / *f8f6f4* (AMD)
     wgmma: int = 0               # wgmma.mma_async (sm90 PTX)
     mma: int = 0                 # mma.sync (NVIDIA, the pre-Hopper path)
+    grid_dep: int = 0            # griddepcontrol.wait (NVIDIA: programmatic dependent launch)
 
 
 def all_specs() -> list[AotSpec]:
@@ -88,6 +89,8 @@ def compile_spec(spec: AotSpec, target: str) -> AotResult:
     num_warps = over.pop("num_warps", spec.num_warps)
     num_stages = over.pop("num_stages", spec.num_stages)
     constexprs = {**spec.constexprs, **over}
+    if "PDL" in spec.signature:      # the launch choice of triton/dependent_launch.py per target
+        constexprs.setdefault("PDL", TARGETS[target][0] == "cuda")
     src = ASTSource(fn=spec.fn, signature=spec.signature, constexprs=constexprs, attrs=spec.attrs())
     compiled = triton.compile(src, target=GPUTarget(*TARGETS[target]),
                               options={"num_warps": num_warps, "num_stages": num_stages})
@@ -104,6 +107,7 @@ def compile_spec(spec: AotSpec, target: str) -> AotResult:
         ptx = compiled.asm["ptx"]
         r.wgmma = len(re.findall(r"wgmma\.mma_async", ptx))
         r.mma = len(re.findall(r"\bmma\.sync", ptx))
+        r.grid_dep = len(re.findall(r"griddepcontrol\.wait", ptx))
         r.regs, r.scratch = _nvidia_resources(compiled.asm.get("cubin"))
     return r
 

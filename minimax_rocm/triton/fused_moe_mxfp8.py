@@ -14,9 +14,15 @@ dequantised copy exists. Pipeline (issue 7):
               result in one kernel, over the aligned local rows only (the
               padded count is read on the device); upcast mode can fuse this
               into GEMM1's epilogue (the table's mxfp8_fuse_act)
-  GEMM2       out[token] += topk_weight * aq @ w2q[e]^T with fp32 atomics into
-              a zeroed `[T, H]` buffer: the top-k reduction is fused, no
-              `[T*k, H]` intermediate exists
+  GEMM2       out[token] += topk_weight * aq @ w2q[e]^T with atomics into a
+              zeroed `[T, H]` buffer: the top-k reduction is fused, no
+              `[T*k, H]` intermediate exists. The buffer is the BF16 output
+              itself where the table says the target has BF16 atomics
+              (mxfp8_bf16_atomics: no fp32 buffer, no conversion launch),
+              fp32 otherwise
+On sm90 every launch of the chain is programmatically dependent (PDL:
+triton/dependent_launch.py), so each one's launch hides behind the tail of the
+one before.
 
 Both GEMMs are one kernel (`_mx_gemm_kernel`) with two ways to apply the
 block scales (the per-arch table's `mxfp8_dot` picks):
@@ -48,7 +54,8 @@ import triton
 import triton.language as tl
 
 from .. import reference
-from . import moe_configs
+from . import dependent_launch, moe_configs
+from .dependent_launch import pdl_enter
 from .elementwise import ACT_IDS, act_math
 from .fused_moe import _arch, _buffer, cu_count, persistent_grid, work_item
 from .moe_align import moe_align_for
@@ -109,7 +116,8 @@ def _mx_gemm_kernel(
         INTERLEAVED: tl.constexpr = False,  # MX rounding, c = BF16 image `[rows, N = I]` (gate/up row layout)
         alpha=1.0, limit=0.0,
         EMAX: tl.constexpr = 8, BIAS: tl.constexpr = 7, FP8_MAX: tl.constexpr = 448.0,
-        NAN_BYTE: tl.constexpr = 0x7F):
+        NAN_BYTE: tl.constexpr = 0x7F, PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     n_blocks = tl.load(npost_ptr) // BLOCK_M
     total = n_blocks * tl.cdiv(N, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
@@ -205,7 +213,9 @@ def _mx_gemm_kernel(
             elif ATOMIC_OUT:
                 wts = tl.load(topk_w_ptr + routes, mask=row_ok, other=0.0).to(tl.float32)
                 tok = tl.where(row_ok, routes // top_k, 0).to(tl.int64)
-                tl.atomic_add(c_ptr + tok[:, None] * stride_cm + offs_n[None, :], y * wts[:, None],
+                # c is fp32, or the BF16 output itself (packed BF16 atomics)
+                tl.atomic_add(c_ptr + tok[:, None] * stride_cm + offs_n[None, :],
+                              (y * wts[:, None]).to(c_ptr.dtype.element_ty),
                               mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
             else:
                 # padding rows too (zeros: their A rows were masked): the
@@ -220,10 +230,11 @@ def _act_quant_kernel(h_ptr, q_ptr, s_ptr, count_ptr, R, I, stride_h, alpha, lim
                       ACT: tl.constexpr, INTERLEAVED: tl.constexpr,
                       EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr, NAN_BYTE: tl.constexpr,
                       FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, OUT_BF16: tl.constexpr,
-                      HW_CVT: tl.constexpr):
+                      HW_CVT: tl.constexpr, PDL: tl.constexpr = False):
     """h `[R, 2I]` fp32 -> activation -> MXFP8 `[R, I]` + scales `[R, I/32]`
     (OUT_BF16: the BF16 image of those values into q, no scales), rows below
     the device-side padded route count only."""
+    pdl_enter(PDL)
     rows = tl.minimum(tl.load(count_ptr), R)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cm = cols < I
@@ -292,7 +303,7 @@ def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes:
         BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, A_BY_TOKEN=a_by_token,
         ATOMIC_OUT=atomic_out, SWAP_AB=tile.swap_ab, DOT_MODE=DOT_MODES[dot], FNUZ=w.dtype == torch.float8_e4m3fnuz, DECODE=DECODE,
         PTX=not DECODE and torch.version.hip is None, **fused,
-        num_warps=tile.num_warps, num_stages=tile.num_stages)
+        num_warps=tile.num_warps, num_stages=tile.num_stages, **dependent_launch.launch(a.device))
 
 
 def act_quant(h: torch.Tensor, npost: torch.Tensor, activation: str, layout: str, alpha: float, limit: float,
@@ -313,19 +324,20 @@ def act_quant(h: torch.Tensor, npost: torch.Tensor, activation: str, layout: str
     _act_quant_kernel[(progs, col_blocks)](
         h, q, s, npost, R, I, h.stride(0), float(alpha), float(limit), ACT=ACT_IDS[activation],
         INTERLEAVED=layout == "interleaved", **flavour_constexprs(fp8_dtype), BLOCK_R=block_r, BLOCK_C=block_c,
-        OUT_BF16=as_bf16, HW_CVT=hw_fp8_cvt(h.device, fp8_dtype), num_warps=4)
+        OUT_BF16=as_bf16, HW_CVT=hw_fp8_cvt(h.device, fp8_dtype), num_warps=4, **dependent_launch.launch(h.device))
     return (q, None) if as_bf16 else (q.view(fp8_dtype), s)
 
 
 def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
          block_m: Optional[int] = None, dot: Optional[str] = None, tile: Optional[dict] = None,
-         fuse_act: Optional[bool] = None) -> dict:
+         fuse_act: Optional[bool] = None, bf16_atomics: Optional[bool] = None) -> dict:
     """Tiles, dot mode and activation placement: the per-arch MXFP8 tile
     (moe_configs' mxfp8_tile) below BLOCK_M 64, else the BF16 table's tiles
     at fp8 widths; `tile` overrides Tile fields of both GEMMs (benchmarks,
     sweeps). With the activation fused (upcast mode only) GEMM1's tile covers
     BLOCK_N gate + BLOCK_N up rows, so its BLOCK_N is halved: the same weight
-    bytes per K step."""
+    bytes per K step. `bf16_atomics`: GEMM2 accumulates straight into a BF16
+    output (the table's mxfp8_bf16_atomics; BF16 hidden states only)."""
     T, H = hidden.shape
     E_loc, two_i, _ = w13_q.shape
     I = two_i // 2
@@ -351,7 +363,10 @@ def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expe
             and not t1.swap_ab)
     if fuse:
         t1 = replace(t1, block_n=max(32, t1.block_n // 2))
-    return dict(arch=arch, block_m=bm, tile1=t1, tile2=t2, dot=dot, fuse_act=fuse)
+    # (the interpreter has no BF16 atomics: CPU runs keep fp32)
+    b16 = ((ent.mxfp8_bf16_atomics if bf16_atomics is None else bf16_atomics) and hidden.dtype == torch.bfloat16
+           and not DECODE)
+    return dict(arch=arch, block_m=bm, tile1=t1, tile2=t2, dot=dot, fuse_act=fuse, bf16_atomics=b16)
 
 
 def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor,
@@ -360,7 +375,7 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
                     layout: str = "split", alpha: float = reference.SWIGLU_OAI_ALPHA,
                     limit: float = reference.SWIGLU_OAI_LIMIT, block_m: Optional[int] = None,
                     dot: Optional[str] = None, tile: Optional[dict] = None,
-                    fuse_act: Optional[bool] = None) -> torch.Tensor:
+                    fuse_act: Optional[bool] = None, bf16_atomics: Optional[bool] = None) -> torch.Tensor:
     """This rank's partial `[T, H]` (hidden's dtype) from MXFP8 expert weights
     (inputs as the op checks them; w*_q fp8, w*_s uint8 e8m0 `[..., K/32]`)."""
     T, H = hidden.shape
@@ -370,18 +385,19 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
     E_loc, two_i, _ = w13_q.shape
     k = topk_ids.shape[1]
     routes = topk_ids.numel()
-    p = plan(hidden, w13_q, topk_ids, expert_map, block_m, dot, tile, fuse_act)
+    p = plan(hidden, w13_q, topk_ids, expert_map, block_m, dot, tile, fuse_act, bf16_atomics)
     fp8 = w13_q.dtype
     sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
     rows = sorted_ids.shape[0]
     upcast = p["dot"] == "upcast"
+    acc_dtype = hidden.dtype if p["bf16_atomics"] else torch.float32
     if upcast:
-        # the fp32 output that GEMM2 adds into is zeroed by the same pass
+        # the output that GEMM2 adds into is zeroed by the same pass
         from .mxfp8_quant import mxfp8_round
-        out = torch.empty((T, H), dtype=torch.float32, device=hidden.device)
+        out = torch.empty((T, H), dtype=acc_dtype, device=hidden.device)
         xq, xs = mxfp8_round(hidden.contiguous(), fp8, zero=out), None
     else:
-        out = torch.zeros((T, H), dtype=torch.float32, device=hidden.device)
+        out = torch.zeros((T, H), dtype=acc_dtype, device=hidden.device)
         xq, xs = mxfp8_quant(hidden.contiguous(), "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn")
     g = dict(num_routes=routes, top_k=k, dot=p["dot"])
     if p["fuse_act"]:
@@ -395,7 +411,7 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
         aq, a_s = act_quant(h, npost, activation, layout, alpha, limit, fp8, as_bf16=upcast)
     gemm(aq, a_s, w2_q, w2_s, out, sorted_ids, block_ids, npost, topk_weights.reshape(-1), tile=p["tile2"],
          a_by_token=False, atomic_out=True, **g)
-    return out.to(hidden.dtype)
+    return out if out.dtype == hidden.dtype else out.to(hidden.dtype)
 
 
 # --------------------------------------------------------------------------- #
@@ -408,7 +424,7 @@ _SIG = {"a_ptr": "*u8", "as_ptr": "*u8", "w_ptr": "*u8", "ws_ptr": "*u8", "c_ptr
         "stride_wn": "i32", "stride_wse": "i32", "stride_wsn": "i32", "stride_cm": "i32", "alpha": "fp32",
         "limit": "fp32"}
 _CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "A_BY_TOKEN", "ATOMIC_OUT", "SWAP_AB", "DOT_MODE", "FNUZ", "DECODE", "PTX",
-          "ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE")
+          "ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "PDL")
 
 
 def aot_specs():
@@ -418,7 +434,7 @@ def aot_specs():
     act_sig = {"h_ptr": "*fp32", "q_ptr": "*u8", "s_ptr": "*u8", "count_ptr": "*i32", "R": "i32", "I": "i32",
                "stride_h": "i32", "alpha": "fp32", "limit": "fp32",
                **{c: "constexpr" for c in ("ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "FNUZ",
-                                           "BLOCK_R", "BLOCK_C", "OUT_BF16", "HW_CVT")}}
+                                           "BLOCK_R", "BLOCK_C", "OUT_BF16", "HW_CVT", "PDL")}}
     specs = []
     for target in ("gfx942", "gfx950", "sm90"):
         ent = moe_configs.ARCHS[target]
@@ -433,6 +449,8 @@ def aot_specs():
                                    dict(A_BY_TOKEN=False, ATOMIC_OUT=True))):
             t = _table_tile(ent, which, K)
             sig_g, act = sig, dict(ACT=0, INTERLEAVED=False)
+            if which == "gemm2" and ent.mxfp8_bf16_atomics:
+                sig_g = {**sig, "c_ptr": "*bf16"}
             if fuse and which == "gemm1":
                 t = replace(t, block_n=max(32, t.block_n // 2))
                 sig_g, act = {**sig, "c_ptr": "*bf16"}, dict(ACT=2, INTERLEAVED=False)

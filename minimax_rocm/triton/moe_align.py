@@ -6,9 +6,10 @@ result is deterministic and equals the reference exactly: inside a group the
 routes keep their flat order (t * k + j), so even the set of routes in each
 block of a multi-block group matches.
 
-Three launches after one memset:
+Three launches (PDL-chained on sm90: minimax_rocm/triton/dependent_launch.py):
   1. count: per chunk of CHUNK routes, a histogram of local expert ids
-     (`counts[chunk, e]`; atomics within a chunk, so the counts are exact),
+     (`counts[chunk, e]`, every entry written: a CHUNK x E compare-and-sum in
+     registers, so no zeroed buffer and no memset launch before it),
   2. offsets: one program scans the chunk histograms (per expert, over
      chunks), pads each group to BLOCK_M, writes group starts, the padded
      total, and every block's local expert id (-1 past the total),
@@ -28,6 +29,8 @@ import triton
 import triton.language as tl
 
 from .. import reference
+from . import dependent_launch
+from .dependent_launch import pdl_enter
 
 
 @triton.jit
@@ -44,19 +47,23 @@ def local_expert(gid, map_ptr, E_glob, E_loc, HAS_MAP: tl.constexpr):
 
 @triton.jit
 def _count_kernel(ids_ptr, map_ptr, counts_ptr, numel, E_glob, E_loc,
-                  HAS_MAP: tl.constexpr, CHUNK: tl.constexpr):
+                  HAS_MAP: tl.constexpr, CHUNK: tl.constexpr, E_PAD: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     c = tl.program_id(0)
     offs = c * CHUNK + tl.arange(0, CHUNK)
     inb = offs < numel
     loc = local_expert(tl.load(ids_ptr + offs, mask=inb, other=-1), map_ptr, E_glob, E_loc, HAS_MAP)
-    ok = inb & (loc >= 0)
-    row = counts_ptr + c.to(tl.int64) * E_loc
-    tl.atomic_add(row + tl.where(ok, loc, 0), tl.full(offs.shape, 1, tl.int32), mask=ok)
+    e = tl.arange(0, E_PAD)
+    # remote / invalid routes are -1 and match no expert
+    hist = tl.sum((loc[:, None] == e[None, :]).to(tl.int32), 0)
+    tl.store(counts_ptr + c.to(tl.int64) * E_loc + e, hist, mask=e < E_loc)
 
 
 @triton.jit
 def _offsets_kernel(counts_ptr, prefix_ptr, starts_ptr, block_ids_ptr, npost_ptr, n_chunks, E_loc, max_blocks,
-                    BLOCK_M: tl.constexpr, E_PAD: tl.constexpr, C_TILE: tl.constexpr, B_CHUNK: tl.constexpr):
+                    BLOCK_M: tl.constexpr, E_PAD: tl.constexpr, C_TILE: tl.constexpr, B_CHUNK: tl.constexpr,
+                    PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     e = tl.arange(0, E_PAD)
     em = e < E_loc
     # per expert: routes in earlier chunks (exclusive scan over chunks)
@@ -89,7 +96,9 @@ def _offsets_kernel(counts_ptr, prefix_ptr, starts_ptr, block_ids_ptr, npost_ptr
 @triton.jit
 def _place_kernel(ids_ptr, map_ptr, prefix_ptr, starts_ptr, block_ids_ptr, npost_ptr, sorted_ptr,
                   numel, n_chunks, max_padded, E_glob, E_loc,
-                  HAS_MAP: tl.constexpr, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr, PAD_BLOCK: tl.constexpr):
+                  HAS_MAP: tl.constexpr, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr, PAD_BLOCK: tl.constexpr,
+                  PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     pid = tl.program_id(0)
     if pid < n_chunks:
         # routes of chunk `pid` -> their slots, flat order kept inside a group
@@ -138,35 +147,39 @@ def moe_align(topk_ids: torch.Tensor, block_m: int, expert_map, num_local_expert
     sorted_ids, block_ids, npost = out
     assert sorted_ids.shape == (max_padded,) and block_ids.shape == (max_blocks,) and npost.shape == (1,)
     n_chunks = triton.cdiv(max(numel, 1), chunk)
-    counts = torch.zeros((n_chunks * E,), **i32)
+    counts = torch.empty((n_chunks * E,), **i32)
     prefix = torch.empty((n_chunks * E,), **i32)
     starts = torch.empty((2 * E,), **i32)             # group starts | group sizes
     ids = topk_ids.reshape(-1)
     emap = ids if expert_map is None else expert_map
     has_map = expert_map is not None
-    _count_kernel[(n_chunks,)](ids, emap, counts, numel, E_glob, E, HAS_MAP=has_map, CHUNK=chunk)
     e_pad = max(16, triton.next_power_of_2(E))
+    pdl = dependent_launch.launch(dev)
+    _count_kernel[(n_chunks,)](ids, emap, counts, numel, E_glob, E, HAS_MAP=has_map, CHUNK=chunk, E_PAD=e_pad, **pdl)
     _offsets_kernel[(1,)](counts, prefix, starts, block_ids, npost, n_chunks, E, max_blocks, BLOCK_M=block_m,
-                          E_PAD=e_pad, C_TILE=max(1, min(32, 4096 // e_pad)), B_CHUNK=max(1, min(64, 4096 // e_pad)))
+                          E_PAD=e_pad, C_TILE=max(1, min(32, 4096 // e_pad)), B_CHUNK=max(1, min(64, 4096 // e_pad)),
+                          **pdl)
     _place_kernel[(n_chunks + triton.cdiv(max_padded, pad_block),)](
         ids, emap, prefix, starts, block_ids, npost, sorted_ids, numel, n_chunks, max_padded, E_glob, E,
-        HAS_MAP=has_map, BLOCK_M=block_m, CHUNK=chunk, PAD_BLOCK=pad_block)
+        HAS_MAP=has_map, BLOCK_M=block_m, CHUNK=chunk, PAD_BLOCK=pad_block, **pdl)
     return sorted_ids, block_ids, npost
 
 
 def aot_specs():
     from .aot import AotSpec
     sig_count = {"ids_ptr": "*i32", "map_ptr": "*i32", "counts_ptr": "*i32", "numel": "i32", "E_glob": "i32",
-                 "E_loc": "i32", "HAS_MAP": "constexpr", "CHUNK": "constexpr"}
+                 "E_loc": "i32", "HAS_MAP": "constexpr", "CHUNK": "constexpr", "E_PAD": "constexpr",
+                 "PDL": "constexpr"}
     sig_off = {"counts_ptr": "*i32", "prefix_ptr": "*i32", "starts_ptr": "*i32", "block_ids_ptr": "*i32",
                "npost_ptr": "*i32", "n_chunks": "i32", "E_loc": "i32", "max_blocks": "i32", "BLOCK_M": "constexpr",
-               "E_PAD": "constexpr", "C_TILE": "constexpr", "B_CHUNK": "constexpr"}
+               "E_PAD": "constexpr", "C_TILE": "constexpr", "B_CHUNK": "constexpr", "PDL": "constexpr"}
     sig_place = {"ids_ptr": "*i32", "map_ptr": "*i32", "prefix_ptr": "*i32", "starts_ptr": "*i32",
                  "block_ids_ptr": "*i32", "npost_ptr": "*i32", "sorted_ptr": "*i32", "numel": "i32",
                  "n_chunks": "i32", "max_padded": "i32", "E_glob": "i32", "E_loc": "i32", "HAS_MAP": "constexpr",
-                 "BLOCK_M": "constexpr", "CHUNK": "constexpr", "PAD_BLOCK": "constexpr"}
+                 "BLOCK_M": "constexpr", "CHUNK": "constexpr", "PAD_BLOCK": "constexpr", "PDL": "constexpr"}
     return [
-        AotSpec("moe_align.count[EP8]", _count_kernel, sig_count, dict(HAS_MAP=True, CHUNK=64)),
+        AotSpec("moe_align.count[EP8]", _count_kernel, sig_count, dict(HAS_MAP=True, CHUNK=64, E_PAD=16)),
+        AotSpec("moe_align.count[E=256]", _count_kernel, sig_count, dict(HAS_MAP=False, CHUNK=64, E_PAD=256)),
         # "before" aligns all 256 M2 experts: the widest offsets kernel
         AotSpec("moe_align.offsets[E=256,BM=64]", _offsets_kernel, sig_off,
                 dict(BLOCK_M=64, E_PAD=256, C_TILE=16, B_CHUNK=16)),

@@ -76,6 +76,13 @@ class ArchMoe:
     # (362 vs 289 us at T=216, bench fused_moe_mxfp8), its two half-width
     # products per step costing more than the 8.6 MB fp32 round trip saves.
     mxfp8_fuse_act: bool = False
+    # GEMM2 of the native MXFP8 MoE adds each route's weighted row into the
+    # BF16 output with BF16 atomics (the output is the accumulator: no fp32
+    # buffer, no conversion launch after it) instead of fp32 atomics into a
+    # buffer converted at the end. Up to top_k roundings to BF16 per output
+    # element instead of one: far below the fp8 operands' own error.
+    mxfp8_bf16_atomics: bool = False
+    why_mxfp8_bf16_atomics: str = "not measured: fp32 atomics and a conversion"
 
 
 ARCHS: dict[str, ArchMoe] = {
@@ -102,6 +109,8 @@ ARCHS: dict[str, ArchMoe] = {
         why_mxfp8_dot=("measured on H200 (bench fused_moe_mxfp8, M3 EP8 rank, T=64/216): upcast (BF16-image "
                        "activations, W bytes moved into BF16 fields, one multiply per element) 288/293 us, fp8 dot "
                        "per 32-wide block 622/658 us, tl.dot_scaled 876/889 us (BF16 MoE 425/447 us)"),
+        mxfp8_bf16_atomics=True,
+        why_mxfp8_bf16_atomics="TO BE MEASURED",
         mxfp8_tile=Tile(block_n=64, block_k=256, num_warps=4, num_stages=3, progs_per_cu=3),
         why_mxfp8_tile=("measured on H200 (python -m minimax_rocm.bench.fused_moe_mxfp8 sweep, GEMMs alone, M3 and "
                         "M2 EP8 ranks, T=16/64/216): BN 64 / BK 256 / 3 stages / 3 programs per SM is within 2% of "

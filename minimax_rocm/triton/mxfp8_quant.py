@@ -16,7 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
+from . import dependent_launch
 from .aot import AotSpec
+from .dependent_launch import pdl_enter
 
 _EMAX = {torch.float8_e4m3fn: 8, torch.float8_e4m3fnuz: 7}
 _BIAS = {torch.float8_e4m3fn: 7, torch.float8_e4m3fnuz: 8}
@@ -212,7 +214,8 @@ def mxfp8_dequant_kernel(q_ptr, s_ptr, out_ptr, rows, K, BIAS: tl.constexpr, FNU
 @triton.jit
 def mxfp8_round_kernel(x_ptr, out_ptr, zero_ptr, rows, K, EMAX: tl.constexpr, BIAS: tl.constexpr,
                        FP8_MAX: tl.constexpr, NAN_BYTE: tl.constexpr, FNUZ: tl.constexpr, BLOCK_R: tl.constexpr,
-                       BLOCK_K: tl.constexpr, ZERO: tl.constexpr, HW_CVT: tl.constexpr):
+                       BLOCK_K: tl.constexpr, ZERO: tl.constexpr, HW_CVT: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = (r[:, None] < rows) & (k[None, :] < K)
@@ -258,7 +261,8 @@ def mxfp8_round(x: torch.Tensor, fp8_dtype: torch.dtype, zero: Optional[torch.Te
     x, exact in BF16 while the image lies in BF16's normal range (any block
     scale from 2^-126 to 2^127 / FP8_MAX). The upcast MoE GEMMs take their
     activation operand in this form. `zero` (x's shape, contiguous) is
-    zero-filled by the same pass: the MoE's output accumulator."""
+    zero-filled by the same pass: the MoE's output accumulator. PDL-launched
+    where supported (the MoE's chain: triton/dependent_launch.py)."""
     K = x.shape[-1]
     rows = x.numel() // K if K else 0
     out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
@@ -268,7 +272,8 @@ def mxfp8_round(x: torch.Tensor, fp8_dtype: torch.dtype, zero: Optional[torch.Te
         grid = (triton.cdiv(rows, _BLOCK_R), triton.cdiv(K, _BLOCK_K))
         mxfp8_round_kernel[grid](x, out, out if zero is None else zero, rows, K, **flavour_constexprs(fp8_dtype),
                                  BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K, ZERO=zero is not None,
-                                 HW_CVT=hw_fp8_cvt(x.device, fp8_dtype), num_warps=4)
+                                 HW_CVT=hw_fp8_cvt(x.device, fp8_dtype), num_warps=4,
+                                 **dependent_launch.launch(x.device))
     return out
 
 
@@ -290,9 +295,10 @@ def aot_specs() -> list[AotSpec]:
            "BLOCK_K": "constexpr", "HW_CVT": "constexpr"}
     fn = dict(EMAX=8, BIAS=7, FP8_MAX=448.0, NAN_BYTE=0x7F, FNUZ=False, BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K)
     fnuz = dict(EMAX=7, BIAS=8, FP8_MAX=240.0, NAN_BYTE=0x80, FNUZ=True, BLOCK_R=_BLOCK_R, BLOCK_K=_BLOCK_K)
-    rsig = {"x_ptr": "*bf16", "out_ptr": "*bf16", "zero_ptr": "*fp32", "rows": "i32", "K": "i32",
+    # zero_ptr: the MoE output that GEMM2's bf16 atomics add into (sm90 table)
+    rsig = {"x_ptr": "*bf16", "out_ptr": "*bf16", "zero_ptr": "*bf16", "rows": "i32", "K": "i32",
             **{c: "constexpr" for c in ("EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "FNUZ", "BLOCK_R", "BLOCK_K", "ZERO",
-                                             "HW_CVT")}}
+                                             "HW_CVT", "PDL")}}
     return [AotSpec("mxfp8_quant[e4m3fn,K=6144]", mxfp8_quant_kernel, sig, dict(fn, HW_CVT=False),
                     targets=("gfx950",)),
             AotSpec("mxfp8_quant[e4m3fn,K=6144,cvt]", mxfp8_quant_kernel, sig, dict(fn, HW_CVT=True),

@@ -1,0 +1,79 @@
+"""Programmatic dependent launch (PDL) for the Triton kernels of a decode step.
+
+A decode MoE step is a chain of launches (alignment, activation rounding,
+GEMM1, SwiGLU + rounding, GEMM2), several of them a few microseconds long;
+between two of them the GPU drains one grid and only then starts launching the
+next. On NVIDIA sm90+ a kernel launched with the programmatic-serialization
+attribute may start as soon as every program of its predecessor has signalled
+(`griddepcontrol.launch_dependents`), and waits in `griddepcontrol.wait` until
+the predecessor has completed and its writes are visible. CUDA graphs keep the
+edge (a programmatic dependency), so the launch latency of each step hides
+behind the tail of the one before.
+
+The rule that keeps this as safe as plain stream order: a PDL kernel waits
+FIRST, before it touches any memory, and signals only after its wait. So the
+kernel after it starts only once this one's predecessor has completed, and no
+kernel reads or overwrites memory (even memory the caching allocator just
+recycled) before everything earlier on the stream is done. `launch()` hands a
+kernel both halves together (the PDL constexpr and the launch attribute);
+launching with the attribute a kernel that does not call `pdl_enter` would
+race, so nothing else sets one without the other.
+
+Elsewhere (AMD, pre-Hopper, the interpreter) PDL is off and the kernels are
+compiled without the instructions.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+try:    # Triton >= 3.4; the kernels only reach these under PDL=True
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:      # pragma: no cover - older Triton: PDL stays off
+    gdc_launch_dependents = gdc_wait = None
+
+_forced: contextvars.ContextVar[Optional[bool]] = contextvars.ContextVar("mmr_pdl_forced", default=None)
+
+
+def supported(device: torch.device) -> bool:
+    """NVIDIA sm90 or later, a Triton with the grid-dependency ops, not the
+    interpreter; MINIMAX_ROCM_PDL=0 turns it off."""
+    if gdc_wait is None or os.environ.get("MINIMAX_ROCM_PDL", "1") == "0":
+        return False
+    if device.type != "cuda" or torch.version.hip is not None or os.environ.get("TRITON_INTERPRET") == "1":
+        return False
+    return torch.cuda.get_device_capability(device) >= (9, 0)
+
+
+def launch(device: torch.device) -> dict:
+    """Keyword arguments for a kernel launch that takes the `PDL` constexpr:
+    the constexpr and the launch attribute, on or off together."""
+    on = _forced.get()
+    on = supported(device) if on is None else (on and supported(device))
+    return dict(PDL=True, launch_pdl=True) if on else dict(PDL=False)
+
+
+@contextlib.contextmanager
+def forced(on: bool):
+    """Launches inside this block use PDL only if `on` (and supported): the
+    benchmark's with / without comparison."""
+    token = _forced.set(on)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+@triton.jit
+def pdl_enter(PDL: tl.constexpr):
+    """First statement of a PDL kernel: wait for the predecessor grid, then
+    let the successor launch (see the module docstring for the order)."""
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
