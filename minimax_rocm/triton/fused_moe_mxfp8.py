@@ -20,9 +20,10 @@ dequantised copy exists. Pipeline (issue 7):
               itself where the table says the target has BF16 atomics
               (mxfp8_bf16_atomics: no fp32 buffer, no conversion launch),
               fp32 otherwise
-On sm90 every launch of the chain is programmatically dependent (PDL:
-triton/dependent_launch.py), so each one's launch hides behind the tail of the
-one before.
+On sm90 the short kernels of the chain (alignment, rounding, SwiGLU +
+rounding) launch programmatically dependent (PDL: triton/dependent_launch.py),
+so their launches hide behind the tail of the kernel before; the GEMMs launch
+plainly (PDL-launched they measured 20% slower, see dependent_launch).
 
 Both GEMMs are one kernel (`_mx_gemm_kernel`) with two ways to apply the
 block scales (the per-arch table's `mxfp8_dot` picks):
@@ -100,6 +101,24 @@ def _upcast_tile(ptrs, s_ptrs, row_ok, ROWS: tl.constexpr, BLOCK_K: tl.constexpr
 
 
 @triton.jit
+def _red_add_bf16x2(row_ptrs, offs_n, v, row_ok, n_ok, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """c[row, n] += v rounded to BF16, one packed atomic per column pair
+    (PTX red.global.add.noftz.bf16x2, sm90): Triton's BF16 atomic_add is a
+    16-bit operation that ptxas turns into a compare-and-swap loop (and a
+    stack frame). N is even and rows are 4-byte aligned (the op's contract:
+    H % 32 == 0, a contiguous BF16 output)."""
+    lo, hi = tl.split(tl.reshape(v.to(tl.bfloat16), (BLOCK_M, BLOCK_N // 2, 2)))
+    pair = (hi.to(tl.uint16, bitcast=True).to(tl.uint32) << 16) | lo.to(tl.uint16, bitcast=True).to(tl.uint32)
+    col, _ = tl.split(tl.reshape(offs_n, (BLOCK_N // 2, 2)))
+    ok_lo, ok_hi = tl.split(tl.reshape(n_ok, (BLOCK_N // 2, 2)))
+    ok = row_ok[:, None] & (ok_lo & ok_hi)[None, :]
+    ptrs = (row_ptrs[:, None] + col[None, :]).to(tl.pointer_type(tl.uint32))
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p red.relaxed.gpu.global.add.noftz.bf16x2 [$1], $2; mov.b32 $0, 0; }",
+        "=r,l,r,r", [ptrs, pair, ok.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def _mx_gemm_kernel(
         a_ptr, as_ptr, w_ptr, ws_ptr, c_ptr, sorted_ptr, block_ptr, npost_ptr, topk_w_ptr,
         num_routes, top_k, N, K, E_loc,
@@ -116,113 +135,123 @@ def _mx_gemm_kernel(
         INTERLEAVED: tl.constexpr = False,  # MX rounding, c = BF16 image `[rows, N = I]` (gate/up row layout)
         alpha=1.0, limit=0.0,
         EMAX: tl.constexpr = 8, BIAS: tl.constexpr = 7, FP8_MAX: tl.constexpr = 448.0,
-        NAN_BYTE: tl.constexpr = 0x7F, PDL: tl.constexpr = False):
-    pdl_enter(PDL)
+        NAN_BYTE: tl.constexpr = 0x7F, FLATTEN: tl.constexpr = False):
     n_blocks = tl.load(npost_ptr) // BLOCK_M
     total = n_blocks * tl.cdiv(N, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, 32)
-    for item in range(tl.program_id(0), total, tl.num_programs(0)):
+    # FLATTEN: one software pipeline over every (item, K step) of this
+    # program, so the next item's first tiles load during this one's last
+    # steps and epilogue (Triton's loop-nest flattening; the plain nest
+    # refills the pipeline per item)
+    for item in tl.range(tl.program_id(0), total, tl.num_programs(0), flatten=FLATTEN):
         b, offs_n, n_ok, routes, row_ok = work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M, BLOCK_N)
         e = tl.load(block_ptr + b)
-        e = tl.where((e >= 0) & (e < E_loc), e, -1)
-        if e >= 0:
-            if A_BY_TOKEN:
-                a_rows = tl.where(row_ok, routes // top_k, 0).to(tl.int64)
+        # an invalid block id (none inside the padded count) masks the whole
+        # item (compared as vectors: the interpreter's masks must be bool arrays)
+        e_n, e_m = offs_n * 0 + e, offs_m * 0 + e
+        n_ok = n_ok & (e_n >= 0) & (e_n < E_loc)
+        row_ok = row_ok & (e_m >= 0) & (e_m < E_loc)
+        e = tl.where((e >= 0) & (e < E_loc), e, 0)
+        if A_BY_TOKEN:
+            a_rows = tl.where(row_ok, routes // top_k, 0).to(tl.int64)
+        else:
+            a_rows = (b * BLOCK_M + offs_m).to(tl.int64)
+        if ACT != 0 and INTERLEAVED:
+            n64 = 2 * offs_n.to(tl.int64)      # gate rows; up rows follow each
+        else:
+            n64 = offs_n.to(tl.int64)
+        a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :]
+        as_ptrs = as_ptr + a_rows * stride_asm
+        w_ptrs = w_ptr + e.to(tl.int64) * stride_we + n64[:, None] * stride_wn + offs_k[None, :]
+        ws_ptrs = ws_ptr + e.to(tl.int64) * stride_wse + n64 * stride_wsn
+        if SWAP_AB:
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        if ACT != 0:
+            acc_u = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            if INTERLEAVED:
+                up_rows = 1
             else:
-                a_rows = (b * BLOCK_M + offs_m).to(tl.int64)
-            if ACT != 0 and INTERLEAVED:
-                n64 = 2 * offs_n.to(tl.int64)      # gate rows; up rows follow each
-            else:
-                n64 = offs_n.to(tl.int64)
-            a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :]
-            as_ptrs = as_ptr + a_rows * stride_asm
-            w_ptrs = w_ptr + e.to(tl.int64) * stride_we + n64[:, None] * stride_wn + offs_k[None, :]
-            ws_ptrs = ws_ptr + e.to(tl.int64) * stride_wse + n64 * stride_wsn
-            if SWAP_AB:
-                acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-            else:
-                acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            if ACT != 0:
-                acc_u = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-                if INTERLEAVED:
-                    up_rows = 1
-                else:
-                    up_rows = N
-            if DOT_MODE == 0:
-                for k0 in range(0, K, BLOCK_K):
-                    # one fp8 product per 32-wide block, scaled by both block scales
-                    for j in tl.static_range(BLOCK_K // 32):
-                        kb = k0 // 32 + j
-                        a = _load_fp8(a_ptrs + kb * 32, row_ok[:, None], FNUZ, DECODE)
-                        w = _load_fp8(w_ptrs + kb * 32, n_ok[:, None], FNUZ, DECODE)
-                        sa = e8m0_decode(tl.load(as_ptrs + kb, mask=row_ok, other=127).to(tl.int32))
-                        sw = e8m0_decode(tl.load(ws_ptrs + kb, mask=n_ok, other=127).to(tl.int32))
-                        if SWAP_AB:
-                            acc += tl.dot(w, tl.trans(a)) * (sw[:, None] * sa[None, :])
-                        else:
-                            acc += tl.dot(a, tl.trans(w)) * (sa[:, None] * sw[None, :])
-            else:
-                # upcast: the weight tile scaled to BF16 in registers (exact:
-                # an fp8 value times a power of two fits bf16's 8 exponent
-                # bits), one BF16 product per BLOCK_K step; scaled: tl.dot_scaled
-                offs_kk = tl.arange(0, BLOCK_K)
-                offs_ks = tl.arange(0, BLOCK_K // 32)
-                a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_kk[None, :]
-                w_ptrs = w_ptr + e.to(tl.int64) * stride_we + n64[:, None] * stride_wn + offs_kk[None, :]
-                as2 = as_ptr + a_rows[:, None] * stride_asm + offs_ks[None, :]
-                ws2 = ws_ptr + e.to(tl.int64) * stride_wse + n64[:, None] * stride_wsn + offs_ks[None, :]
-                for k0 in range(0, K, BLOCK_K):
-                    if DOT_MODE == 2 and not DECODE:
-                        a = _load_fp8(a_ptrs + k0, row_ok[:, None], FNUZ, False)
-                        w = _load_fp8(w_ptrs + k0, n_ok[:, None], FNUZ, False)
-                        sa = tl.load(as2 + k0 // 32, mask=row_ok[:, None], other=127)
-                        sw = tl.load(ws2 + k0 // 32, mask=n_ok[:, None], other=127)
-                        if SWAP_AB:
-                            acc = tl.dot_scaled(w, sw, "e4m3", tl.trans(a), sa, "e4m3", acc)
-                        else:
-                            acc = tl.dot_scaled(a, sa, "e4m3", tl.trans(w), sw, "e4m3", acc)
+                up_rows = N
+        if DOT_MODE == 0:
+            for k0 in range(0, K, BLOCK_K):
+                # one fp8 product per 32-wide block, scaled by both block scales
+                for j in tl.static_range(BLOCK_K // 32):
+                    kb = k0 // 32 + j
+                    a = _load_fp8(a_ptrs + kb * 32, row_ok[:, None], FNUZ, DECODE)
+                    w = _load_fp8(w_ptrs + kb * 32, n_ok[:, None], FNUZ, DECODE)
+                    sa = e8m0_decode(tl.load(as_ptrs + kb, mask=row_ok, other=127).to(tl.int32))
+                    sw = e8m0_decode(tl.load(ws_ptrs + kb, mask=n_ok, other=127).to(tl.int32))
+                    if SWAP_AB:
+                        acc += tl.dot(w, tl.trans(a)) * (sw[:, None] * sa[None, :])
                     else:
-                        # A arrives as the BF16 image of its MXFP8 values
-                        # (mxfp8_round / the activation kernel): no scales,
-                        # no per-warp conversion of the shared A tile
-                        a = tl.load(a_ptrs + k0, mask=row_ok[:, None], other=0.0)
-                        w = _upcast_tile(w_ptrs + k0, ws2 + k0 // 32, n_ok, BLOCK_N, BLOCK_K, FNUZ, DECODE, PTX)
-                        if DECODE:
-                            a = a.to(tl.float32)
-                        if SWAP_AB:
-                            acc = tl.dot(w, tl.trans(a), acc)
-                        else:
-                            acc = tl.dot(a, tl.trans(w), acc)
-                        if ACT != 0:
-                            wu = _upcast_tile(w_ptrs + up_rows * stride_wn + k0, ws2 + up_rows * stride_wsn + k0 // 32,
-                                              n_ok, BLOCK_N, BLOCK_K, FNUZ, DECODE, PTX)
-                            acc_u = tl.dot(a, tl.trans(wu), acc_u)
-            if SWAP_AB:
-                y = tl.trans(acc)
+                        acc += tl.dot(a, tl.trans(w)) * (sa[:, None] * sw[None, :])
+        else:
+            # upcast: the weight tile scaled to BF16 in registers (exact:
+            # an fp8 value times a power of two fits bf16's 8 exponent
+            # bits), one BF16 product per BLOCK_K step; scaled: tl.dot_scaled
+            offs_kk = tl.arange(0, BLOCK_K)
+            offs_ks = tl.arange(0, BLOCK_K // 32)
+            a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_kk[None, :]
+            w_ptrs = w_ptr + e.to(tl.int64) * stride_we + n64[:, None] * stride_wn + offs_kk[None, :]
+            as2 = as_ptr + a_rows[:, None] * stride_asm + offs_ks[None, :]
+            ws2 = ws_ptr + e.to(tl.int64) * stride_wse + n64[:, None] * stride_wsn + offs_ks[None, :]
+            for k0 in range(0, K, BLOCK_K):
+                if DOT_MODE == 2 and not DECODE:
+                    a = _load_fp8(a_ptrs + k0, row_ok[:, None], FNUZ, False)
+                    w = _load_fp8(w_ptrs + k0, n_ok[:, None], FNUZ, False)
+                    sa = tl.load(as2 + k0 // 32, mask=row_ok[:, None], other=127)
+                    sw = tl.load(ws2 + k0 // 32, mask=n_ok[:, None], other=127)
+                    if SWAP_AB:
+                        acc = tl.dot_scaled(w, sw, "e4m3", tl.trans(a), sa, "e4m3", acc)
+                    else:
+                        acc = tl.dot_scaled(a, sa, "e4m3", tl.trans(w), sw, "e4m3", acc)
+                else:
+                    # A arrives as the BF16 image of its MXFP8 values
+                    # (mxfp8_round / the activation kernel): no scales,
+                    # no per-warp conversion of the shared A tile
+                    a = tl.load(a_ptrs + k0, mask=row_ok[:, None], other=0.0)
+                    w = _upcast_tile(w_ptrs + k0, ws2 + k0 // 32, n_ok, BLOCK_N, BLOCK_K, FNUZ, DECODE, PTX)
+                    if DECODE:
+                        a = a.to(tl.float32)
+                    if SWAP_AB:
+                        acc = tl.dot(w, tl.trans(a), acc)
+                    else:
+                        acc = tl.dot(a, tl.trans(w), acc)
+                    if ACT != 0:
+                        wu = _upcast_tile(w_ptrs + up_rows * stride_wn + k0, ws2 + up_rows * stride_wsn + k0 // 32,
+                                          n_ok, BLOCK_N, BLOCK_K, FNUZ, DECODE, PTX)
+                        acc_u = tl.dot(a, tl.trans(wu), acc_u)
+        if SWAP_AB:
+            y = tl.trans(acc)
+        else:
+            y = acc
+        if ACT != 0:
+            # SwiGLU and the MX rounding of GEMM2's operand, in registers:
+            # each row's 32-wide blocks lie inside this BLOCK_N tile
+            v = mx_round(act_math(acc, acc_u, alpha, limit, ACT), EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ,
+                         BLOCK_M, BLOCK_N)
+            c_rows = (b * BLOCK_M + offs_m).to(tl.int64)
+            tl.store(c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :], v.to(c_ptr.dtype.element_ty),
+                     mask=n_ok[None, :])
+        elif ATOMIC_OUT:
+            wts = tl.load(topk_w_ptr + routes, mask=row_ok, other=0.0).to(tl.float32)
+            tok = tl.where(row_ok, routes // top_k, 0).to(tl.int64)
+            # c is fp32, or the BF16 output itself (BF16 atomics)
+            if PTX and c_ptr.dtype.element_ty == tl.bfloat16:
+                _red_add_bf16x2(c_ptr + tok * stride_cm, offs_n, y * wts[:, None], row_ok, n_ok, BLOCK_M, BLOCK_N)
             else:
-                y = acc
-            if ACT != 0:
-                # SwiGLU and the MX rounding of GEMM2's operand, in registers:
-                # each row's 32-wide blocks lie inside this BLOCK_N tile
-                v = mx_round(act_math(acc, acc_u, alpha, limit, ACT), EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ,
-                             BLOCK_M, BLOCK_N)
-                c_rows = (b * BLOCK_M + offs_m).to(tl.int64)
-                tl.store(c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :], v.to(c_ptr.dtype.element_ty),
-                         mask=n_ok[None, :])
-            elif ATOMIC_OUT:
-                wts = tl.load(topk_w_ptr + routes, mask=row_ok, other=0.0).to(tl.float32)
-                tok = tl.where(row_ok, routes // top_k, 0).to(tl.int64)
-                # c is fp32, or the BF16 output itself (packed BF16 atomics)
                 tl.atomic_add(c_ptr + tok[:, None] * stride_cm + offs_n[None, :],
                               (y * wts[:, None]).to(c_ptr.dtype.element_ty),
                               mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
-            else:
-                # padding rows too (zeros: their A rows were masked): the
-                # activation kernel reads whole blocks
-                c_rows = (b * BLOCK_M + offs_m).to(tl.int64)
-                tl.store(c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :], y.to(c_ptr.dtype.element_ty),
-                         mask=n_ok[None, :])
+        else:
+            # padding rows too (zeros: their A rows were masked): the
+            # activation kernel reads whole blocks
+            c_rows = (b * BLOCK_M + offs_m).to(tl.int64)
+            tl.store(c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :], y.to(c_ptr.dtype.element_ty),
+                     mask=n_ok[None, :])
 
 
 @triton.jit
@@ -303,7 +332,7 @@ def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes:
         BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, A_BY_TOKEN=a_by_token,
         ATOMIC_OUT=atomic_out, SWAP_AB=tile.swap_ab, DOT_MODE=DOT_MODES[dot], FNUZ=w.dtype == torch.float8_e4m3fnuz, DECODE=DECODE,
         PTX=not DECODE and torch.version.hip is None, **fused,
-        num_warps=tile.num_warps, num_stages=tile.num_stages, **dependent_launch.launch(a.device))
+        FLATTEN=tile.flatten, num_warps=tile.num_warps, num_stages=tile.num_stages)
 
 
 def act_quant(h: torch.Tensor, npost: torch.Tensor, activation: str, layout: str, alpha: float, limit: float,
@@ -424,7 +453,7 @@ _SIG = {"a_ptr": "*u8", "as_ptr": "*u8", "w_ptr": "*u8", "ws_ptr": "*u8", "c_ptr
         "stride_wn": "i32", "stride_wse": "i32", "stride_wsn": "i32", "stride_cm": "i32", "alpha": "fp32",
         "limit": "fp32"}
 _CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "A_BY_TOKEN", "ATOMIC_OUT", "SWAP_AB", "DOT_MODE", "FNUZ", "DECODE", "PTX",
-          "ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "PDL")
+          "ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "FLATTEN")
 
 
 def aot_specs():
@@ -456,7 +485,7 @@ def aot_specs():
                 sig_g, act = {**sig, "c_ptr": "*bf16"}, dict(ACT=2, INTERLEAVED=False)
             specs.append(AotSpec(f"{name}[{ent.mxfp8_dot}{',swiglu_oai fused' if act['ACT'] else ''}]",
                                  _mx_gemm_kernel, sig_g,
-                                 dict(g, **t.constexprs(), **act, FNUZ=flav["FNUZ"], DECODE=False,
+                                 dict(g, **t.constexprs(), **act, FNUZ=flav["FNUZ"], DECODE=False, FLATTEN=t.flatten,
                                       PTX=target.startswith("sm"), DOT_MODE=DOT_MODES[ent.mxfp8_dot],
                                       **{k: flav[k] for k in ("EMAX", "BIAS", "FP8_MAX", "NAN_BYTE")}),
                                  num_warps=t.num_warps, num_stages=t.num_stages, matmul=True, fp8=True,

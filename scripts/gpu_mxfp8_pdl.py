@@ -1,0 +1,47 @@
+"""One device call: the native MXFP8 MoE with and without programmatic
+dependent launch of its short kernels, with BF16 / fp32 output atomics, with
+and without the flattened GEMM loop, against the BF16 MoE in
+the same process (M3 and M2 EP8 ranks), each with its % of the fp8 floor.
+    PYTHONPATH=$PWD python scripts/gpu_mxfp8_pdl.py [T ...]"""
+import sys
+
+import torch
+
+from minimax_rocm import oracle
+from minimax_rocm.bench.fused_moe import make_weights, rank_step
+from minimax_rocm.bench.fused_moe_mxfp8 import SHAPES
+from minimax_rocm.bench.harness import copy_bandwidth_gbs, time_us
+from minimax_rocm.ops.mxfp8 import mxfp8_quant
+from minimax_rocm.triton import dependent_launch
+from minimax_rocm.triton import fused_moe as bf16_moe
+from minimax_rocm.triton import fused_moe_mxfp8 as tri
+
+dev = torch.device("cuda")
+bw = copy_bandwidth_gbs() * 1e9
+fp8 = oracle.detect_platform().fp8_dtype
+tokens = [int(t) for t in sys.argv[1:]] or [1, 16, 64, 216]
+print(torch.cuda.get_device_name(), f"copy bandwidth {bw / 1e9:.0f} GB/s", flush=True)
+for name, H, I, E, E_loc, k, act, ep in SHAPES:
+    w13, w2 = make_weights(E_loc, H, I, dev)
+    w13_q, w13_s = mxfp8_quant(w13, fp8)
+    w2_q, w2_s = mxfp8_quant(w2, fp8)
+    for T in tokens:
+        hidden, tw, ids, emap, grp, case = rank_step(name, T, H, E, E_loc, k, ep, T, dev)
+        floor = len(grp["experts"]) * 3 * H * I * 33 // 32 / bw * 1e6
+        tk = dict(iters=20, inner=10) if T >= 216 else {}
+        base = time_us(lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act), **tk)
+        print(f"{case:40s} BF16 {base:8.1f} us   fp8 floor {floor:6.1f} us", flush=True)
+        for label, pdl, b16, flat in (("no pdl, fp32 atomics", False, False, False),
+                                      ("no pdl, bf16x2 atomics", False, True, False),
+                                      ("pdl, bf16x2 atomics", True, True, False),
+                                      ("pdl, bf16x2, flattened", True, True, True),
+                                      ("no pdl, bf16x2, flattened", False, True, True)):
+            def fn(pdl=pdl, b16=b16, flat=flat):
+                with dependent_launch.forced(pdl):
+                    return tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act,
+                                               bf16_atomics=b16, tile=dict(flatten=flat))
+            us = time_us(fn, **tk)
+            print(f"{'':40s} {label:22s} {us:8.1f} us  {100 * floor / us:5.1f}% of floor  "
+                  f"{base / us:4.2f}x BF16", flush=True)
+    del w13, w2, w13_q, w13_s, w2_q, w2_s
+    torch.cuda.empty_cache()
