@@ -111,7 +111,9 @@ ARCHS: dict[str, ArchMoe] = {
                        "activations, W bytes moved into BF16 fields, one multiply per element) 288/293 us, fp8 dot "
                        "per 32-wide block 622/658 us, tl.dot_scaled 876/889 us (BF16 MoE 425/447 us)"),
         mxfp8_bf16_atomics=True,
-        why_mxfp8_bf16_atomics="TO BE MEASURED",
+        why_mxfp8_bf16_atomics=("measured on H200 (scripts/gpu_mxfp8_pdl.py, same run, no PDL): packed bf16x2 red into "
+                                "the BF16 output vs fp32 atomics + conversion: M3 EP8 T=16/64/216 166.7/283.7/286.1 vs "
+                                "169.7/283.7/288.2 us, M2 EP8 99.7/156.4/161.8 vs 101.6/157.9/165.0 us"),
         mxfp8_tile=Tile(block_n=64, block_k=256, num_warps=4, num_stages=3, progs_per_cu=3),
         why_mxfp8_tile=("measured on H200 (python -m minimax_rocm.bench.fused_moe_mxfp8 sweep, GEMMs alone, M3 and "
                         "M2 EP8 ranks, T=16/64/216): BN 64 / BK 256 / 3 stages / 3 programs per SM is within 2% of "
