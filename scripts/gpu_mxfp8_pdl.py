@@ -2,7 +2,10 @@
 dependent launch of its short kernels, with BF16 / fp32 output atomics, with
 and without the flattened GEMM loop, against the BF16 MoE in
 the same process (M3 and M2 EP8 ranks), each with its % of the fp8 floor.
-    PYTHONPATH=$PWD python scripts/gpu_mxfp8_pdl.py [T ...]"""
+    PYTHONPATH=$PWD python scripts/gpu_mxfp8_pdl.py [T ...]
+REPEAT=n: the M3 shape only, BF16 and the default native configuration,
+timed n times in alternation (the run-to-run spread of the % of floor)."""
+import os
 import sys
 
 import torch
@@ -21,7 +24,8 @@ bw = copy_bandwidth_gbs() * 1e9
 fp8 = oracle.detect_platform().fp8_dtype
 tokens = [int(t) for t in sys.argv[1:]] or [1, 16, 64, 216]
 print(torch.cuda.get_device_name(), f"copy bandwidth {bw / 1e9:.0f} GB/s", flush=True)
-for name, H, I, E, E_loc, k, act, ep in SHAPES:
+repeat = int(os.environ.get("REPEAT", "0"))
+for name, H, I, E, E_loc, k, act, ep in (SHAPES[:1] if repeat else SHAPES):
     w13, w2 = make_weights(E_loc, H, I, dev)
     w13_q, w13_s = mxfp8_quant(w13, fp8)
     w2_q, w2_s = mxfp8_quant(w2, fp8)
@@ -29,6 +33,13 @@ for name, H, I, E, E_loc, k, act, ep in SHAPES:
         hidden, tw, ids, emap, grp, case = rank_step(name, T, H, E, E_loc, k, ep, T, dev)
         floor = len(grp["experts"]) * 3 * H * I * 33 // 32 / bw * 1e6
         tk = dict(iters=20, inner=10) if T >= 216 else {}
+        if repeat:
+            for _ in range(repeat):
+                base = time_us(lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act), **tk)
+                us = time_us(lambda: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act), **tk)
+                print(f"{case:40s} BF16 {base:8.1f} us  native {us:8.1f} us  {100 * floor / us:5.1f}% of floor  "
+                      f"{base / us:4.2f}x BF16", flush=True)
+            continue
         base = time_us(lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act), **tk)
         print(f"{case:40s} BF16 {base:8.1f} us   fp8 floor {floor:6.1f} us", flush=True)
         for label, pdl, b16, flat in (("no pdl, fp32 atomics", False, False, False),
