@@ -213,10 +213,12 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     "lamport_max_tokens": {"gfx942": 1 << 30, "gfx950": 1 << 30, "sm90": 1 << 30, "sm100": 1 << 30, "cpu": 0},
     # moe_align: the native kernel (one launch; each wave scans every route
     # for its experts) up to this many routes (T x k), the Triton kernels
-    # (memset + 3 launches, parallel over routes) above. H200, `bench --op
+    # (3 launches, parallel over routes) above. H200, `bench --op
     # moe_align` (BENCHMARKS.md): native 4.2 us vs 9.5 at 64 routes (EP8,
     # 16 local experts), but 14.4 vs 9.0 at 864 and 55 vs 9.4 at 4096. AMD
-    # entries: the same kernel design, not yet measured there.
+    # entries: the same kernel design, not yet measured there. (Measured
+    # while a memset still preceded the Triton kernels; it has gone since,
+    # so the crossover may sit a little lower: not re-measured.)
     "align_native_max_routes": {"gfx942": 64, "gfx950": 64, "sm90": 64, "sm100": 64, "cpu": 0},
     # Sparse-local BF16 MoE: the MI300X work took it for decode batches only.
     "sparse_local_max_tokens": {"gfx942": 256, "gfx950": 256, "sm90": 4096, "sm100": 4096, "cpu": 1 << 30},

@@ -1,5 +1,6 @@
 """bench --op moe_align: the alignment kernels at EP-rank routing sizes: the
-Triton path (memset + count + offsets + place, the MoE paths' choice) as the
+Triton path (count + offsets + place, the MoE paths' choice; a memset
+preceded them until the count kernel stopped using atomics) as the
 baseline, beside the native one-block kernel, same run; this sets the
 oracle's align_native_max_routes.
 
