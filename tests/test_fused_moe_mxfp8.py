@@ -275,16 +275,25 @@ SHAPES = {
 }
 
 
+def _gpu_fp8():
+    """The fp8 flavour of this GPU's tensor cores."""
+    return FN if oracle.detect_platform().fp8_dtype == "e4m3fn" else FNUZ
+
+
+def _shape_args(shape: str, T: int, device):
+    """Random inputs at an EP-rank shape of SHAPES, and rank 0's expert map."""
+    s = SHAPES[shape]
+    args = _args(T=T, H=s["H"], I=s["I"], E=s["E"], k=s["k"], E_loc=s["E_loc"], device=device, fp8=_gpu_fp8())
+    return args, expert_map(s["E"], s["E"] // s["E_loc"], 0).to(device)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dot", GPU_DOT_MODES)
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("T", [1, 16, 216, 1024])
 def test_native_kernel_on_gpu(device, shape, T, dot):
     s = SHAPES[shape]
-    fp8 = oracle.detect_platform().fp8_dtype
-    args = _args(T=T, H=s["H"], I=s["I"], E=s["E"], k=s["k"], E_loc=s["E_loc"], device=device,
-                 fp8=FN if fp8 == "e4m3fn" else FNUZ)
-    emap = expert_map(s["E"], s["E"] // s["E_loc"], 0).to(device)
+    args, emap = _shape_args(shape, T, device)
     out = tri.fused_moe_mxfp8(*args, emap, s["act"], "split", **_mode(dot))
     _check_native(out, args, emap, s["act"], "split")
 
@@ -294,10 +303,7 @@ def test_native_kernel_on_gpu(device, shape, T, dot):
 @pytest.mark.parametrize("T", [16])
 def test_native_on_gpu(device, shape, T):
     s = SHAPES[shape]
-    fp8 = oracle.detect_platform().fp8_dtype
-    args = _args(T=T, H=s["H"], I=s["I"], E=s["E"], k=s["k"], E_loc=s["E_loc"], device=device,
-                 fp8=FN if fp8 == "e4m3fn" else FNUZ)
-    emap = expert_map(s["E"], s["E"] // s["E_loc"], 0).to(device)
+    args, emap = _shape_args(shape, T, device)
     out = mm.fused_moe_mxfp8(*args, emap, s["act"], "split", max_model_len=4096)
     assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/native_mxfp8"
     _check_native(out, args, emap, s["act"], "split")
@@ -340,9 +346,7 @@ def test_native_output_accumulation_and_launch_on_gpu(device, bf16_atomics, pdl)
     that takes the Triton alignment (its kernels are in the PDL chain)."""
     from minimax_rocm.triton import dependent_launch
     s = SHAPES["M2 EP8"]
-    args = _args(T=216, H=s["H"], I=s["I"], E=s["E"], k=s["k"], E_loc=s["E_loc"], device=device,
-                 fp8=FN if oracle.detect_platform().fp8_dtype == "e4m3fn" else FNUZ)
-    emap = expert_map(s["E"], s["E"] // s["E_loc"], 0).to(device)
+    args, emap = _shape_args("M2 EP8", 216, device)
     with dependent_launch.forced(pdl):
         out = tri.fused_moe_mxfp8(*args, emap, s["act"], "split", bf16_atomics=bf16_atomics)
     _check_native(out, args, emap, s["act"], "split")
@@ -356,7 +360,7 @@ def test_native_under_cuda_graph(device, T):
     replayed with fresh routing, router weights and hidden states each time:
     a kernel that read its predecessor's output before it was complete, or a
     buffer of the previous replay, shows as a wrong output."""
-    fp8 = FN if oracle.detect_platform().fp8_dtype == "e4m3fn" else FNUZ
+    fp8 = _gpu_fp8()
     E, E_loc, k = 32, 8, 4
     calls = [_args(T=T, H=1024, I=512, E=E, k=k, E_loc=E_loc, device=device, fp8=fp8) for _ in range(2)]
     w = calls[0][1:5]
