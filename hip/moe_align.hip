@@ -8,16 +8,23 @@
 //                                 padding and unused slots hold T * k
 //   block_expert_ids [cap / block_m] int32: local expert of each block, -1 unused
 //   num_post_padded [1] int32
-// One block; each wave owns experts e = wave, wave + waves, ... and scans
-// the routes in order with ballots, so the order inside a group is the route
-// order (deterministic, the same as the reference) and nothing is sized by
-// the GLOBAL expert count. Ids outside the map are remote: never an index.
+// One block, parallel over routes: the routes are cut into contiguous
+// ranges, one wave each. A wave counts its range's routes per expert (LDS
+// atomics: a count does not depend on their order), one thread per expert
+// turns the (range, expert) counts into each range's first slot in the
+// expert's group, and each wave walks its range again in order, giving the
+// lanes of one expert consecutive slots. So the order inside a group is the
+// route order (deterministic, the same as the reference), each route is read
+// twice, and nothing is sized by the GLOBAL expert count. Ids outside the
+// map are remote: never an index.
 #include "mmr/mmr.h"
 
 namespace {
 
 constexpr int kThreads = 1024;
+constexpr int kWaves = kThreads / mmr::kWave;
 constexpr int kMaxLocalExperts = 1024;
+constexpr int kCursorInts = 8192;  // (range, expert) counters: 32 KB of LDS, >= 8 ranges
 
 template <typename IdT>
 MMR_DEVICE int local_id(const IdT* ids, const int* map, int64_t r, int num_global, int num_local) {
@@ -31,57 +38,82 @@ template <typename IdT>
 MMR_DEVICE void align(const IdT* __restrict__ ids, const int* __restrict__ map, int* __restrict__ sorted,
                       int* __restrict__ block_ids, int* __restrict__ num_post_padded, int64_t numel, int num_global,
                       int num_local, int block_m, int64_t cap) {
-  __shared__ int counts[kMaxLocalExperts];
+  __shared__ int cursor[kCursorInts];  // [range][expert]: counts, then the next free slot
   __shared__ int offsets[kMaxLocalExperts + 1];
-  const int lane = mmr::lane_id(), wave = int(threadIdx.x) / mmr::kWave, waves = kThreads / mmr::kWave;
+  __shared__ int scan_scratch[kWaves];
+  const int lane = mmr::lane_id(), wave = int(threadIdx.x) / mmr::kWave;
+  const int ranges = min(kWaves, kCursorInts / num_local);
+  const int64_t per = (numel + ranges - 1) / ranges;
+  const int64_t r0 = wave * per, r1 = min(numel, r0 + per);  // empty for waves >= ranges
+  int* mine = cursor + wave * num_local;
 
-  for (int e = wave; e < num_local; e += waves) {
-    int n = 0;
-    for (int64_t base = 0; base < numel; base += mmr::kWave) {
+  for (int i = threadIdx.x; i < ranges * num_local; i += kThreads) cursor[i] = 0;
+  __syncthreads();
+  if (wave < ranges)
+    for (int64_t base = r0; base < r1; base += mmr::kWave) {
       const int64_t r = base + lane;
-      const bool mine = r < numel && local_id(ids, map, r, num_global, num_local) == e;
-      n += __popcll(mmr::ballot(mine));
+      const int e = r < r1 ? local_id(ids, map, r, num_global, num_local) : -1;
+      if (e >= 0) atomicAdd(mine + e, 1);
     }
-    if (lane == 0) counts[e] = n;
-  }
   __syncthreads();
+
+  // Thread e: its ranges' first ranks inside group e, then (after the scan
+  // of padded group sizes) their absolute first slots.
+  const int e = int(threadIdx.x);  // num_local <= kThreads
+  int n = 0;
+  if (e < num_local)
+    for (int g = 0; g < ranges; ++g) {
+      const int c = cursor[g * num_local + e];
+      cursor[g * num_local + e] = n;
+      n += c;
+    }
+  int used;
+  const int start = mmr::block_exclusive_scan((n + block_m - 1) / block_m * block_m, scan_scratch, used);
+  if (e < num_local) {
+    offsets[e] = start;
+    for (int g = 0; g < ranges; ++g) cursor[g * num_local + e] += start;
+  }
   if (threadIdx.x == 0) {
-    int pos = 0;
-    for (int e = 0; e < num_local; ++e) {
-      offsets[e] = pos;
-      pos += (counts[e] + block_m - 1) / block_m * block_m;
-    }
-    offsets[num_local] = pos;
-    *num_post_padded = pos;
+    offsets[num_local] = used;
+    *num_post_padded = used;
   }
   __syncthreads();
-  const int used = offsets[num_local];
+
   // Padding (inside groups and after the last one) and block ids first...
   for (int64_t i = threadIdx.x; i < cap; i += kThreads) sorted[i] = int(numel);
   for (int64_t b = threadIdx.x; b < cap / block_m; b += kThreads) {
-    int e = -1;
+    int be = -1;
     if (b * block_m < used) {  // the group holding row b * block_m
       int lo = 0, hi = num_local - 1;
       while (lo < hi) {
         const int mid = (lo + hi + 1) / 2;
         if (offsets[mid] <= b * block_m) lo = mid; else hi = mid - 1;
       }
-      e = lo;
+      be = lo;
     }
-    block_ids[b] = e;
+    block_ids[b] = be;
   }
   __syncthreads();
-  // ...then each wave writes its experts' routes in route order.
-  for (int e = wave; e < num_local; e += waves) {
-    int next = offsets[e];
-    for (int64_t base = 0; base < numel; base += mmr::kWave) {
+
+  // ...then each wave places its range in order: per 1-wave chunk, one round
+  // per distinct expert among the lanes (the lowest such lane reads and
+  // advances the range's cursor; the others take the next slots by lane).
+  if (wave < ranges)
+    for (int64_t base = r0; base < r1; base += mmr::kWave) {
       const int64_t r = base + lane;
-      const bool mine = r < numel && local_id(ids, map, r, num_global, num_local) == e;
-      const uint64_t mask = mmr::ballot(mine);
-      if (mine) sorted[next + mmr::rank_in(mask)] = int(r);
-      next += __popcll(mask);
+      const int le = r < r1 ? local_id(ids, map, r, num_global, num_local) : -1;
+      uint64_t left = mmr::ballot(le >= 0);
+      while (left) {
+        const int leader = mmr::first_lane(left);
+        const int el = mmr::shfl(le, leader, mmr::kWave);
+        const uint64_t group = mmr::ballot(le == el);
+        const int slot = mmr::shfl(lane == leader ? mine[el] : 0, leader, mmr::kWave);
+        if (le == el) sorted[slot + mmr::rank_in(group)] = int(r);
+        if (lane == leader) mine[el] = slot + __popcll(group);
+        left &= ~group;
+        mmr::wave_sync();  // the next chunk's reader of mine[el] may be another lane
+      }
     }
-  }
 }
 
 __global__ void __launch_bounds__(kThreads) moe_align_i32(const int* ids, const int* map, int* sorted, int* block_ids,

@@ -211,15 +211,17 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     # ...and the most tokens it takes before the NCCL/RCCL path (no cap: it
     # is faster at every measured T; the workspace's max_tokens still bounds it).
     "lamport_max_tokens": {"gfx942": 1 << 30, "gfx950": 1 << 30, "sm90": 1 << 30, "sm100": 1 << 30, "cpu": 0},
-    # moe_align: the native kernel (one launch; each wave scans every route
-    # for its experts) up to this many routes (T x k), the Triton kernels
-    # (3 launches, parallel over routes) above. H200, `bench --op
-    # moe_align` (BENCHMARKS.md): native 4.2 us vs 9.5 at 64 routes (EP8,
-    # 16 local experts), but 14.4 vs 9.0 at 864 and 55 vs 9.4 at 4096. AMD
-    # entries: the same kernel design, not yet measured there. (Measured
-    # while a memset still preceded the Triton kernels; it has gone since,
-    # so the crossover may sit a little lower: not re-measured.)
-    "align_native_max_routes": {"gfx942": 64, "gfx950": 64, "sm90": 64, "sm100": 64, "cpu": 0},
+    # moe_align: the native kernel (one launch, one wave per range of
+    # routes) where many experts are local, the Triton kernels (3 launches,
+    # PDL-chained on sm90; their count kernel compares each route against
+    # every local expert) elsewhere. H200, `bench --op moe_align`, same run
+    # (BENCHMARKS.md, 2026-11-29 fifth session): with 256 local experts
+    # (EP1, BLOCK_M 64) native 9.5 / 16.9 / 30.7 us against Triton 16.6 /
+    # 18.4 / 21.4 at 512 / 1728 / 4096 routes; with 16 or 32 local experts
+    # (EP8) Triton is faster at every size (4.7 vs 5.3 us at 64 routes). AMD
+    # entries: the same kernel designs, not measured there.
+    "align_native_min_local_experts": {"gfx942": 256, "gfx950": 256, "sm90": 256, "sm100": 256, "cpu": 1 << 30},
+    "align_native_max_routes": {"gfx942": 2048, "gfx950": 2048, "sm90": 2048, "sm100": 2048, "cpu": 0},
     # Sparse-local BF16 MoE: the MI300X work took it for decode batches only.
     "sparse_local_max_tokens": {"gfx942": 256, "gfx950": 256, "sm90": 4096, "sm100": 4096, "cpu": 1 << 30},
 }
@@ -259,8 +261,9 @@ def _router_small(p, plat):
             and p.hidden % 8 == 0)
 
 
-def _align_few_routes(p, plat):
-    return p.tokens * p.top_k <= threshold("align_native_max_routes", plat.arch)
+def _align_native(p, plat):
+    return (p.num_local_experts >= threshold("align_native_min_local_experts", plat.arch)
+            and p.tokens * p.top_k <= threshold("align_native_max_routes", plat.arch))
 
 
 def _lamport_ok(p, plat):
@@ -336,7 +339,7 @@ RULES: tuple[Rule, ...] = (
     Rule("allreduce_rms", "triton", "sum-of-squares kernel + NCCL/RCCL all-reduce + norm kernel"),
     Rule("allreduce_rms", "torch", "reference + torch.distributed all-reduce"),
     # MoE alignment -------------------------------------------------------------
-    Rule("moe_align", "hip", "few routes: native alignment in one launch", _align_few_routes),
+    Rule("moe_align", "hip", "many local experts, few routes: native alignment in one launch", _align_native),
     Rule("moe_align", "triton", "Triton alignment sized by local experts"),
     Rule("moe_align", "torch", "reference"),
     # fused_moe (BF16 weights) -----------------------------------------------------

@@ -162,9 +162,11 @@ def test_arch_family_maps_relatives():
 
 
 @pytest.mark.parametrize("arch", ["gfx942", "sm90"])
-def test_moe_align_native_only_for_few_routes(arch):
+def test_moe_align_native_only_for_many_experts_and_few_routes(arch):
     plat = oracle.simulated_platform(arch)
-    limit = int(oracle.threshold("align_native_max_routes", arch))
-    for tokens, k, want in ((limit // 4, 4, "hip"), (limit // 4 + 1, 4, "triton"), (216, 4, "triton")):
-        p = oracle.Problem("moe_align", tokens=tokens, top_k=k, num_local_experts=16)
-        assert oracle.decide(p, plat).chosen.backend == want, (arch, tokens, k)
+    routes = int(oracle.threshold("align_native_max_routes", arch))
+    experts = int(oracle.threshold("align_native_min_local_experts", arch))
+    for tokens, k, e_loc, want in ((routes // 8, 8, experts, "hip"), (routes // 8 + 1, 8, experts, "triton"),
+                                   (1, 8, experts - 1, "triton"), (216, 4, 16, "triton")):
+        p = oracle.Problem("moe_align", tokens=tokens, top_k=k, num_local_experts=e_loc)
+        assert oracle.decide(p, plat).chosen.backend == want, (arch, tokens, k, e_loc)

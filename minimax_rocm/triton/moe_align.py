@@ -191,9 +191,10 @@ def aot_specs():
 def moe_align_for(topk_ids: torch.Tensor, block_m: int, expert_map, num_local_experts: int
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """moe_align of `[T, k]` topk_ids by the backend the oracle picks for this
-    many routes: the MoE paths' entry. The native one-launch kernel wins for a
-    handful of routes where it is built (align_native_max_routes); these
-    Triton kernels everywhere else."""
+    many routes and local experts: the MoE paths' entry. The native one-launch
+    kernel, where it is built, for many local experts and not too many routes
+    (align_native_min_local_experts, align_native_max_routes); these Triton
+    kernels everywhere else."""
     if topk_ids.is_cuda:
         from .. import oracle
         p = oracle.Problem("moe_align", tokens=topk_ids.shape[0], top_k=topk_ids.shape[1],

@@ -50,6 +50,26 @@ MMR_DEVICE uint64_t ballot(bool pred) {
 
 MMR_DEVICE int lane_id() { return int(threadIdx.x) % kWave; }
 
+// Lowest set lane of a non-zero ballot mask.
+MMR_DEVICE int first_lane(uint64_t mask) {
+#if MMR_AMD
+  return __builtin_ctzll(mask);
+#else
+  return __ffsll(static_cast<long long>(mask)) - 1;
+#endif
+}
+
+// Orders the wave's shared-memory accesses before it against those after it,
+// for lanes that hand values to each other through LDS (NVIDIA lanes may
+// diverge in time; a CDNA wave issues its LDS operations in order).
+MMR_DEVICE void wave_sync() {
+#if MMR_AMD
+  __builtin_amdgcn_wave_barrier();
+#else
+  __syncwarp();
+#endif
+}
+
 // Lanes below this one whose bit is set in `mask`.
 MMR_DEVICE int rank_in(uint64_t mask) {
   const int lane = lane_id();
@@ -91,6 +111,37 @@ MMR_DEVICE T block_sum(T v, T* scratch) {
   __syncthreads();
   T t = lane < waves ? scratch[lane] : T(0);
   return wave_sum(t);
+}
+
+// Inclusive prefix sum over the lanes of a wave.
+template <typename T>
+MMR_DEVICE T wave_inclusive_scan(T v) {
+  const int lane = lane_id();
+#pragma unroll
+  for (int d = 1; d < kWave; d <<= 1) {
+    const T u = shfl(v, lane >= d ? lane - d : lane, kWave);
+    if (lane >= d) v += u;
+  }
+  return v;
+}
+
+// Exclusive prefix sum over the block in thread order (blockDim.x a multiple
+// of kWave, at most 1024); `total` gets the block's sum. `scratch` holds at
+// least blockDim.x / kWave values in shared memory.
+template <typename T>
+MMR_DEVICE T block_exclusive_scan(T v, T* scratch, T& total) {
+  const int lane = threadIdx.x % kWave, wave = threadIdx.x / kWave, waves = blockDim.x / kWave;
+  const T inc = wave_inclusive_scan(v);
+  __syncthreads();  // scratch may still be read from a previous call
+  if (lane == kWave - 1) scratch[wave] = inc;
+  __syncthreads();
+  if (wave == 0) {
+    const T w = wave_inclusive_scan(lane < waves ? scratch[lane] : T(0));
+    if (lane < waves) scratch[lane] = w;
+  }
+  __syncthreads();
+  total = scratch[waves - 1];
+  return (wave > 0 ? scratch[wave - 1] : T(0)) + inc - v;
 }
 
 }  // namespace mmr
