@@ -29,13 +29,13 @@ __global__ void dsmem_kernel(float* out) {
 static float time_launch(void (*k)(float*), int cluster, size_t smem, float* buf) {
   cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024);
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(128 / cluster, cluster);
+  cfg.gridDim = dim3(128 / (cluster > 0 ? cluster : 1), cluster > 0 ? cluster : 1);
   cfg.blockDim = dim3(256);
   cfg.dynamicSmemBytes = smem;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = 1;
-  attr[0].val.clusterDim.y = cluster;
+  attr[0].val.clusterDim.y = cluster > 0 ? cluster : 1;
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = cluster > 0 ? 1 : 0;
