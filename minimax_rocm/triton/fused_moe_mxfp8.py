@@ -235,7 +235,7 @@ def _mx_gemm_kernel(
                          BLOCK_M, BLOCK_N)
             c_rows = (b * BLOCK_M + offs_m).to(tl.int64)
             tl.store(c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :], v.to(c_ptr.dtype.element_ty),
-                     mask=n_ok[None, :])
+                     mask=row_ok[:, None] & n_ok[None, :])
         elif ATOMIC_OUT:
             wts = tl.load(topk_w_ptr + routes, mask=row_ok, other=0.0).to(tl.float32)
             tok = tl.where(row_ok, routes // top_k, 0).to(tl.int64)
@@ -247,22 +247,24 @@ def _mx_gemm_kernel(
                               (y * wts[:, None]).to(c_ptr.dtype.element_ty),
                               mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
         else:
-            # padding rows too (zeros: their A rows were masked): the
-            # activation kernel reads whole blocks
+            # route rows only: nothing reads a padding row (the activation
+            # kernel and GEMM2 mask them too), and at decode sizes most rows
+            # of a 16-row block are padding (M3 T=64: 36 routes in 256 rows)
             c_rows = (b * BLOCK_M + offs_m).to(tl.int64)
             tl.store(c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :], y.to(c_ptr.dtype.element_ty),
-                     mask=n_ok[None, :])
+                     mask=row_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
-def _act_quant_kernel(h_ptr, q_ptr, s_ptr, count_ptr, R, I, stride_h, alpha, limit,
+def _act_quant_kernel(h_ptr, q_ptr, s_ptr, count_ptr, sorted_ptr, num_routes, R, I, stride_h, alpha, limit,
                       ACT: tl.constexpr, INTERLEAVED: tl.constexpr,
                       EMAX: tl.constexpr, BIAS: tl.constexpr, FP8_MAX: tl.constexpr, NAN_BYTE: tl.constexpr,
                       FNUZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, OUT_BF16: tl.constexpr,
                       HW_CVT: tl.constexpr, PDL: tl.constexpr = False):
     """h `[R, 2I]` fp32 -> activation -> MXFP8 `[R, I]` + scales `[R, I/32]`
-    (OUT_BF16: the BF16 image of those values into q, no scales), rows below
-    the device-side padded route count only."""
+    (OUT_BF16: the BF16 image of those values into q, no scales), for the
+    rows below the device-side padded count that hold a route: padding rows
+    are neither read nor written (GEMM2 masks them)."""
     pdl_enter(PDL)
     rows = tl.minimum(tl.load(count_ptr), R)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -270,7 +272,8 @@ def _act_quant_kernel(h_ptr, q_ptr, s_ptr, count_ptr, R, I, stride_h, alpha, lim
     kb = tl.program_id(1) * (BLOCK_C // 32) + tl.arange(0, BLOCK_C // 32)
     for r0 in range(tl.program_id(0) * BLOCK_R, rows, tl.num_programs(0) * BLOCK_R):
         r = (r0 + tl.arange(0, BLOCK_R)).to(tl.int64)
-        m = (r[:, None] < rows) & cm[None, :]
+        routed = tl.load(sorted_ptr + r, mask=r < rows, other=num_routes) < num_routes
+        m = routed[:, None] & cm[None, :]
         base = h_ptr + r[:, None] * stride_h
         if INTERLEAVED:
             g = tl.load(base + 2 * cols[None, :], mask=m, other=0.0)
@@ -286,7 +289,7 @@ def _act_quant_kernel(h_ptr, q_ptr, s_ptr, count_ptr, R, I, stride_h, alpha, lim
             q, sb = mx_quantize(y, EMAX, BIAS, FP8_MAX, NAN_BYTE, FNUZ, BLOCK_R, BLOCK_C, HW_CVT)
             tl.store(q_ptr + r[:, None] * I + cols[None, :], q, mask=m)
             tl.store(s_ptr + r[:, None] * (I // 32) + kb[None, :], sb,
-                     mask=(r[:, None] < rows) & (kb[None, :] < I // 32))
+                     mask=routed[:, None] & (kb[None, :] < I // 32))
 
 
 def _fp8_tile(tile: moe_configs.Tile, K: int, factor: int = 2) -> moe_configs.Tile:
@@ -335,11 +338,13 @@ def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes:
         FLATTEN=tile.flatten, num_warps=tile.num_warps, num_stages=tile.num_stages)
 
 
-def act_quant(h: torch.Tensor, npost: torch.Tensor, activation: str, layout: str, alpha: float, limit: float,
-              fp8_dtype: torch.dtype, as_bf16: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def act_quant(h: torch.Tensor, sorted_ids: torch.Tensor, npost: torch.Tensor, num_routes: int, activation: str,
+              layout: str, alpha: float, limit: float, fp8_dtype: torch.dtype, as_bf16: bool = False
+              ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """h `[R, 2I]` -> (fp8 `[R, I]`, e8m0 `[R, I/32]`), or with `as_bf16`
-    (BF16 image of the MXFP8 values `[R, I]`, None); rows at or past npost[0]
-    are left unwritten (nothing reads them)."""
+    (BF16 image of the MXFP8 values `[R, I]`, None); only rows holding a
+    route (sorted_ids below num_routes, before npost[0]) are read and
+    written: GEMM1 writes no others and GEMM2 reads no others."""
     R, two_i = h.shape
     I = two_i // 2
     q = _buffer((R, I), torch.bfloat16 if as_bf16 else torch.uint8, h.device)
@@ -351,7 +356,7 @@ def act_quant(h: torch.Tensor, npost: torch.Tensor, activation: str, layout: str
     else:
         progs = max(1, min(triton.cdiv(R, block_r), 2))
     _act_quant_kernel[(progs, col_blocks)](
-        h, q, s, npost, R, I, h.stride(0), float(alpha), float(limit), ACT=ACT_IDS[activation],
+        h, q, s, npost, sorted_ids, num_routes, R, I, h.stride(0), float(alpha), float(limit), ACT=ACT_IDS[activation],
         INTERLEAVED=layout == "interleaved", **flavour_constexprs(fp8_dtype), BLOCK_R=block_r, BLOCK_C=block_c,
         OUT_BF16=as_bf16, HW_CVT=hw_fp8_cvt(h.device, fp8_dtype), num_warps=4, **dependent_launch.launch(h.device))
     return (q, None) if as_bf16 else (q.view(fp8_dtype), s)
@@ -437,7 +442,7 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
         h = _buffer((rows, two_i), torch.float32, hidden.device)
         gemm(xq, xs, w13_q, w13_s, h, sorted_ids, block_ids, npost, None, tile=p["tile1"], a_by_token=True,
              atomic_out=False, **g)
-        aq, a_s = act_quant(h, npost, activation, layout, alpha, limit, fp8, as_bf16=upcast)
+        aq, a_s = act_quant(h, sorted_ids, npost, routes, activation, layout, alpha, limit, fp8, as_bf16=upcast)
     gemm(aq, a_s, w2_q, w2_s, out, sorted_ids, block_ids, npost, topk_weights.reshape(-1), tile=p["tile2"],
          a_by_token=False, atomic_out=True, **g)
     return out if out.dtype == hidden.dtype else out.to(hidden.dtype)
@@ -460,7 +465,8 @@ def aot_specs():
     """One spec per (kernel, target): each target compiles its own table
     entry (tiles, dot mode) and, in upcast mode, BF16 activation operands."""
     from .aot import AotSpec
-    act_sig = {"h_ptr": "*fp32", "q_ptr": "*u8", "s_ptr": "*u8", "count_ptr": "*i32", "R": "i32", "I": "i32",
+    act_sig = {"h_ptr": "*fp32", "q_ptr": "*u8", "s_ptr": "*u8", "count_ptr": "*i32", "sorted_ptr": "*i32",
+               "num_routes": "i32", "R": "i32", "I": "i32",
                "stride_h": "i32", "alpha": "fp32", "limit": "fp32",
                **{c: "constexpr" for c in ("ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "FNUZ",
                                            "BLOCK_R", "BLOCK_C", "OUT_BF16", "HW_CVT", "PDL")}}
