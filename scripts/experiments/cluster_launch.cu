@@ -26,6 +26,38 @@ __global__ void dsmem_kernel(float* out) {
   cl.sync();
 }
 
+// The reduction a split-K cluster needs, with the cluster size known at
+// compile time: every block leaves a [32 x 16] partial in LDS, one barrier,
+// each of the 512 outputs summed by one thread of block (o % C) over the C
+// blocks' LDS (C independent remote loads in flight), a second barrier so no
+// block exits while a peer still reads its LDS.
+template <int C>
+__global__ void reduce_kernel(float* out) {
+  extern __shared__ float smem[];
+  cg::cluster_group cl = cg::this_cluster();
+  const unsigned rank = cl.block_rank();
+  for (int i = threadIdx.x; i < 512; i += blockDim.x) smem[i] = float(i + rank);
+  cl.sync();
+  for (int o = threadIdx.x * C + int(rank); o < 512; o += blockDim.x * C) {
+    float v[C];
+#pragma unroll
+    for (int q = 0; q < C; ++q) v[q] = cl.map_shared_rank(smem, q)[o];
+    float s = 0.f;
+#pragma unroll
+    for (int q = 0; q < C; ++q) s += v[q];
+    if (s == -1.f) out[0] = s;
+  }
+  cl.sync();
+}
+
+// Only the two barriers.
+__global__ void barrier_kernel(float* out) {
+  cg::cluster_group cl = cg::this_cluster();
+  cl.sync();
+  if (out && threadIdx.x == 1023) out[0] = 1.f;
+  cl.sync();
+}
+
 static float time_launch(void (*k)(float*), int cluster, size_t smem, float* buf) {
   cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024);
   cudaLaunchConfig_t cfg = {};
@@ -79,8 +111,13 @@ int main() {
   printf("empty kernel, 128 blocks x 256 threads\n");
   for (int c : {0, 2, 4, 8})
     for (size_t kb : {24, 96}) time_launch(empty_kernel, c, kb * 1024, buf);
-  printf("DSMEM exchange (cluster.sync, 512 floats read across the cluster, cluster.sync)\n");
-  for (int c : {2, 4, 8})
-    for (size_t kb : {24, 96}) time_launch(dsmem_kernel, c, kb * 1024, buf);
+  printf("DSMEM exchange, cluster size a runtime value (remote loads one after another)\n");
+  for (int c : {2, 4, 8}) time_launch(dsmem_kernel, c, 24 * 1024, buf);
+  printf("two cluster barriers only\n");
+  for (int c : {2, 4, 8}) time_launch(barrier_kernel, c, 24 * 1024, buf);
+  printf("split-K style reduction, cluster size at compile time (remote loads batched)\n");
+  time_launch(reduce_kernel<2>, 2, 24 * 1024, buf);
+  time_launch(reduce_kernel<4>, 4, 24 * 1024, buf);
+  time_launch(reduce_kernel<8>, 8, 24 * 1024, buf);
   return 0;
 }
