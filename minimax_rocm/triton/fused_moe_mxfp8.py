@@ -11,8 +11,9 @@ dequantised copy exists. Pipeline (issue 7):
               zeroes GEMM2's fp32 output)
   GEMM1       h = xq[token] @ w13q[e]^T, fp32 `[rows, 2I]`
   act+quant   SwiGLU-OAI / silu-and-mul of h and MXFP8 quantisation of the
-              result in one kernel, over the aligned local rows only (the
-              padded count is read on the device); upcast mode can fuse this
+              result in one kernel, over the aligned rows that hold a
+              route (padding rows are never touched: GEMM1 does not write
+              them, GEMM2 does not read them); upcast mode can fuse this
               into GEMM1's epilogue (the table's mxfp8_fuse_act)
   GEMM2       out[token] += topk_weight * aq @ w2q[e]^T with atomics into a
               zeroed `[T, H]` buffer: the top-k reduction is fused, no
