@@ -3,8 +3,9 @@ dependent launch of its short kernels, with BF16 / fp32 output atomics, with
 and without the flattened GEMM loop, against the BF16 MoE in
 the same process (M3 and M2 EP8 ranks), each with its % of the fp8 floor.
     PYTHONPATH=$PWD python scripts/gpu_mxfp8_pdl.py [T ...]
-REPEAT=n: the M3 shape only, BF16 and the default native configuration,
-timed n times in alternation (the run-to-run spread of the % of floor)."""
+REPEAT=n: the M3 shape only, BF16, the default native configuration and
+the native one with the rounding pass's stream placement flipped, timed n
+times in alternation (the run-to-run spread of the % of floor)."""
 import os
 import sys
 
@@ -37,8 +38,12 @@ for name, H, I, E, E_loc, k, act, ep in (SHAPES[:1] if repeat else SHAPES):
             for _ in range(repeat):
                 base = time_us(lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act), **tk)
                 us = time_us(lambda: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act), **tk)
+                flip = not tri.plan(hidden, w13_q, ids, emap)["overlap_rounding"]
+                alt = time_us(lambda: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act,
+                                                          overlap_rounding=flip), **tk)
                 print(f"{case:40s} BF16 {base:8.1f} us  native {us:8.1f} us  {100 * floor / us:5.1f}% of floor  "
-                      f"{base / us:4.2f}x BF16", flush=True)
+                      f"{base / us:4.2f}x BF16  | rounding {'beside' if flip else 'after'} the alignment "
+                      f"{alt:8.1f} us {100 * floor / alt:5.1f}%", flush=True)
             continue
         base = time_us(lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act), **tk)
         print(f"{case:40s} BF16 {base:8.1f} us   fp8 floor {floor:6.1f} us", flush=True)

@@ -340,32 +340,38 @@ def test_op_paths_on_gpu(device):
 @pytest.mark.gpu
 @pytest.mark.parametrize("bf16_atomics", [True, False], ids=["bf16-atomics", "fp32-atomics"])
 @pytest.mark.parametrize("pdl", [True, False], ids=["pdl", "no-pdl"])
-def test_native_output_accumulation_and_launch_on_gpu(device, bf16_atomics, pdl):
+@pytest.mark.parametrize("overlap", [True, False], ids=["2-stream", "1-stream"])
+def test_native_output_accumulation_and_launch_on_gpu(device, bf16_atomics, pdl, overlap):
     """Both GEMM2 accumulators (BF16 atomics into the output, or fp32 and a
-    conversion) with and without programmatic dependent launch, at a size
-    that takes the Triton alignment (its kernels are in the PDL chain)."""
+    conversion) with and without programmatic dependent launch, the rounding
+    pass on a side stream or in line, at a size that takes the Triton
+    alignment (its kernels are in the PDL chain)."""
     from minimax_rocm.triton import dependent_launch
     s = SHAPES["M2 EP8"]
     args, emap = _shape_args("M2 EP8", 216, device)
     with dependent_launch.forced(pdl):
-        out = tri.fused_moe_mxfp8(*args, emap, s["act"], "split", bf16_atomics=bf16_atomics)
+        out = tri.fused_moe_mxfp8(*args, emap, s["act"], "split", bf16_atomics=bf16_atomics,
+                                  overlap_rounding=overlap)
     _check_native(out, args, emap, s["act"], "split")
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("T", [16, 64])
-def test_native_under_cuda_graph(device, T):
+@pytest.mark.parametrize("overlap", [True, False], ids=["2-stream", "1-stream"])
+def test_native_under_cuda_graph(device, T, overlap):
     """Two MoE calls back to back in one graph (on sm90 every launch but the
-    first is programmatically dependent, so the calls' launches overlap),
-    replayed with fresh routing, router weights and hidden states each time:
-    a kernel that read its predecessor's output before it was complete, or a
-    buffer of the previous replay, shows as a wrong output."""
+    first is programmatically dependent, so the calls' launches overlap; with
+    `overlap` the rounding pass is a parallel branch of the graph), replayed
+    with fresh routing, router weights and hidden states each time: a kernel
+    that read its predecessor's output before it was complete, or a buffer
+    of the previous replay, shows as a wrong output."""
     fp8 = _gpu_fp8()
     E, E_loc, k = 32, 8, 4
     calls = [_args(T=T, H=1024, I=512, E=E, k=k, E_loc=E_loc, device=device, fp8=fp8) for _ in range(2)]
     w = calls[0][1:5]
     emap = expert_map(E, E // E_loc, 0).to(device)
-    fn = lambda: [tri.fused_moe_mxfp8(c[0], *w, c[5], c[6], emap) for c in calls]  # noqa: E731
+    fn = lambda: [tri.fused_moe_mxfp8(c[0], *w, c[5], c[6], emap, overlap_rounding=overlap)  # noqa: E731
+                  for c in calls]
     fn()
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()

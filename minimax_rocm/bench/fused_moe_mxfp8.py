@@ -84,6 +84,8 @@ def bench(ctx: Context) -> list[Row]:
                         dict(fuse_act=not p["fuse_act"])),) if p["dot"] == "upcast" else ()),
                     ("fp32 atomics + conversion" if p["bf16_atomics"] else "BF16 atomics",
                      dict(bf16_atomics=not p["bf16_atomics"])),
+                    *(((("rounding on the main stream" if p["overlap_rounding"] else "rounding beside the alignment"),
+                        dict(overlap_rounding=not p["overlap_rounding"])),) if p["dot"] == "upcast" else ()),
                     *((("no PDL", dict(pdl=False)),) if pdl else ()))]
             for label, kw in variants:
                 kw = dict(kw)
@@ -97,7 +99,8 @@ def bench(ctx: Context) -> list[Row]:
                 cfg = (f"BM={q['block_m']} BN={q['tile1'].block_n}/{q['tile2'].block_n} "
                        f"BK={q['tile1'].block_k}/{q['tile2'].block_k} {q['dot']}{'+act' if q['fuse_act'] else ''} "
                        f"swapAB={q['tile1'].swap_ab} w{q['tile1'].num_warps} "
-                       f"{'bf16' if q['bf16_atomics'] else 'fp32'}-atomics{' pdl' if pdl and on else ''}")
+                       f"{'bf16' if q['bf16_atomics'] else 'fp32'}-atomics{' pdl' if pdl and on else ''}"
+                       f"{' 2-stream' if q['overlap_rounding'] else ''}")
                 rows.append(Row("fused_moe_mxfp8", case, f"{label} [{cfg}]", time_us(fn, **tk),
                                 n_exp * per_expert * 33 // 32,
                                 note=(note + f" rel.diff vs BF16 {err:.1e}").strip()))

@@ -8,7 +8,8 @@ dequantised copy exists. Pipeline (issue 7):
               op: native HIP where built, Triton otherwise), in the weights'
               flavour (e4m3fn, or e4m3fnuz on gfx942); in upcast mode the
               BF16 image of those values instead (mxfp8_round, which also
-              zeroes GEMM2's fp32 output)
+              zeroes GEMM2's output), on sm90 on a second stream beside the
+              alignment, joined before GEMM1 (mxfp8_overlap_rounding)
   GEMM1       h = xq[token] @ w13q[e]^T, fp32 `[rows, 2I]`
   act+quant   SwiGLU-OAI / silu-and-mul of h and MXFP8 quantisation of the
               result in one kernel, over the aligned rows that hold a
@@ -363,16 +364,31 @@ def act_quant(h: torch.Tensor, sorted_ids: torch.Tensor, npost: torch.Tensor, nu
     return (q, None) if as_bf16 else (q.view(fp8_dtype), s)
 
 
+_SIDE_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    """The per-device stream the rounding pass may run on (created once: a
+    stream per call would cost more than the overlap saves)."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SIDE_STREAMS:
+        _SIDE_STREAMS[idx] = torch.cuda.Stream(device=idx)
+    return _SIDE_STREAMS[idx]
+
+
 def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
          block_m: Optional[int] = None, dot: Optional[str] = None, tile: Optional[dict] = None,
-         fuse_act: Optional[bool] = None, bf16_atomics: Optional[bool] = None) -> dict:
+         fuse_act: Optional[bool] = None, bf16_atomics: Optional[bool] = None,
+         overlap_rounding: Optional[bool] = None) -> dict:
     """Tiles, dot mode and activation placement: the per-arch MXFP8 tile
     (moe_configs' mxfp8_tile) below BLOCK_M 64, else the BF16 table's tiles
     at fp8 widths; `tile` overrides Tile fields of both GEMMs (benchmarks,
     sweeps). With the activation fused (upcast mode only) GEMM1's tile covers
     BLOCK_N gate + BLOCK_N up rows, so its BLOCK_N is halved: the same weight
     bytes per K step. `bf16_atomics`: GEMM2 accumulates straight into a BF16
-    output (the table's mxfp8_bf16_atomics; BF16 hidden states only)."""
+    output (the table's mxfp8_bf16_atomics; BF16 hidden states only).
+    `overlap_rounding`: the rounding pass on a side stream beside the
+    alignment (the table's mxfp8_overlap_rounding; upcast mode on a GPU)."""
     T, H = hidden.shape
     E_loc, two_i, _ = w13_q.shape
     I = two_i // 2
@@ -401,7 +417,10 @@ def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expe
     # (the interpreter has no BF16 atomics: CPU runs keep fp32)
     b16 = ((ent.mxfp8_bf16_atomics if bf16_atomics is None else bf16_atomics) and hidden.dtype == torch.bfloat16
            and not DECODE)
-    return dict(arch=arch, block_m=bm, tile1=t1, tile2=t2, dot=dot, fuse_act=fuse, bf16_atomics=b16)
+    overlap = ((ent.mxfp8_overlap_rounding if overlap_rounding is None else overlap_rounding) and dot == "upcast"
+               and hidden.is_cuda)
+    return dict(arch=arch, block_m=bm, tile1=t1, tile2=t2, dot=dot, fuse_act=fuse, bf16_atomics=b16,
+                overlap_rounding=overlap)
 
 
 def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor,
@@ -410,7 +429,8 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
                     layout: str = "split", alpha: float = reference.SWIGLU_OAI_ALPHA,
                     limit: float = reference.SWIGLU_OAI_LIMIT, block_m: Optional[int] = None,
                     dot: Optional[str] = None, tile: Optional[dict] = None,
-                    fuse_act: Optional[bool] = None, bf16_atomics: Optional[bool] = None) -> torch.Tensor:
+                    fuse_act: Optional[bool] = None, bf16_atomics: Optional[bool] = None,
+                    overlap_rounding: Optional[bool] = None) -> torch.Tensor:
     """This rank's partial `[T, H]` (hidden's dtype) from MXFP8 expert weights
     (inputs as the op checks them; w*_q fp8, w*_s uint8 e8m0 `[..., K/32]`)."""
     T, H = hidden.shape
@@ -420,20 +440,33 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
     E_loc, two_i, _ = w13_q.shape
     k = topk_ids.shape[1]
     routes = topk_ids.numel()
-    p = plan(hidden, w13_q, topk_ids, expert_map, block_m, dot, tile, fuse_act, bf16_atomics)
+    p = plan(hidden, w13_q, topk_ids, expert_map, block_m, dot, tile, fuse_act, bf16_atomics, overlap_rounding)
     fp8 = w13_q.dtype
-    sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
-    rows = sorted_ids.shape[0]
     upcast = p["dot"] == "upcast"
     acc_dtype = hidden.dtype if p["bf16_atomics"] else torch.float32
     if upcast:
         # the output that GEMM2 adds into is zeroed by the same pass
         from .mxfp8_quant import mxfp8_round
+        x = hidden.contiguous()
         out = torch.empty((T, H), dtype=acc_dtype, device=hidden.device)
-        xq, xs = mxfp8_round(hidden.contiguous(), fp8, zero=out), None
+        xq, xs = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device), None
+        if p["overlap_rounding"]:
+            # every tensor is allocated on the main stream, which waits for
+            # the side stream before GEMM1 reads xq
+            main, side = torch.cuda.current_stream(x.device), _side_stream(x.device)
+            side.wait_stream(main)
+            with torch.cuda.stream(side):
+                mxfp8_round(x, fp8, zero=out, out=xq)
+            sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
+            main.wait_stream(side)
+        else:
+            sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
+            mxfp8_round(x, fp8, zero=out, out=xq)
     else:
         out = torch.zeros((T, H), dtype=acc_dtype, device=hidden.device)
         xq, xs = mxfp8_quant(hidden.contiguous(), "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn")
+        sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
+    rows = sorted_ids.shape[0]
     g = dict(num_routes=routes, top_k=k, dot=p["dot"])
     if p["fuse_act"]:
         aq, a_s = _buffer((rows, two_i // 2), torch.bfloat16, hidden.device), None

@@ -256,16 +256,21 @@ def mxfp8_quant(x: torch.Tensor, fp8_dtype: torch.dtype) -> tuple[torch.Tensor, 
     return q.view(fp8_dtype), s
 
 
-def mxfp8_round(x: torch.Tensor, fp8_dtype: torch.dtype, zero: Optional[torch.Tensor] = None) -> torch.Tensor:
+def mxfp8_round(x: torch.Tensor, fp8_dtype: torch.dtype, zero: Optional[torch.Tensor] = None,
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """x [..., K] -> BF16 `dequant(quant(x))` in one pass: the MXFP8 image of
     x, exact in BF16 while the image lies in BF16's normal range (any block
     scale from 2^-126 to 2^127 / FP8_MAX). The upcast MoE GEMMs take their
     activation operand in this form. `zero` (x's shape, contiguous) is
     zero-filled by the same pass: the MoE's output accumulator. PDL-launched
-    where supported (the MoE's chain: triton/dependent_launch.py)."""
+    where supported (the MoE's chain: triton/dependent_launch.py). `out`: a
+    contiguous BF16 tensor of x's shape to write (the MoE allocates it on its
+    main stream when the pass runs on a side stream)."""
     K = x.shape[-1]
     rows = x.numel() // K if K else 0
-    out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
+    if out is None:
+        out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
+    assert out.shape == x.shape and out.dtype == torch.bfloat16 and out.is_contiguous() and out.device == x.device
     if zero is not None:
         assert zero.shape == x.shape and zero.is_contiguous() and zero.device == x.device
     if rows:
