@@ -463,9 +463,9 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
             sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
             mxfp8_round(x, fp8, zero=out, out=xq)
     else:
+        sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
         out = torch.zeros((T, H), dtype=acc_dtype, device=hidden.device)
         xq, xs = mxfp8_quant(hidden.contiguous(), "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn")
-        sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
     rows = sorted_ids.shape[0]
     g = dict(num_routes=routes, top_k=k, dot=p["dot"])
     if p["fuse_act"]:
