@@ -9,18 +9,15 @@ import sys
 
 import torch
 
-from minimax_rocm import oracle
-from minimax_rocm.bench.fused_moe import make_weights, rank_step
-from minimax_rocm.bench.fused_moe_mxfp8 import SHAPES
+from minimax_rocm.bench.fused_moe import rank_step, touched_bytes
+from minimax_rocm.bench.fused_moe_mxfp8 import SHAPES, fp8_touched_bytes, mxfp8_weights
 from minimax_rocm.bench.harness import copy_bandwidth_gbs, time_us
-from minimax_rocm.ops.mxfp8 import mxfp8_quant
 from minimax_rocm.triton import fused_moe as bf16_moe
 from minimax_rocm.triton import fused_moe_mxfp8 as tri
 
 KEY = "MINIMAX_ROCM_FORCE_MOE_ALIGN"
 dev = torch.device("cuda")
 bw = copy_bandwidth_gbs() * 1e9
-fp8 = oracle.detect_platform().fp8_dtype
 tokens = [int(t) for t in sys.argv[1:]] or [16, 64, 216]
 repeat = int(os.environ.get("REPEAT", "2"))
 print(torch.cuda.get_device_name(), f"copy bandwidth {bw / 1e9:.0f} GB/s", flush=True)
@@ -35,13 +32,11 @@ def timed(fn, align, **tk):
 
 
 for name, H, I, E, E_loc, k, act, ep in SHAPES:
-    w13, w2 = make_weights(E_loc, H, I, dev)
-    w13_q, w13_s = mxfp8_quant(w13, fp8)
-    w2_q, w2_s = mxfp8_quant(w2, fp8)
+    w13, w2, w13_q, w13_s, w2_q, w2_s = mxfp8_weights(E_loc, H, I, dev)
     for T in tokens:
         hidden, tw, ids, emap, grp, case = rank_step(name, T, H, E, E_loc, k, ep, T, dev)
-        floor8 = len(grp["experts"]) * 3 * H * I * 33 // 32 / bw * 1e6
-        floor16 = len(grp["experts"]) * 3 * H * I * 2 / bw * 1e6
+        floor8 = fp8_touched_bytes(grp, H, I) / bw * 1e6
+        floor16 = touched_bytes(grp, H, I) / bw * 1e6
         tk = dict(iters=20, inner=10) if T >= 216 else {}
         mx = lambda: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act)  # noqa: E731
         bf = lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act)  # noqa: E731

@@ -9,27 +9,21 @@ from collections import defaultdict
 import torch
 from torch.autograd import DeviceType
 
-from minimax_rocm import oracle
-from minimax_rocm.bench.fused_moe import make_weights, rank_step
-from minimax_rocm.bench.fused_moe_mxfp8 import SHAPES
+from minimax_rocm.bench.fused_moe import rank_step
+from minimax_rocm.bench.fused_moe_mxfp8 import SHAPES, fp8_touched_bytes, mxfp8_weights
 from minimax_rocm.bench.harness import copy_bandwidth_gbs, time_us
-from minimax_rocm.ops.mxfp8 import mxfp8_quant
 from minimax_rocm.triton import fused_moe_mxfp8 as tri
 
 dev = torch.device("cuda")
 bw = copy_bandwidth_gbs() * 1e9
-fp8 = oracle.detect_platform().fp8_dtype
 tokens = [int(t) for t in sys.argv[1:]] or [64, 216]
 REPLAYS = 30
 print(torch.cuda.get_device_name(), f"copy bandwidth {bw / 1e9:.0f} GB/s", flush=True)
 for name, H, I, E, E_loc, k, act, ep in SHAPES[:1]:
-    w13, w2 = make_weights(E_loc, H, I, dev)
-    w13_q, w13_s = mxfp8_quant(w13, fp8)
-    w2_q, w2_s = mxfp8_quant(w2, fp8)
-    del w13, w2
+    w13_q, w13_s, w2_q, w2_s = mxfp8_weights(E_loc, H, I, dev)[2:]
     for T in tokens:
         hidden, tw, ids, emap, grp, case = rank_step(name, T, H, E, E_loc, k, ep, T, dev)
-        floor = len(grp["experts"]) * 3 * H * I * 33 // 32 / bw * 1e6
+        floor = fp8_touched_bytes(grp, H, I) / bw * 1e6
         fn = lambda: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act)  # noqa: E731
         us = time_us(fn, iters=20, inner=10)
         loc = grp["counts"].tolist()

@@ -28,6 +28,22 @@ from .harness import Context, Row, register_bench, time_us
 SHAPES = tuple(s for s in bf16_bench.SHAPES if s[0] in ("M3 EP8", "M2 EP8"))
 
 
+def mxfp8_weights(E_loc: int, H: int, I: int, device) -> tuple[torch.Tensor, ...]:
+    """(w13, w2, w13_q, w13_s, w2_q, w2_s): the BF16 bench weights
+    (fused_moe.make_weights) and their MXFP8 form in this GPU's fp8 flavour."""
+    from .. import oracle
+    from ..ops.mxfp8 import mxfp8_quant
+    fp8 = oracle.detect_platform().fp8_dtype
+    w13, w2 = make_weights(E_loc, H, I, device)
+    return (w13, w2, *mxfp8_quant(w13, fp8), *mxfp8_quant(w2, fp8))
+
+
+def fp8_touched_bytes(grp, H: int, I: int) -> int:
+    """The native MoE's floor bytes: the touched experts' fp8 weights plus
+    their e8m0 scales (fused_moe.touched_bytes at 33/32 bytes per weight)."""
+    return len(grp["experts"]) * 3 * H * I * 33 // 32
+
+
 def _crossover(rows: list[Row], name: str) -> str:
     by_t: dict[int, dict[str, float]] = {}
     for r in rows:
@@ -45,24 +61,18 @@ def _crossover(rows: list[Row], name: str) -> str:
 def bench(ctx: Context) -> list[Row]:
     if not ctx.gpu:
         return []   # GBs of weights: GPU only
-    from .. import oracle
-    from ..ops.mxfp8 import mxfp8_quant
     from ..triton import fused_moe as bf16_moe
     from ..triton import fused_moe_mxfp8 as tri
     from ..triton import dependent_launch
     from ..triton import mxfp8_quant as tq
-    fp8 = oracle.detect_platform().fp8_dtype
     rows: list[Row] = []
     shapes = SHAPES[:1] if ctx.quick else SHAPES
     tokens = (16, 216) if ctx.quick else TOKENS
     dev = ctx.device
     for name, H, I, E, E_loc, k, act, ep in shapes:
-        w13, w2 = make_weights(E_loc, H, I, dev)
-        w13_q, w13_s = mxfp8_quant(w13, fp8)
-        w2_q, w2_s = mxfp8_quant(w2, fp8)
+        w13, w2, w13_q, w13_s, w2_q, w2_s = mxfp8_weights(E_loc, H, I, dev)
         for T in tokens:
             hidden, tw, ids, emap, grp, case = rank_step(name, T, H, E, E_loc, k, ep, T, dev)
-            n_exp = len(grp["experts"])
             per_expert = 3 * H * I
             tk = dict(iters=20, inner=10) if T >= 216 else {}
             bf16_bytes = touched_bytes(grp, H, I)
@@ -102,7 +112,7 @@ def bench(ctx: Context) -> list[Row]:
                        f"{'bf16' if q['bf16_atomics'] else 'fp32'}-atomics{' pdl' if pdl and on else ''}"
                        f"{' 2-stream' if q['overlap_rounding'] else ''}")
                 rows.append(Row("fused_moe_mxfp8", case, f"{label} [{cfg}]", time_us(fn, **tk),
-                                n_exp * per_expert * 33 // 32,
+                                fp8_touched_bytes(grp, H, I),
                                 note=(note + f" rel.diff vs BF16 {err:.1e}").strip()))
 
             def emulation():
@@ -134,21 +144,15 @@ def sweep(device: torch.device, shapes=SHAPES[:1], tokens=(16, 64, 216, 1024), b
     """Time the native MXFP8 GEMM1 and GEMM2 alone for tile variants; log
     each one's % of its own fp8 weight-bytes floor."""
     from dataclasses import replace
-    from .. import oracle
-    from ..ops.mxfp8 import mxfp8_quant
     from ..triton import fused_moe_mxfp8 as tri
     from ..triton.moe_align import moe_align
     from ..triton.mxfp8_quant import mxfp8_round
     from .fused_moe import time_tile
     from .harness import copy_bandwidth_gbs
     bw = (copy_bandwidth_gbs() or 1.0) * 1e9
-    fp8 = oracle.detect_platform().fp8_dtype
     out = []
     for name, H, I, E, E_loc, k, act, ep in shapes:
-        w13, w2 = make_weights(E_loc, H, I, device)
-        w13_q, w13_s = mxfp8_quant(w13, fp8)
-        w2_q, w2_s = mxfp8_quant(w2, fp8)
-        del w13, w2
+        w13_q, w13_s, w2_q, w2_s = mxfp8_weights(E_loc, H, I, device)[2:]
         for T in tokens:
             hidden, tw, ids, emap, grp, _ = rank_step(name, T, H, E, E_loc, k, ep, 1000 + T, device)
             n_exp = len(grp["experts"])
