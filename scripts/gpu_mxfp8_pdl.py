@@ -1,6 +1,6 @@
 """One device call: the native MXFP8 MoE with and without programmatic
-dependent launch of its short kernels, with BF16 / fp32 output atomics, with
-and without the flattened GEMM loop, against the BF16 MoE in
+dependent launch of its short kernels, with BF16 / fp32 output atomics,
+against the BF16 MoE in
 the same process (M3 and M2 EP8 ranks), each with its % of the fp8 floor.
     PYTHONPATH=$PWD python scripts/gpu_mxfp8_pdl.py [T ...]
 REPEAT=n: the M3 shape only, BF16, the default native configuration and
@@ -42,15 +42,13 @@ for name, H, I, E, E_loc, k, act, ep in (SHAPES[:1] if repeat else SHAPES):
             continue
         base = time_us(lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act), **tk)
         print(f"{case:40s} BF16 {base:8.1f} us   fp8 floor {floor:6.1f} us", flush=True)
-        for label, pdl, b16, flat in (("no pdl, fp32 atomics", False, False, False),
-                                      ("no pdl, bf16x2 atomics", False, True, False),
-                                      ("pdl, bf16x2 atomics", True, True, False),
-                                      ("pdl, bf16x2, flattened", True, True, True),
-                                      ("no pdl, bf16x2, flattened", False, True, True)):
-            def fn(pdl=pdl, b16=b16, flat=flat):
+        for label, pdl, b16 in (("no pdl, fp32 atomics", False, False),
+                                ("no pdl, bf16x2 atomics", False, True),
+                                ("pdl, bf16x2 atomics", True, True)):
+            def fn(pdl=pdl, b16=b16):
                 with dependent_launch.forced(pdl):
                     return tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act,
-                                               bf16_atomics=b16, tile=dict(flatten=flat))
+                                               bf16_atomics=b16)
             us = time_us(fn, **tk)
             print(f"{'':40s} {label:22s} {us:8.1f} us  {100 * floor / us:5.1f}% of floor  "
                   f"{base / us:4.2f}x BF16", flush=True)

@@ -88,15 +88,14 @@ def _check_native(out, args, emap, act, layout):
 # "scaled" (tl.dot_scaled) runs the upcast code in the interpreter: GPU only.
 # Upcast mode runs SwiGLU + MX rounding in their own kernel ("upcast+act
 # kernel") or in GEMM1's epilogue ("upcast+fused act"); the table picks one.
-# "upcast+flattened loop" pipelines the persistent GEMMs' (item, K step) nest
-# as one loop (Tile.flatten; the interpreter runs it as the plain nest).
+# Every program of the persistent GEMMs runs several items here (the
+# interpreter's grid is at most 3 programs; on the GPU the shapes have more
+# items than programs), so the next item's prefetched indices are used.
 DOT_MODES = ["fp8", "upcast+act kernel", "upcast+fused act"]
-GPU_DOT_MODES = DOT_MODES + ["scaled", "upcast+flattened loop"]
+GPU_DOT_MODES = DOT_MODES + ["scaled"]
 
 
 def _mode(mode: str) -> dict:
-    if mode == "upcast+flattened loop":
-        return dict(dot="upcast", fuse_act=False, tile=dict(flatten=True))
     if mode.startswith("upcast+"):
         return dict(dot="upcast", fuse_act=mode == "upcast+fused act")
     return dict(dot=mode)

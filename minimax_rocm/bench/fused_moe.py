@@ -267,7 +267,7 @@ def time_tile(fn, floor_s: float, name: str, T: int, which: str, t, n_exp: int, 
     pct = floor_s / (us * 1e-6)
     log(f"sweep {name:7s} T={T:5d} exp={n_exp:3d} {which} BM={t.block_m:3d} BN={t.block_n:3d} "
         f"BK={t.block_k:3d} w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} "
-        f"ppc={t.progs_per_cu}{' flat' if t.flatten else ''}: {us:8.1f} us  {100 * pct:5.1f}% of floor")
+        f"ppc={t.progs_per_cu}: {us:8.1f} us  {100 * pct:5.1f}% of floor")
     return [dict(shape=name, T=T, gemm=which, tile=t, us=us, pct=pct, experts=n_exp)]
 
 

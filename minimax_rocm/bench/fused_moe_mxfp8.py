@@ -189,13 +189,12 @@ if __name__ == "__main__":   # python -m minimax_rocm.bench.fused_moe_mxfp8 swee
     if sys.argv[1:2] == ["sweep"]:
         shp = tuple(s for s in SHAPES if s[0].startswith(sys.argv[2])) if len(sys.argv) > 2 else SHAPES[:1]
         res = sweep(torch.device("cuda"), shapes=shp, tokens=(64, 216), variants=[
-            {}, dict(flatten=True), dict(block_k=128, num_stages=4, flatten=True),
+            {}, dict(block_k=128, num_stages=4),
             # longer contiguous runs per weight row (BLOCK_K / 2 measured 12% slower end to end)
             dict(block_n=32, block_k=512), dict(block_n=32, block_k=512, progs_per_cu=2),
             dict(block_n=32, block_k=512, num_stages=4, progs_per_cu=2),
             dict(block_n=64, block_k=512, num_stages=2, progs_per_cu=2),
-            dict(block_n=64, block_k=512, num_stages=3, progs_per_cu=1),
-            dict(block_n=32, block_k=512, flatten=True)])
+            dict(block_n=64, block_k=512, num_stages=3, progs_per_cu=1)])
         print("\nbest per (shape, T, gemm):")
         for key, r in sorted(best_by(res).items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
             t = r["tile"]

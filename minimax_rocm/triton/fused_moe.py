@@ -63,15 +63,21 @@ def _mma(a, w, acc, SWAP_AB: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.conste
 
 
 @triton.jit
-def work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Item -> (M block b, its columns offs_n and their mask, its route ids and
-    their mask) of the persistent MoE GEMM loops (this file's and the MXFP8
-    one's): M blocks of one N tile are adjacent items, so blocks sharing an
-    expert's weight tile run together."""
-    b = item % n_blocks
+def item_tile(item, n_blocks, N, BLOCK_N: tl.constexpr):
+    """Item -> (M block b, its columns offs_n and their mask) of the
+    persistent MoE GEMM loops (this file's and the MXFP8 one's): M blocks of
+    one N tile are adjacent items, so blocks sharing an expert's weight tile
+    run together."""
     offs_n = (item // n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+    return item % n_blocks, offs_n, offs_n < N
+
+
+@triton.jit
+def work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """item_tile, plus the block's route ids and their mask."""
+    b, offs_n, n_ok = item_tile(item, n_blocks, N, BLOCK_N)
     routes = tl.load(sorted_ptr + b * BLOCK_M + tl.arange(0, BLOCK_M))
-    return b, offs_n, offs_n < N, routes, routes < num_routes
+    return b, offs_n, n_ok, routes, routes < num_routes
 
 
 @triton.jit

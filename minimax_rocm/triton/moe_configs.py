@@ -34,7 +34,6 @@ class Tile:
     num_stages: int = 3
     swap_ab: bool = False      # compute C^T = W X^T: the weight tile is the MMA's M side (wgmma wants M >= 64)
     progs_per_cu: int = 2      # persistent grid: programs per SM/CU (the grid never exceeds the work items)
-    flatten: bool = False      # native MXFP8 GEMMs: pipeline the persistent loop's (item, K step) nest as one loop
 
     def constexprs(self) -> dict:
         return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, SWAP_AB=self.swap_ab)
