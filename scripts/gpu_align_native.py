@@ -2,7 +2,8 @@
 against the native one-launch alignment (MINIMAX_ROCM_FORCE_MOE_ALIGN=hip),
 timed in alternation in one process: the native MXFP8 MoE and the BF16 MoE
 at the M3 / M2 EP8-rank shapes, each with its % of its floor.
-    PYTHONPATH=$PWD python scripts/gpu_align_native.py [T ...]
+    MINIMAX_ROCM_JIT=1 PYTHONPATH=$PWD python scripts/gpu_align_native.py [T ...]
+(the native alignment needs the extension: MINIMAX_ROCM_JIT=1 builds it)
 REPEAT=n (default 2): rounds of the alternation (the run-to-run spread)."""
 import os
 import sys
