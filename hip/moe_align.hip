@@ -45,7 +45,9 @@ MMR_DEVICE void align(const IdT* __restrict__ ids, const int* __restrict__ map, 
   const int ranges = min(kWaves, kCursorInts / num_local);
   const int64_t per = (numel + ranges - 1) / ranges;
   const int64_t r0 = wave * per, r1 = min(numel, r0 + per);  // empty for waves >= ranges
-  int* mine = cursor + wave * num_local;
+  // this wave's counters (a wave without a range never touches them: its
+  // pointer stays inside the array all the same)
+  int* mine = cursor + min(wave, ranges - 1) * num_local;
 
   for (int i = threadIdx.x; i < ranges * num_local; i += kThreads) cursor[i] = 0;
   __syncthreads();
