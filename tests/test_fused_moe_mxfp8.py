@@ -247,6 +247,15 @@ def test_native_rank_without_local_routes_returns_zeros():
     assert torch.equal(out, torch.zeros_like(out))
 
 
+def test_block_k_that_does_not_divide_k_is_an_error():
+    # the GEMMs' K loop has no tail step: a tile override whose BLOCK_K does
+    # not divide K must fail loudly, not skip the last columns
+    emap = expert_map(8, 2, 1)
+    args = _args(T=4, H=96, I=64, E=8, E_loc=4)
+    with pytest.raises(ValueError, match="does not divide K"):
+        tri.fused_moe_mxfp8(*args, emap, dot="upcast", fuse_act=False, tile=dict(block_k=64))
+
+
 def test_op_paths_on_cpu_use_the_reference():
     args = _args(T=3)
     out = mm.fused_moe_mxfp8(*args, None, max_model_len=4096)

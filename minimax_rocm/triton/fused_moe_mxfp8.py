@@ -362,6 +362,8 @@ def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes:
     alpha, limit) fuses SwiGLU and the MX rounding into GEMM1 (upcast mode;
     c is then BF16 `[rows, I]`)."""
     E_loc, N, K = w.shape
+    if K % tile.block_k:   # the K loop has no tail: a partial last step would go unread
+        raise ValueError(f"mxfp8 gemm: BLOCK_K {tile.block_k} does not divide K = {K}")
     fused = {}
     if act is not None:
         assert dot == "upcast" and not tile.swap_ab and tile.block_n % 32 == 0 and c.dtype == torch.bfloat16
