@@ -33,6 +33,10 @@
 // while the exchange is in flight, then advances the index: no grid-wide
 // atomic round trip at the end of the kernel.
 //
+// Launched with programmatic dependent launch where the caller asks for it
+// (NVIDIA sm90+, mmr/dependent_launch.h): the kernel waits for its
+// predecessor first and lets its successor launch right away.
+//
 // The grid never exceeds the blocks that fit on the device at once: every
 // block spins on peers' blocks, so a block must never wait for one that
 // cannot be scheduled.
@@ -70,7 +74,6 @@ struct Args {
   int n0, n1;           // segment widths on this rank (segment 1 starts at column n0)
   float inv_full0, inv_full1;  // 1 / full widths across the group (the RMS denominators)
   float eps;
-  int w_fp32;           // weights are fp32 (else bf16)
   int tokens, max_tokens, rank, world;
   int* flags;
   uint64_t timeout_ns;  // a peer that never writes: trap after this long (0: wait forever)
@@ -110,8 +113,11 @@ MMR_DEVICE float sumsq8(const mmr::Vec16& v) {
 }
 
 // 8 weights starting at element i (a multiple of 8; 16-byte aligned rows).
-MMR_DEVICE void load_w8(const void* w, int i, bool fp32, float* o) {
-  if (fp32) {
+// The weight dtype is a template argument: one kernel per dtype, no branch
+// per load.
+template <bool kWFp32>
+MMR_DEVICE void load_w8(const void* w, int i, float* o) {
+  if constexpr (kWFp32) {
     const float4 a = *reinterpret_cast<const float4*>(static_cast<const float*>(w) + i);
     const float4 b = *reinterpret_cast<const float4*>(static_cast<const float*>(w) + i + 4);
     o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
@@ -136,9 +142,10 @@ MMR_DEVICE mmr::Vec16 scale8(const mmr::Vec16& d, float inv, const float* w) {
 }
 
 // The weights of row vector v (segment 0 or 1).
+template <bool kWFp32>
 MMR_DEVICE void weights_of(int v, int nvec0, const Args& a, float* w) {
   const bool seg0 = v < nvec0;
-  load_w8(seg0 ? a.w0 : a.w1, seg0 ? v * 8 : (v - nvec0) * 8, a.w_fp32 != 0, w);
+  load_w8<kWFp32>(seg0 ? a.w0 : a.w1, seg0 ? v * 8 : (v - nvec0) * 8, w);
 }
 
 // The buffer index and friends, written by the previous launch. A plain
@@ -170,9 +177,15 @@ MMR_DEVICE void block_sum2(float& s0, float& s1, float* scratch) {
   s1 = mmr::wave_sum(s1);
 }
 
+template <bool kWFp32>  // weights fp32 (else bf16)
 __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args a) {
   __shared__ float scratch[2 * (kMaxThreads / 32)];
   __shared__ float inv_s[2];
+  // Launched with PDL, this grid is already resident while the previous
+  // kernel finishes (its launch hidden); every block has passed this point
+  // before the next grid may start, so the co-residency the spinning needs
+  // holds.
+  mmr::pdl_enter();
   const int buf = load_flag(a.flags + kFlagBuffer);
   const int prev_tokens = load_flag(a.flags + kFlagPrevTokens);
   const int prev_buf = (buf + kBuffers - 1) % kBuffers;
@@ -225,21 +238,27 @@ __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args
   if (threadIdx.x == 0) atomicAdd(a.flags + kFlagStarted, (buf | prev_tokens) < 0 ? 2 : 1);
 
   // The weights of this thread's cached columns: the same for every token,
-  // loaded now so their latency hides behind the exchange.
+  // loaded (and converted) while the peers' pairs are on their way. Polling
+  // starts after them, which costs nothing: on the H200 NVLink pair a peer's
+  // pair was seen up to ~1.6 us after its store (global-timer stamps), more
+  // than these loads take. Polling earlier (raw weights, converted at the
+  // stores) measured slower back to back: when a rank's own work before the
+  // poll is shorter than the peer's latency, a skew between the ranks
+  // persists from call to call instead of dying out.
   float wreg[kCache][8];
 #pragma unroll
   for (int j = 0; j < kCache; ++j) {
     const int v = threadIdx.x + j * blockDim.x;
-    if (v < nvec) weights_of(v, nvec0, a, wreg[j]);
+    if (v < nvec) weights_of<kWFp32>(v, nvec0, a, wreg[j]);
   }
 
   // 2. reset the previous call's slots of this rank's own buffer (while the
   //    peers' pairs for this call are on their way)
   {
+    // (32-bit indices: a 64-bit trip count calls a division routine)
     uint64_t* p = mine + prev_buf * buf_slots;
-    const int64_t n = int64_t(prev_tokens) * a.world;
-    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-      p[i] = kEmptyPair;
+    const int n = prev_tokens * a.world;
+    for (int i = int(blockIdx.x * blockDim.x + threadIdx.x); i < n; i += int(gridDim.x * blockDim.x)) p[i] = kEmptyPair;
   }
 
   // Block 0 advances the flags once every block has read them (a spare wave
@@ -307,11 +326,16 @@ __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args
     }
     for (int v = threadIdx.x + kCache * blockDim.x; v < nvec; v += blockDim.x) {
       float w[8];
-      weights_of(v, nvec0, a, w);
+      weights_of<kWFp32>(v, nvec0, a, w);
       mmr::store16(row + v * 8, scale8(mmr::load16(row + v * 8), v < nvec0 ? inv0 : inv1, w));
     }
   }
 }
+
+// Both weight dtypes, also where no host code instantiates them (device-only
+// compiles for the ISA report).
+template __global__ void lamport_allreduce_rms_kernel<false>(Args);
+template __global__ void lamport_allreduce_rms_kernel<true>(Args);
 
 }  // namespace
 
@@ -399,7 +423,8 @@ void check_weight(const char* op, const char* arg, const at::Tensor& w, int64_t 
 }
 
 // The largest grid whose blocks are all resident at once (see the header),
-// per device and block size; 0 = not asked yet.
+// per kernel, device and block size; 0 = not asked yet.
+template <bool kWFp32>
 int max_resident_blocks(int threads) {
   static int cache[64][kMaxThreads / 32 + 1] = {};
   int dev = 0;
@@ -408,7 +433,7 @@ int max_resident_blocks(int threads) {
   if (slot && *slot) return *slot;
   int per_sm = 0;
   MMR_HIP_OK("lamport_allreduce_rms",
-             hipOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, lamport_allreduce_rms_kernel, threads, 0));
+             hipOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, lamport_allreduce_rms_kernel<kWFp32>, threads, 0));
   const int n = std::max(1, per_sm) * mmr::multiprocessor_count();
   if (slot) *slot = n;
   return n;
@@ -416,7 +441,7 @@ int max_resident_blocks(int threads) {
 
 void launch(const char* op, at::Tensor& x, int64_t n0, int64_t n1, const at::Tensor& w0, const at::Tensor* w1,
             double eps, c10::IntArrayRef peers, at::Tensor& flags, int64_t rank, int64_t max_tokens,
-            double timeout_s) {
+            double timeout_s, bool pdl) {
   MMR_CHECK(op, "x", x.is_cuda() && x.scalar_type() == at::kBFloat16 && x.dim() == 2 && x.is_contiguous(),
             "must be a contiguous 2-D bf16 GPU tensor");
   MMR_CHECK(op, "x", is_16b_aligned(x) && x.size(1) % 8 == 0, "must be 16-byte aligned with a row width that is a multiple of 8");
@@ -436,7 +461,7 @@ void launch(const char* op, at::Tensor& x, int64_t n0, int64_t n1, const at::Ten
   MMR_CHECK(op, "flags", flags.is_cuda() && flags.device() == x.device() && flags.scalar_type() == at::kInt &&
                              flags.is_contiguous() && flags.numel() >= kNumFlags,
             "must be the workspace's int32 counters on the activations' device");
-  MMR_CHECK(op, "max_tokens", max_tokens > 0 && max_tokens * world < (int64_t(1) << 40), "out of range");
+  MMR_CHECK(op, "max_tokens", max_tokens > 0 && max_tokens * world < (int64_t(1) << 31), "out of range");
   const int64_t T = x.size(0);
   TORCH_CHECK(T <= max_tokens, "minimax_rocm_ext.", op, ": argument 'x' has ", T,
               " tokens; the Lamport workspace holds at most ", max_tokens, " (open it with a larger max_tokens)");
@@ -454,7 +479,6 @@ void launch(const char* op, at::Tensor& x, int64_t n0, int64_t n1, const at::Ten
   a.inv_full0 = float(1.0 / double(n0 * world));
   a.inv_full1 = n1 ? float(1.0 / double(n1 * world)) : 0.f;
   a.eps = float(eps);
-  a.w_fp32 = w0.scalar_type() == at::kFloat;
   a.tokens = int(T);
   a.max_tokens = int(max_tokens);
   a.rank = int(rank);
@@ -469,25 +493,31 @@ void launch(const char* op, at::Tensor& x, int64_t n0, int64_t n1, const at::Ten
   const int per_thread = (nvec + kCache - 1) / kCache;
   const int threads = int(std::min<int64_t>(
       kMaxThreads, std::max<int64_t>(mmr::kWave, (per_thread + mmr::kWave - 1) / mmr::kWave * mmr::kWave)));
-  const int blocks = int(std::min<int64_t>(T, max_resident_blocks(threads)));
-  lamport_allreduce_rms_kernel<<<dim3(unsigned(blocks)), dim3(unsigned(threads)), 0, mmr::current_stream()>>>(a);
-  MMR_CHECK_LAUNCH(op);
+  const bool w_fp32 = w0.scalar_type() == at::kFloat;
+  const int resident = w_fp32 ? max_resident_blocks<true>(threads) : max_resident_blocks<false>(threads);
+  const int blocks = int(std::min<int64_t>(T, resident));
+  const hipError_t e =
+      mmr::launch_kernel(w_fp32 ? lamport_allreduce_rms_kernel<true> : lamport_allreduce_rms_kernel<false>,
+                         dim3(unsigned(blocks)), dim3(unsigned(threads)), 0, mmr::current_stream(), pdl, a);
+  TORCH_CHECK(e == hipSuccess, "minimax_rocm_ext.", op, ": launch failed: ", hipGetErrorString(e));
 }
 
 void lamport_allreduce_rms_qk(at::Tensor& qkv, const at::Tensor& q_weight, const at::Tensor& k_weight, double eps,
                               c10::IntArrayRef peers, at::Tensor& flags, int64_t rank, int64_t max_tokens,
-                              double timeout_s) {
+                              double timeout_s, bool pdl) {
   const int64_t q = q_weight.dim() == 1 ? q_weight.size(0) : -1, kv = k_weight.dim() == 1 ? k_weight.size(0) : -1;
   MMR_CHECK("lamport_allreduce_rms_qk", "qkv", q > 0 && kv > 0 && qkv.dim() == 2 && qkv.size(1) == q + 2 * kv,
             "must have q + 2 kv columns for 1-D q_weight [q] and k_weight [kv]");
-  launch("lamport_allreduce_rms_qk", qkv, q, kv, q_weight, &k_weight, eps, peers, flags, rank, max_tokens, timeout_s);
+  launch("lamport_allreduce_rms_qk", qkv, q, kv, q_weight, &k_weight, eps, peers, flags, rank, max_tokens, timeout_s,
+         pdl);
 }
 
 void lamport_allreduce_rms(at::Tensor& x, const at::Tensor& weight, double eps, c10::IntArrayRef peers,
-                           at::Tensor& flags, int64_t rank, int64_t max_tokens, double timeout_s) {
+                           at::Tensor& flags, int64_t rank, int64_t max_tokens, double timeout_s, bool pdl) {
   MMR_CHECK("lamport_allreduce_rms", "weight", weight.dim() == 1 && x.dim() == 2 && weight.size(0) == x.size(1),
             "must be 1-D with x's width");
-  launch("lamport_allreduce_rms", x, x.size(1), 0, weight, nullptr, eps, peers, flags, rank, max_tokens, timeout_s);
+  launch("lamport_allreduce_rms", x, x.size(1), 0, weight, nullptr, eps, peers, flags, rank, max_tokens, timeout_s,
+         pdl);
 }
 
 }  // namespace
@@ -500,9 +530,9 @@ TORCH_LIBRARY_FRAGMENT(minimax_rocm_ext, m) {
   m.def("lamport_ipc_close(int ptr, int device) -> ()", &lamport_ipc_close);
   m.def("lamport_view(int ptr, int numel, int device) -> Tensor", &lamport_view);
   m.def("lamport_allreduce_rms_qk(Tensor(a!) qkv, Tensor q_weight, Tensor k_weight, float eps, int[] peers, "
-        "Tensor(b!) flags, int rank, int max_tokens, float timeout_s) -> ()");
+        "Tensor(b!) flags, int rank, int max_tokens, float timeout_s, bool pdl=False) -> ()");
   m.def("lamport_allreduce_rms(Tensor(a!) x, Tensor weight, float eps, int[] peers, Tensor(b!) flags, int rank, "
-        "int max_tokens, float timeout_s) -> ()");
+        "int max_tokens, float timeout_s, bool pdl=False) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(minimax_rocm_ext, CUDA, m) {

@@ -27,3 +27,25 @@ def test_launch_pairs_the_attribute_with_the_constexpr():
     kw = dl.launch(dev)
     assert kw.get("launch_pdl", False) == kw["PDL"]
     assert kw["PDL"] == dl.supported(dev)
+
+
+def test_native_kernels_follow_the_same_switch(monkeypatch):
+    """The Lamport kernel's launcher asks `enabled(..., triton_kernel=False)`:
+    sm90+ NVIDIA only (no Triton requirement), off under `forced(False)` and
+    MINIMAX_ROCM_PDL=0."""
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("MINIMAX_ROCM_PDL", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
+    monkeypatch.setattr(dl, "gdc_wait", None)          # a Triton without the ops: natives still may
+    dev = torch.device("cuda", 0)
+    assert dl.enabled(dev, triton_kernel=False)
+    assert not dl.enabled(dev)                         # ... Triton kernels may not
+    with dl.forced(False):
+        assert not dl.enabled(dev, triton_kernel=False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))
+    assert not dl.enabled(dev, triton_kernel=False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
+    monkeypatch.setenv("MINIMAX_ROCM_PDL", "0")
+    assert not dl.enabled(dev, triton_kernel=False)
+    assert not dl.enabled(torch.device("cpu"), triton_kernel=False)

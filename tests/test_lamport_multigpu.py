@@ -163,8 +163,10 @@ def check_edge_values(ws, rank, world, dev, fails, log):
 def check_stress(ws, rank, world, dev, fails, log, calls=STRESS_CALLS):
     """Many calls, no host sync in between: changing inputs (each row scaled by
     a random factor, so a sum from another call is far off), changing token
-    counts, both variants, and random GPU-side delays on either rank so the
-    ranks drift against each other by up to a call."""
+    counts, both variants, bursts of 1-6 calls back to back (PDL launches
+    overlapping each other, every fourth burst plain), and random GPU-side
+    delays on either rank so the ranks drift against each other by up to a
+    call."""
     import minimax_rocm as mm
     q_full, kv_full = 3072 * world, 512 * world
     ql, kl = q_full // world, kv_full // world
@@ -187,33 +189,48 @@ def check_stress(ws, rank, world, dev, fails, log, calls=STRESS_CALLS):
     one_tensor = torch.rand(calls, generator=g_cpu) < 0.15
     sleeper = torch.randint(0, 4, (calls,), generator=g_cpu)   # 0: rank 0 sleeps, 1: rank 1, else nobody
     sleep_cycles = torch.randint(1000, 200_000, (calls,), generator=g_cpu)
+    burst_len = torch.randint(1, 7, (calls,), generator=g_cpu)
+    from minimax_rocm.triton import dependent_launch
     t0 = time.time()
-    for i in range(calls):
-        T = int(sched_T[i])
-        start = int(torch.randint(0, MAX_T - T + 1, (), generator=g_cpu))
-        scale = torch.rand(T, 1, device=dev, generator=g_dev) * 15.9 + 0.1
-        full = (pool[start:start + T] * scale).to(torch.bfloat16)
-        mine = full.index_select(1, cols)
+    i = nburst = 0
+    while i < calls:
+        # a burst: inputs and expectations first, then the calls back to back
+        # (no other kernel between them: under PDL each launch overlaps the
+        # previous one's tail); every fourth burst is launched plainly
+        jobs = []
+        for c in range(i, min(calls, i + int(burst_len[nburst]))):
+            T = int(sched_T[c])
+            start = int(torch.randint(0, MAX_T - T + 1, (), generator=g_cpu))
+            scale = torch.rand(T, 1, device=dev, generator=g_dev) * 15.9 + 0.1
+            full = (pool[start:start + T] * scale).to(torch.bfloat16)
+            mine = full.index_select(1, cols)
+            if one_tensor[c]:
+                x = mine[:, :ql].contiguous()
+                ss = full[:, :q_full].float().pow(2).sum(1, keepdim=True)
+                exp = x.float() * torch.rsqrt(ss / q_full + EPS) * qws
+                jobs.append((c, x, x, exp, None))
+            else:
+                x = mine.clone()
+                ssq = full[:, :q_full].float().pow(2).sum(1, keepdim=True)
+                ssk = full[:, q_full:q_full + kv_full].float().pow(2).sum(1, keepdim=True)
+                inv = torch.cat([torch.rsqrt(ssq / q_full + EPS).expand(T, ql), torch.rsqrt(ssk / kv_full + EPS)
+                                 .expand(T, kl)], 1)
+                jobs.append((c, x, x[:, :n], x[:, :n].float() * inv * wcat, mine[:, n:]))
         if int(sleeper[i]) == rank:
             torch.cuda._sleep(int(sleep_cycles[i]))
-        if one_tensor[i]:
-            x = mine[:, :ql].contiguous()
-            ss = full[:, :q_full].float().pow(2).sum(1, keepdim=True)
-            exp = x.float() * torch.rsqrt(ss / q_full + EPS) * qws
-            mm.allreduce_rms(x, qws, EPS, ws.group_name)
-            out = x
-        else:
-            x = mine.clone()
-            ssq = full[:, :q_full].float().pow(2).sum(1, keepdim=True)
-            ssk = full[:, q_full:q_full + kv_full].float().pow(2).sum(1, keepdim=True)
-            inv = torch.cat([torch.rsqrt(ssq / q_full + EPS).expand(T, ql), torch.rsqrt(ssk / kv_full + EPS)
-                             .expand(T, kl)], 1)
-            exp = x[:, :n].float() * inv * wcat
-            mm.allreduce_rms_qk(x, qws, kws, EPS, ws.group_name)
-            out = x[:, :n]
-            bad[i] += (x[:, n:] != mine[:, n:]).sum().to(torch.int32)   # v untouched
-        # fp32 expectation vs fp32 kernel, both rounded: within one bf16 ulp
-        bad[i] += ((out.float() - exp).abs() > exp.abs() * 2.0 ** -7 * 1.001 + 1e-30).sum().to(torch.int32)
+        with dependent_launch.forced(nburst % 4 != 3):
+            for c, x, _, _, v in jobs:
+                if v is None:
+                    mm.allreduce_rms(x, qws, EPS, ws.group_name)
+                else:
+                    mm.allreduce_rms_qk(x, qws, kws, EPS, ws.group_name)
+        for c, x, out, exp, v in jobs:
+            if v is not None:
+                bad[c] += (x[:, n:] != v).sum().to(torch.int32)   # v untouched
+            # fp32 expectation vs fp32 kernel, both rounded: within one bf16 ulp
+            bad[c] += ((out.float() - exp).abs() > exp.abs() * 2.0 ** -7 * 1.001 + 1e-30).sum().to(torch.int32)
+        i += len(jobs)
+        nburst += 1
     torch.cuda.synchronize()
     dt = time.time() - t0
     nbad = int((bad > 0).sum())

@@ -77,6 +77,7 @@ def measure(rank: int, world: int, quick: bool = False) -> tuple[list[Row], list
     import minimax_rocm as mm
     from ..dist import LamportWorkspace
     from ..ops import _common
+    from ..triton import dependent_launch
     from ..triton import rms_norm as tri
     from .harness import time_us
 
@@ -91,6 +92,7 @@ def measure(rank: int, world: int, quick: bool = False) -> tuple[list[Row], list
         notes.append(why or "symm_mem failed on a peer")
     qw = (torch.rand(Q, device=dev) + 0.5).to(torch.bfloat16)
     kw = (torch.rand(KV, device=dev) + 0.5).to(torch.bfloat16)
+    pad = torch.zeros(1, device=dev)
     rows = []
     try:
         for T in tokens:
@@ -126,7 +128,26 @@ def measure(rank: int, world: int, quick: bool = False) -> tuple[list[Row], list
             dist.barrier()
             fused()
             backend = _common.LAST_BACKEND[OP]
-            rows.append(Row(OP, case, f"ours ({backend}: one-shot Lamport, fused)", time_us(fused), nbytes))
+            pdl = dependent_launch.enabled(dev, triton_kernel=False)
+            rows.append(Row(OP, case, f"ours ({backend}: one-shot Lamport, fused{', PDL' if pdl else ''})",
+                            time_us(fused), nbytes))
+            if pdl:
+                # what PDL is worth: the same calls launched plainly, and
+                # (as after a GEMM that does not signal early) each call
+                # behind a plain one-element kernel, that kernel's time taken off
+                dist.barrier()
+                with dependent_launch.forced(False):
+                    rows.append(Row(OP, case, "ours without PDL", time_us(fused), nbytes))
+
+                def plain_then_fused():
+                    pad.add_(1)
+                    fused()
+                dist.barrier()
+                t_plain = time_us(lambda: pad.add_(1))
+                dist.barrier()
+                t_pair = time_us(plain_then_fused)
+                rows.append(Row(OP, case, "ours (PDL) behind a plain kernel", t_pair - t_plain, nbytes,
+                                note=f"[1-element add_, ours] {t_pair:.2f} us - add_ alone {t_plain:.2f} us"))
     finally:
         torch.cuda.synchronize()
         ws.close()

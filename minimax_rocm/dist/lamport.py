@@ -125,14 +125,21 @@ class LamportWorkspace:
         self._check_open()
         self.check_tokens("allreduce_rms_qk", "qkv", qkv.shape[0])
         self._ops.lamport_allreduce_rms_qk(qkv, q_weight, k_weight, float(eps), self.peers, self.flags, self.rank,
-                                           self.max_tokens, self.timeout_s)
+                                           self.max_tokens, self.timeout_s, self._pdl())
 
     def allreduce_rms(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> None:
         """x `[T, D]` (bf16) normalised in place over the full width D x world."""
         self._check_open()
         self.check_tokens("allreduce_rms", "x", x.shape[0])
         self._ops.lamport_allreduce_rms(x, weight, float(eps), self.peers, self.flags, self.rank, self.max_tokens,
-                                        self.timeout_s)
+                                        self.timeout_s, self._pdl())
+
+    def _pdl(self) -> bool:
+        """Launch with programmatic dependent launch (NVIDIA sm90+, see
+        minimax_rocm.triton.dependent_launch): the kernel's launch hides behind
+        the tail of the kernel before it when that one signals early."""
+        from ..triton import dependent_launch
+        return dependent_launch.enabled(self.device, triton_kernel=False)
 
     # ------------------------------------------------------------ inspection
     def buffers(self) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Programmatic dependent launch (PDL) for the Triton kernels of a decode step.
+"""Programmatic dependent launch (PDL) for the Triton kernels of a decode step
+(and the switch the native Lamport kernel follows).
 
 A decode MoE step is a chain of launches (alignment, activation rounding,
 GEMM1, SwiGLU + rounding, GEMM2), several of them a few microseconds long;
@@ -50,22 +51,29 @@ except ImportError:      # pragma: no cover - older Triton: PDL stays off
 _forced: contextvars.ContextVar[Optional[bool]] = contextvars.ContextVar("mmr_pdl_forced", default=None)
 
 
-def supported(device: torch.device) -> bool:
-    """NVIDIA sm90 or later, a Triton with the grid-dependency ops, not the
-    interpreter; MINIMAX_ROCM_PDL=0 turns it off."""
-    if gdc_wait is None or os.environ.get("MINIMAX_ROCM_PDL", "1") == "0":
+def supported(device: torch.device, triton_kernel: bool = True) -> bool:
+    """NVIDIA sm90 or later, not the interpreter, and for a Triton kernel a
+    Triton with the grid-dependency ops; MINIMAX_ROCM_PDL=0 turns it off.
+    (Native kernels take it through hip/include/mmr/dependent_launch.h.)"""
+    if (triton_kernel and gdc_wait is None) or os.environ.get("MINIMAX_ROCM_PDL", "1") == "0":
         return False
     if device.type != "cuda" or torch.version.hip is not None or os.environ.get("TRITON_INTERPRET") == "1":
         return False
     return torch.cuda.get_device_capability(device) >= (9, 0)
 
 
+def enabled(device: torch.device, triton_kernel: bool = True) -> bool:
+    """Whether a launch on `device` uses PDL now (supported, and not turned
+    off by `forced`)."""
+    on = _forced.get()
+    s = supported(device, triton_kernel)
+    return s if on is None else (on and s)
+
+
 def launch(device: torch.device) -> dict:
     """Keyword arguments for a kernel launch that takes the `PDL` constexpr:
     the constexpr and the launch attribute, on or off together."""
-    on = _forced.get()
-    on = supported(device) if on is None else (on and supported(device))
-    return dict(PDL=True, launch_pdl=True) if on else dict(PDL=False)
+    return dict(PDL=True, launch_pdl=True) if enabled(device) else dict(PDL=False)
 
 
 @contextlib.contextmanager

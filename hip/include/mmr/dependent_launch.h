@@ -1,0 +1,59 @@
+// Programmatic dependent launch (NVIDIA sm90+). A grid launched with the
+// programmatic-serialization attribute may start while its predecessor on the
+// stream still runs; it waits in pdl_enter() until the predecessor has
+// completed and its writes are visible. Short, latency-bound kernels (the
+// Lamport all-reduce) hide their launch behind the previous kernel this way;
+// CUDA graphs keep the edge.
+//
+// The rule (as in minimax_rocm/triton/dependent_launch.py): a kernel that may
+// be launched with PDL calls pdl_enter() FIRST, before it touches any memory,
+// and pdl_enter() lets the next grid launch only after the wait. Launched
+// plainly, on AMD or before sm90 the instructions are absent or no-ops.
+#pragma once
+
+#include "platform.h"
+
+#if !defined(MMR_DEVICE_ONLY)
+#include <utility>
+#endif
+
+namespace mmr {
+
+MMR_DEVICE void pdl_enter() {
+#if MMR_AMD
+#else
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+#endif
+}
+
+#if !defined(MMR_DEVICE_ONLY)
+// kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute when
+// `pdl` (NVIDIA only; the kernel must start with pdl_enter()). Returns the
+// launch's error code.
+template <typename... Params, typename... Args>
+hipError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, hipStream_t stream, bool pdl,
+                         Args&&... args) {
+#if MMR_AMD
+  (void)pdl;
+  kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+  return hipGetLastError();
+#else
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+#endif
+}
+#endif
+
+}  // namespace mmr
