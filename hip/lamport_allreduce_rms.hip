@@ -241,10 +241,9 @@ __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args
   // loaded (and converted) while the peers' pairs are on their way. Polling
   // starts after them, which costs nothing: on the H200 NVLink pair a peer's
   // pair was seen up to ~1.6 us after its store (global-timer stamps), more
-  // than these loads take. Polling earlier (raw weights, converted at the
-  // stores) measured slower back to back: when a rank's own work before the
-  // poll is shorter than the peer's latency, a skew between the ranks
-  // persists from call to call instead of dying out.
+  // than these loads take. Raw weights converted only at the stores (polling
+  // earlier) measured no faster back to back: one rank then waited in its
+  // poll for the other, call after call (BENCHMARKS.md, allreduce_rms_qk).
   float wreg[kCache][8];
 #pragma unroll
   for (int j = 0; j < kCache; ++j) {
