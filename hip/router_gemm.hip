@@ -110,6 +110,7 @@ MMR_DEVICE void router_block(const XT* __restrict__ x, const float* __restrict__
 #define MMR_ROUTER_KERNEL(NAME, XT, MT, KE)                                                            \
   __global__ void __launch_bounds__(kThreads) NAME(const XT* __restrict__ x, const float* __restrict__ w, \
                                                    float* __restrict__ out, int M, int H, int E) {      \
+    mmr::pdl_enter();                                                                                  \
     router_block<XT, MT, KE>(x, w, out, M, H, E);                                                      \
   }
 
@@ -366,6 +367,7 @@ MMR_DEVICE void splitk_block(const XT* __restrict__ x, const float* __restrict__
   __global__ void __launch_bounds__(kThreads) NAME(const XT* __restrict__ x, const float* __restrict__ w,    \
                                                    float* __restrict__ out, float* partials, int* counters, \
                                                    int M, int H, int E, int slice) {                       \
+    mmr::pdl_enter();                                                                                     \
     splitk_block<XT, MT>(x, w, out, partials, counters, M, H, E, slice);                                  \
   }
 
@@ -384,10 +386,11 @@ namespace {
 constexpr int kMaxM = 32;
 
 template <typename XT>
-void launch(void (*kernel)(const XT*, const float*, float*, int, int, int), int rows_per_block, const void* x,
-            const float* w, float* out, int M, int H, int E, hipStream_t stream) {
+hipError_t launch(void (*kernel)(const XT*, const float*, float*, int, int, int), int rows_per_block, const void* x,
+                  const float* w, float* out, int M, int H, int E, hipStream_t stream, bool pdl) {
   const int blocks = (E + rows_per_block - 1) / rows_per_block;
-  kernel<<<dim3(blocks), dim3(kThreads), 0, stream>>>(static_cast<const XT*>(x), w, out, M, H, E);
+  return mmr::launch_kernel(kernel, dim3(blocks), dim3(kThreads), 0, stream, pdl, static_cast<const XT*>(x), w, out,
+                            M, H, E);
 }
 
 struct Shape {
@@ -413,7 +416,9 @@ Shape check_args(const char* op, const at::Tensor& x, const at::Tensor& w, const
   return {M, H, E};
 }
 
-void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
+// pdl: launch with programmatic dependent launch (NVIDIA sm90+; the kernels
+// start with mmr::pdl_enter()).
+void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, bool pdl) {
   const char* op = "router_gemm";
   const auto [M, H, E] = check_args(op, x, w, out);
   const c10::DeviceGuard guard(x.device());
@@ -423,16 +428,17 @@ void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
   const void* xp = x.data_ptr();
   const bool bf16 = x.scalar_type() == at::kBFloat16;
 #define MMR_ROUTER_LAUNCH(MT, KE)                                                                        \
-  (bf16 ? launch<uint16_t>(router_gemm_bf16_m##MT, KE, xp, wp, o, M, H, E, s)                            \
-        : launch<float>(router_gemm_f32_m##MT, KE, xp, wp, o, M, H, E, s))
-  if (M <= 1) MMR_ROUTER_LAUNCH(1, 1);
-  else if (M <= 2) MMR_ROUTER_LAUNCH(2, 1);
-  else if (M <= 4) MMR_ROUTER_LAUNCH(4, 1);
-  else if (M <= 8) MMR_ROUTER_LAUNCH(8, 1);
-  else if (M <= 16) MMR_ROUTER_LAUNCH(16, 2);
-  else MMR_ROUTER_LAUNCH(32, 4);
+  (bf16 ? launch<uint16_t>(router_gemm_bf16_m##MT, KE, xp, wp, o, M, H, E, s, pdl)                       \
+        : launch<float>(router_gemm_f32_m##MT, KE, xp, wp, o, M, H, E, s, pdl))
+  hipError_t e;
+  if (M <= 1) e = MMR_ROUTER_LAUNCH(1, 1);
+  else if (M <= 2) e = MMR_ROUTER_LAUNCH(2, 1);
+  else if (M <= 4) e = MMR_ROUTER_LAUNCH(4, 1);
+  else if (M <= 8) e = MMR_ROUTER_LAUNCH(8, 1);
+  else if (M <= 16) e = MMR_ROUTER_LAUNCH(16, 2);
+  else e = MMR_ROUTER_LAUNCH(32, 4);
 #undef MMR_ROUTER_LAUNCH
-  MMR_CHECK_LAUNCH(op);
+  TORCH_CHECK(e == hipSuccess, "minimax_rocm_ext.", op, ": launch failed: ", hipGetErrorString(e));
 }
 
 // ---------------------------------------------------------------- split-K host
@@ -479,7 +485,7 @@ std::vector<int64_t> router_gemm_splitk_workspace(int64_t num_experts) {
 // router_gemm_splitk_workspace. One workspace must not serve two calls that
 // may run at the same time (two streams).
 void router_gemm_splitk(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, at::Tensor& partials,
-                        at::Tensor& counters, int64_t splits) {
+                        at::Tensor& counters, int64_t splits, bool pdl) {
   const char* op = "router_gemm_splitk";
   const auto [M, H, E] = check_args(op, x, w, out);
   MMR_CHECK(op, "x", H <= kSplitMaxH, "hidden size must be at most 16384 for the split-K kernel");
@@ -508,19 +514,23 @@ void router_gemm_splitk(const at::Tensor& x, const at::Tensor& w, at::Tensor& ou
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   const auto* xb = static_cast<const uint16_t*>(x.data_ptr());
   const auto* xf = static_cast<const float*>(x.data_ptr());
-  if (bf16 && p.mt == 16) router_splitk_bf16_m16<<<grid, dim3(kThreads), smem, s>>>(xb, wp, o, pp, cp, M, H, E, p.slice);
-  else if (bf16) router_splitk_bf16_m32<<<grid, dim3(kThreads), smem, s>>>(xb, wp, o, pp, cp, M, H, E, p.slice);
-  else if (p.mt == 16) router_splitk_f32_m16<<<grid, dim3(kThreads), smem, s>>>(xf, wp, o, pp, cp, M, H, E, p.slice);
-  else router_splitk_f32_m32<<<grid, dim3(kThreads), smem, s>>>(xf, wp, o, pp, cp, M, H, E, p.slice);
-  MMR_CHECK_LAUNCH(op);
+  const dim3 block(kThreads);
+  hipError_t e;
+  if (bf16)
+    e = mmr::launch_kernel(p.mt == 16 ? router_splitk_bf16_m16 : router_splitk_bf16_m32, grid, block, smem, s, pdl, xb,
+                           wp, o, pp, cp, M, H, E, p.slice);
+  else
+    e = mmr::launch_kernel(p.mt == 16 ? router_splitk_f32_m16 : router_splitk_f32_m32, grid, block, smem, s, pdl, xf,
+                           wp, o, pp, cp, M, H, E, p.slice);
+  TORCH_CHECK(e == hipSuccess, "minimax_rocm_ext.", op, ": launch failed: ", hipGetErrorString(e));
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(minimax_rocm_ext, m) {
-  m.def("router_gemm(Tensor x, Tensor w, Tensor(a!) out) -> ()");
+  m.def("router_gemm(Tensor x, Tensor w, Tensor(a!) out, bool pdl=False) -> ()");
   m.def("router_gemm_splitk(Tensor x, Tensor w, Tensor(a!) out, Tensor(b!) partials, Tensor(c!) counters, "
-        "int splits=0) -> ()");
+        "int splits=0, bool pdl=False) -> ()");
   m.def("router_gemm_splitk_workspace(int num_experts) -> int[]", &router_gemm_splitk_workspace);
 }
 

@@ -105,6 +105,32 @@ def test_native_under_graph_replay(native):
         assert reference.rel_error(out, reference.router_gemm(x.double(), w.double())) < TOL
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("pdl", [True, False])
+def test_native_back_to_back_calls_in_a_graph(native, pdl):
+    """One-pass and split-K launches one after another with nothing between
+    them (under PDL each starts while the previous one finishes), several in
+    a row on the same split-K workspace, replayed with fresh inputs."""
+    from minimax_rocm.triton import dependent_launch
+    w = torch.randn(256, 3072, device="cuda")
+    xs = [torch.randn(M, 3072, device="cuda").to(torch.bfloat16) for M in (1, 32, 8, 32, 17, 4, 32)]
+    with dependent_launch.forced(pdl):
+        outs = [mm.router_gemm(x, w) for x in xs]  # warm-up (and the split-K workspace) outside the capture
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            outs = [mm.router_gemm(x, w) for x in xs]
+    for _ in range(4):
+        for x in xs:
+            x.copy_(torch.randn_like(x))
+        for o in outs:
+            o.fill_(float("nan"))
+        g.replay()
+        torch.cuda.synchronize()
+        for x, o in zip(xs, outs):
+            assert reference.rel_error(o, reference.router_gemm(x.double(), w.double())) < TOL, x.shape
+
+
 # ----------------------------------------------------------------------------- GPU: split-K (M > 8)
 
 SPLITK_SHAPES = [(3072, 256), (6144, 128), (1032, 72)]

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from .. import oracle
 from ..ops.router_gemm import _hip as native_router_gemm
 from ..ops.router_gemm import router_gemm as router_gemm_op
+from ..triton import dependent_launch
 from ..triton import router_gemm as tri
 from .harness import Context, Row, register_bench, time_us
 
@@ -30,8 +31,13 @@ def bench(ctx: Context) -> list[Row]:
             rows.append(Row("router_gemm", case, "cast + F.linear", time_us(lambda: F.linear(x.float(), w)),
                             nbytes, 2 * M * H * E, baseline=True))
             if native and M <= 32:
-                rows.append(Row("router_gemm", case, "ours (hip)", time_us(lambda: native_router_gemm(x, w, None)),
-                                nbytes, 2 * M * H * E))
+                pdl = dependent_launch.enabled(x.device, triton_kernel=False)
+                rows.append(Row("router_gemm", case, "ours (hip, PDL)" if pdl else "ours (hip)",
+                                time_us(lambda: native_router_gemm(x, w, None)), nbytes, 2 * M * H * E))
+                if pdl:  # what PDL is worth: each call launched after the previous one drained
+                    with dependent_launch.forced(False):
+                        rows.append(Row("router_gemm", case, "ours (hip) without PDL",
+                                        time_us(lambda: native_router_gemm(x, w, None)), nbytes, 2 * M * H * E))
             if ctx.gpu:
                 rows.append(Row("router_gemm", case, "ours (triton)", time_us(lambda: tri.router_gemm(x, w)),
                                 nbytes, 2 * M * H * E))

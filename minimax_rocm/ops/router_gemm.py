@@ -106,12 +106,16 @@ def splitk_workspace(device: torch.device, num_experts: int) -> tuple[torch.Tens
 @oracle.register_impl(OP, "hip")
 def _hip(x, w, bias):
     from ..build import ext
+    from ..triton import dependent_launch
     out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32, device=x.device)
+    # PDL (NVIDIA sm90+): in a chain of short kernels the launch hides behind
+    # the previous kernel's tail
+    pdl = dependent_launch.enabled(x.device, triton_kernel=False)
     if x.shape[0] * x.shape[1] >= NATIVE_SPLITK_MIN_MH:
         partials, counters = splitk_workspace(x.device, w.shape[0])
-        ext.ops().router_gemm_splitk(x, w, out, partials, counters)
+        ext.ops().router_gemm_splitk(x, w, out, partials, counters, 0, pdl)
     else:
-        ext.ops().router_gemm(x, w, out)
+        ext.ops().router_gemm(x, w, out, pdl)
     return out
 
 
