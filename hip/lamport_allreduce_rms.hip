@@ -498,7 +498,7 @@ void launch(const char* op, at::Tensor& x, int64_t n0, int64_t n1, const at::Ten
   const hipError_t e =
       mmr::launch_kernel(w_fp32 ? lamport_allreduce_rms_kernel<true> : lamport_allreduce_rms_kernel<false>,
                          dim3(unsigned(blocks)), dim3(unsigned(threads)), 0, mmr::current_stream(), pdl, a);
-  TORCH_CHECK(e == hipSuccess, "minimax_rocm_ext.", op, ": launch failed: ", hipGetErrorString(e));
+  MMR_CHECK_LAUNCH_RESULT(op, e);
 }
 
 void lamport_allreduce_rms_qk(at::Tensor& qkv, const at::Tensor& q_weight, const at::Tensor& k_weight, double eps,

@@ -438,7 +438,7 @@ void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, bool
   else if (M <= 16) e = MMR_ROUTER_LAUNCH(16, 2);
   else e = MMR_ROUTER_LAUNCH(32, 4);
 #undef MMR_ROUTER_LAUNCH
-  TORCH_CHECK(e == hipSuccess, "minimax_rocm_ext.", op, ": launch failed: ", hipGetErrorString(e));
+  MMR_CHECK_LAUNCH_RESULT(op, e);
 }
 
 // ---------------------------------------------------------------- split-K host
@@ -522,7 +522,7 @@ void router_gemm_splitk(const at::Tensor& x, const at::Tensor& w, at::Tensor& ou
   else
     e = mmr::launch_kernel(p.mt == 16 ? router_splitk_f32_m16 : router_splitk_f32_m32, grid, block, smem, s, pdl, xf,
                            wp, o, pp, cp, M, H, E, p.slice);
-  TORCH_CHECK(e == hipSuccess, "minimax_rocm_ext.", op, ": launch failed: ", hipGetErrorString(e));
+  MMR_CHECK_LAUNCH_RESULT(op, e);
 }
 
 }  // namespace

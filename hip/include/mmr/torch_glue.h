@@ -12,11 +12,14 @@
 
 #define MMR_CHECK(op, arg, cond, msg) TORCH_CHECK((cond), "minimax_rocm_ext.", op, ": argument '", arg, "' ", msg)
 
-#define MMR_CHECK_LAUNCH(op)                                                             \
-  do {                                                                                   \
-    hipError_t e_ = hipGetLastError();                                                   \
-    TORCH_CHECK(e_ == hipSuccess, "minimax_rocm_ext.", op, ": launch failed: ", hipGetErrorString(e_)); \
+// A launch's error: the code mmr::launch_kernel returned, or (after <<<>>>)
+// the last error.
+#define MMR_CHECK_LAUNCH_RESULT(op, err)                                                                     \
+  do {                                                                                                       \
+    const hipError_t e_ = (err);                                                                             \
+    TORCH_CHECK(e_ == hipSuccess, "minimax_rocm_ext.", op, ": launch failed: ", hipGetErrorString(e_));     \
   } while (0)
+#define MMR_CHECK_LAUNCH(op) MMR_CHECK_LAUNCH_RESULT(op, hipGetLastError())
 
 namespace mmr {
 inline hipStream_t current_stream() { return c10::hip::getCurrentHIPStream().stream(); }
