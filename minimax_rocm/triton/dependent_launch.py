@@ -1,5 +1,5 @@
 """Programmatic dependent launch (PDL) for the Triton kernels of a decode step
-(and the switch the native Lamport kernel follows).
+(and the switch the native kernels follow: the Lamport QK norm, the router GEMM).
 
 A decode MoE step is a chain of launches (alignment, activation rounding,
 GEMM1, SwiGLU + rounding, GEMM2), several of them a few microseconds long;

@@ -2,7 +2,7 @@
 // programmatic-serialization attribute may start while its predecessor on the
 // stream still runs; it waits in pdl_enter() until the predecessor has
 // completed and its writes are visible. Short, latency-bound kernels (the
-// Lamport all-reduce) hide their launch behind the previous kernel this way;
+// Lamport all-reduce, the router GEMM) hide their launch behind the previous kernel this way;
 // CUDA graphs keep the edge.
 //
 // The rule (as in minimax_rocm/triton/dependent_launch.py): a kernel that may
