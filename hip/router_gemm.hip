@@ -11,7 +11,9 @@
 //
 // For M > 8 that layout leaves too few blocks (E / KE < SM count) and each
 // thread's FMA chain too long, so router_gemm_splitk also splits K across
-// blocks: see the split-K section below.
+// blocks (see the split-K section below), and on NVIDIA sm90+ with bf16 x
+// router_gemm_tc does the products on the tensor cores and meets across a
+// thread-block cluster (the last section).
 #include "mmr/mmr.h"
 
 namespace {
@@ -376,6 +378,212 @@ MMR_SPLITK_KERNEL(router_splitk_bf16_m32, uint16_t, 32)
 MMR_SPLITK_KERNEL(router_splitk_f32_m16, float, 16)
 MMR_SPLITK_KERNEL(router_splitk_f32_m32, float, 32)
 
+// ---------------------------------------------------------------- tensor cores + clusters (NVIDIA sm90+, bf16 x)
+// Both kernels above do the products on the FMA pipes and meet across blocks
+// through global memory; at M = 16..32 that costs 4-7 us on an H200. Here a
+// cluster owns 16 W rows and its C blocks split K:
+// - products on the tensor cores: W (fp32) = hi + mid + lo, three bf16 terms
+//   that carry its 24 significand bits exactly, and x is bf16, so the three
+//   bf16 MMAs of a K step form every product exactly and accumulate in fp32;
+// - fragments load straight from global memory into registers (no LDS
+//   staging): a dot product does not care in which order K is walked, so in
+//   each 32-wide K unit lane (g, t) takes the 8 adjacent elements [8t, 8t + 8)
+//   (two 16-byte loads per W row, one per x row) and feeds 0-3 to the unit's
+//   first MMA and 4-7 to its second, as the k pairs that the fragment layout
+//   calls 2t and 2t + 8;
+// - partial sums meet in shared memory: the block's warps in its own, then
+//   the C blocks of the cluster in a reduce-scatter: each block owns 1/C of
+//   the [M, 16] tile and its peers store their sums into it with st.async,
+//   counted by a transaction barrier, so a block waits for its own share's
+//   bytes, not at a cluster-wide barrier. Every sum has a fixed order:
+//   bitwise repeatable. No workspace, no ticket.
+// On AMD (no clusters; MFMA layouts differ) the op keeps router_gemm_splitk.
+#if MMR_AMD
+#else
+constexpr int kTcRows = 16;    // W rows per cluster: the MMA's A tile
+constexpr int kTcThreads = 256;
+constexpr int kTcWarps = kTcThreads / 32;
+constexpr int kTcUnitK = 32;   // K per unit: two 16-wide MMA steps
+// Units per warp whose loads are in flight together: as many as fit 128
+// registers, so that two blocks fit an SM (more clusters resident at once).
+template <int MN>
+constexpr int kTcBatch = MN >= 4 ? 2 : 3;
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+// Two fp32 values (k, k + 1) as three bf16 pairs whose sums are exact. The
+// upper 16 bits of a float are its bf16 truncation, so hi is w's upper half,
+// r = w - hi is exact with at most 16 significant bits, mid is r's upper half
+// and lo = r - mid is exact and fits a bf16.
+struct Bf16x3 {
+  uint32_t hi, mid, lo;
+};
+MMR_DEVICE float bf16_trunc(float v) { return __uint_as_float(__float_as_uint(v) & 0xffff0000u); }
+MMR_DEVICE uint32_t upper_halves(float k0, float k1) {
+  return __byte_perm(__float_as_uint(k0), __float_as_uint(k1), 0x7632);
+}
+MMR_DEVICE Bf16x3 split_bf16x3(float a, float b) {
+  const float ar = a - bf16_trunc(a), br = b - bf16_trunc(b);
+  const float am = bf16_trunc(ar), bm = bf16_trunc(br);
+  return {upper_halves(a, b), upper_halves(ar, br), upper_halves(ar - am, br - bm)};
+}
+
+// One 32-wide K unit of a lane: elements [8t, 8t + 8) of W rows g and g + 8
+// of the tile and of x rows 8n + g; elements 0-3 feed the unit's first MMA,
+// 4-7 its second.
+template <int MN>
+struct UnitFrag {
+  float4 wg[2], wg8[2];
+  uint4 x[MN];
+};
+
+// acc[n] += W rows (g, g + 8) . x row (8n + g) over half h of a unit.
+template <int MN>
+MMR_DEVICE void mma_half_unit(float (&acc)[MN][4], const UnitFrag<MN>& f, int h) {
+  const float4 wg = f.wg[h], wg8 = f.wg8[h];
+  const Bf16x3 a0 = split_bf16x3(wg.x, wg.y), a1 = split_bf16x3(wg8.x, wg8.y);
+  const Bf16x3 a2 = split_bf16x3(wg.z, wg.w), a3 = split_bf16x3(wg8.z, wg8.w);
+  const uint32_t hi[4] = {a0.hi, a1.hi, a2.hi, a3.hi};
+  const uint32_t mid[4] = {a0.mid, a1.mid, a2.mid, a3.mid};
+  const uint32_t lo[4] = {a0.lo, a1.lo, a2.lo, a3.lo};
+#pragma unroll
+  for (int n = 0; n < MN; ++n) {
+    const uint32_t b0 = h ? f.x[n].z : f.x[n].x, b1 = h ? f.x[n].w : f.x[n].y;
+    mmr::mma_bf16_16x8x16(acc[n], lo, b0, b1);  // smallest terms first
+    mmr::mma_bf16_16x8x16(acc[n], mid, b0, b1);
+    mmr::mma_bf16_16x8x16(acc[n], hi, b0, b1);
+  }
+}
+
+// The fragments of units u0 + b kTcWarps (b < kTcBatch); units past `units`
+// are not loaded (the same for the whole warp), and a lane's 8 elements that
+// lie past k_end (wholly: both ends are multiples of 8) are zeros, W and x
+// both (0 times a stray inf would be NaN).
+template <int MN>
+MMR_DEVICE void load_batch(UnitFrag<MN> (&f)[kTcBatch<MN>], const float* wg, const float* wg8,
+                           const uint16_t* const (&xr)[MN], int k_begin, int k_end, int u0, int units, int t) {
+#pragma unroll
+  for (int b = 0; b < kTcBatch<MN>; ++b) {
+    if (u0 + b * kTcWarps >= units) break;
+    const int k = k_begin + (u0 + b * kTcWarps) * kTcUnitK + 8 * t;
+    const bool in = k < k_end;
+    const int kc = in ? k : k_begin;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      f[b].wg[h] = *reinterpret_cast<const float4*>(wg + kc + 4 * h);
+      f[b].wg8[h] = *reinterpret_cast<const float4*>(wg8 + kc + 4 * h);
+    }
+#pragma unroll
+    for (int n = 0; n < MN; ++n) f[b].x[n] = *reinterpret_cast<const uint4*>(xr[n] + kc);
+    if (!in) {
+      f[b].wg[0] = f[b].wg[1] = f[b].wg8[0] = f[b].wg8[1] = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int n = 0; n < MN; ++n) f[b].x[n] = make_uint4(0u, 0u, 0u, 0u);
+    }
+  }
+}
+#endif
+
+// Cluster blockIdx.x / C owns W rows [e0, e0 + 16); its block of rank r
+// multiplies them by x rows [0, 8 MN) over K [r kblock, (r + 1) kblock).
+template <int MN>
+MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __restrict__ w, float* __restrict__ out,
+                                 int M, int H, int E, int kblock) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int kTile = kTcRows * 8 * MN;  // the [8 MN, 16] partial tile, m-major
+  __shared__ float4 warp_part[kTcWarps][kTile / 4];
+  __shared__ float4 owned[kTile / 4];  // [C][kTile / C]: every block's sums of this block's share
+  __shared__ uint64_t owned_full;      // counts the bytes of `owned` that have landed
+  if (threadIdx.x == 0) mmr::mbarrier_init_expecting(&owned_full, unsigned(sizeof(owned)));
+  mmr::cluster_arrive_relaxed();  // waited on just before the first remote store
+
+  const int C = int(mmr::cluster_size()), rank = int(mmr::cluster_rank());
+  const int e0 = int(blockIdx.x) / C * kTcRows;
+  const int k_begin = rank * kblock, k_end = min(H, k_begin + kblock);
+  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32, g = lane / 4, t = lane % 4;
+  // Rows past E or M re-read the last row (their sums are dropped): no branch in the loads.
+  const float* wg = w + int64_t(min(e0 + g, E - 1)) * H;
+  const float* wg8 = w + int64_t(min(e0 + g + 8, E - 1)) * H;
+  const uint16_t* xr[MN];
+#pragma unroll
+  for (int n = 0; n < MN; ++n) xr[n] = x + int64_t(min(8 * n + g, M - 1)) * H;
+
+  // One accumulator per K step of a unit: two shorter MMA chains.
+  float acc[2][MN][4];
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int n = 0; n < MN; ++n) acc[h][n][0] = acc[h][n][1] = acc[h][n][2] = acc[h][n][3] = 0.f;
+  const int units = k_end > k_begin ? (k_end - k_begin + kTcUnitK - 1) / kTcUnitK : 0;
+  // Batches of kTcBatch units (u0 + b kTcWarps): all their loads issued,
+  // then their MMAs. The cluster barrier's wait sits behind the first
+  // batch's loads, where it costs nothing.
+  UnitFrag<MN> f[kTcBatch<MN>];
+  int u0 = warp;
+  load_batch<MN>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
+  mmr::cluster_wait();  // every peer has started (and set up its barrier): it may be stored into later
+  while (u0 < units) {
+#pragma unroll
+    for (int b = 0; b < kTcBatch<MN>; ++b) {
+      if (u0 + b * kTcWarps >= units) break;  // the same for the whole warp
+      mma_half_unit<MN>(acc[0], f[b], 0);
+      mma_half_unit<MN>(acc[1], f[b], 1);
+    }
+    u0 += kTcWarps * kTcBatch<MN>;
+    if (u0 < units) load_batch<MN>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
+  }
+
+  float* part = reinterpret_cast<float*>(warp_part[warp]);
+#pragma unroll
+  for (int n = 0; n < MN; ++n) {
+    float* p = part + (8 * n + 2 * t) * kTcRows + g;
+    p[0] = acc[0][n][0] + acc[1][n][0];
+    p[kTcRows] = acc[0][n][1] + acc[1][n][1];
+    p[8] = acc[0][n][2] + acc[1][n][2];
+    p[kTcRows + 8] = acc[0][n][3] + acc[1][n][3];
+  }
+  __syncthreads();
+  const int share4 = kTile / 4 / C;  // float4s of the tile each block owns
+  for (int i = int(threadIdx.x); i < kTile / 4; i += kTcThreads) {
+    float4 s = warp_part[0][i];
+#pragma unroll
+    for (int q = 1; q < kTcWarps; ++q) {
+      const float4 v = warp_part[q][i];
+      s.x += v.x; s.y += v.y; s.z += v.z; s.w += v.w;
+    }
+    const int owner = i / share4;
+    mmr::store_async_cluster(&owned[rank * share4 + i - owner * share4], unsigned(owner), s, &owned_full);
+  }
+  mmr::mbarrier_wait_first_phase(&owned_full);
+  for (int i = int(threadIdx.x); i < share4; i += kTcThreads) {
+    float4 s = owned[i];
+    for (int r = 1; r < C; ++r) {
+      const float4 v = owned[r * share4 + i];
+      s.x += v.x; s.y += v.y; s.z += v.z; s.w += v.w;
+    }
+    const int o = 4 * (rank * share4 + i), m = o / kTcRows, e = e0 + o % kTcRows;
+    if (m < M) {
+      float* row = out + int64_t(m) * E;
+      if (e + 0 < E) row[e + 0] = s.x;
+      if (e + 1 < E) row[e + 1] = s.y;
+      if (e + 2 < E) row[e + 2] = s.z;
+      if (e + 3 < E) row[e + 3] = s.w;
+    }
+  }
+#endif
+}
+
+#define MMR_TC_KERNEL(NAME, MN)                                                                              \
+  __global__ void __launch_bounds__(kTcThreads, 2) NAME(const uint16_t* __restrict__ x, const float* __restrict__ w, \
+                                                     float* __restrict__ out, int M, int H, int E, int kblock) { \
+    mmr::pdl_enter();                                                                                          \
+    tc_cluster_block<MN>(x, w, out, M, H, E, kblock);                                                          \
+  }
+
+MMR_TC_KERNEL(router_tc_bf16_m8, 1)
+MMR_TC_KERNEL(router_tc_bf16_m16, 2)
+MMR_TC_KERNEL(router_tc_bf16_m32, 4)
+#endif  // MMR_AMD
+
 }  // namespace
 
 #ifndef MMR_DEVICE_ONLY
@@ -525,17 +733,60 @@ void router_gemm_splitk(const at::Tensor& x, const at::Tensor& w, at::Tensor& ou
   MMR_CHECK_LAUNCH_RESULT(op, e);
 }
 
+
+// ---------------------------------------------------------------- tensor-core cluster host
+
+// router_gemm for bf16 x and any M <= 32 on NVIDIA sm90+ (tensor cores, K
+// split across the blocks of a cluster). slices: blocks per cluster, 0 =
+// automatic, else 1, 2, 4, 8 or 16. Automatic: the most, up to 8, whose
+// ceil(E / 16) clusters are all resident at once (one wave) and fit the
+// SMs. A second wave costs about 2.5 us on an H200 (clusters of 16 for
+// M2's 16 tiles: 14 fit).
+void router_gemm_tc(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, int64_t slices, bool pdl) {
+  const char* op = "router_gemm_tc";
+  const auto [M, H, E] = check_args(op, x, w, out);
+  MMR_CHECK(op, "x", x.scalar_type() == at::kBFloat16, "must be bf16 (fp32 activations take router_gemm_splitk)");
+  MMR_CHECK(op, "slices", slices >= 0 && slices <= 16 && (slices & (slices - 1)) == 0,
+            "must be 0 (automatic) or 1, 2, 4, 8 or 16");
+  const c10::DeviceGuard guard(x.device());
+#if MMR_AMD
+  (void)pdl;
+  MMR_CHECK(op, "x", false, "needs an NVIDIA sm90+ GPU (thread-block clusters); AMD takes router_gemm_splitk");
+#else
+  int dev = 0, major = 0;
+  (void)cudaGetDevice(&dev);
+  (void)cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  MMR_CHECK(op, "x", major >= 9, "needs an NVIDIA sm90+ GPU (thread-block clusters); older ones take router_gemm_splitk");
+  const int tiles = ceil_div(E, kTcRows);
+  auto* kernel = M <= 8 ? router_tc_bf16_m8 : M <= 16 ? router_tc_bf16_m16 : router_tc_bf16_m32;
+  int C = int(slices);
+  if (C == 0) {
+    C = 8;
+    while (C > 1 && (tiles * C > mmr::multiprocessor_count() ||
+                     mmr::max_active_clusters(kernel, unsigned(C), kTcThreads, 0) < tiles))
+      C /= 2;
+  }
+  const int kblock = ceil_div(ceil_div(H, C), kTcUnitK) * kTcUnitK;
+  const hipError_t e = mmr::launch_kernel_clustered(
+      kernel, unsigned(C), dim3(tiles * C), dim3(kTcThreads), 0, mmr::current_stream(), pdl,
+      static_cast<const uint16_t*>(x.data_ptr()), w.data_ptr<float>(), out.data_ptr<float>(), M, H, E, kblock);
+  MMR_CHECK_LAUNCH_RESULT(op, e);
+#endif
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(minimax_rocm_ext, m) {
   m.def("router_gemm(Tensor x, Tensor w, Tensor(a!) out, bool pdl=False) -> ()");
   m.def("router_gemm_splitk(Tensor x, Tensor w, Tensor(a!) out, Tensor(b!) partials, Tensor(c!) counters, "
         "int splits=0, bool pdl=False) -> ()");
+  m.def("router_gemm_tc(Tensor x, Tensor w, Tensor(a!) out, int slices=0, bool pdl=False) -> ()");
   m.def("router_gemm_splitk_workspace(int num_experts) -> int[]", &router_gemm_splitk_workspace);
 }
 
 TORCH_LIBRARY_IMPL(minimax_rocm_ext, CUDA, m) {
   m.impl("router_gemm", &router_gemm);
   m.impl("router_gemm_splitk", &router_gemm_splitk);
+  m.impl("router_gemm_tc", &router_gemm_tc);
 }
 #endif  // MMR_DEVICE_ONLY

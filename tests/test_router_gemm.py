@@ -108,12 +108,15 @@ def test_native_under_graph_replay(native):
 @pytest.mark.gpu
 @pytest.mark.parametrize("pdl", [True, False])
 def test_native_back_to_back_calls_in_a_graph(native, pdl):
-    """One-pass and split-K launches one after another with nothing between
-    them (under PDL each starts while the previous one finishes), several in
-    a row on the same split-K workspace, replayed with fresh inputs."""
+    """One-pass, split-K (fp32 x) and, on sm90+, tensor-core cluster (bf16
+    x, M > 8) launches one after another with nothing between them (under
+    PDL each starts while the previous one finishes), several in a row on
+    the same split-K workspace, replayed with fresh inputs."""
     from minimax_rocm.triton import dependent_launch
     w = torch.randn(256, 3072, device="cuda")
-    xs = [torch.randn(M, 3072, device="cuda").to(torch.bfloat16) for M in (1, 32, 8, 32, 17, 4, 32)]
+    xs = [torch.randn(M, 3072, device="cuda").to(dt) for M, dt in
+          ((1, torch.bfloat16), (32, torch.float32), (8, torch.bfloat16), (32, torch.float32),
+           (17, torch.bfloat16), (24, torch.float32), (4, torch.bfloat16), (32, torch.bfloat16))]
     with dependent_launch.forced(pdl):
         outs = [mm.router_gemm(x, w) for x in xs]  # warm-up (and the split-K workspace) outside the capture
         torch.cuda.synchronize()
@@ -266,11 +269,12 @@ def test_op_uses_splitk_workspace_per_stream(native):
 @pytest.mark.parametrize("M", [24, 32])   # M x H past NATIVE_SPLITK_MIN_MH: the split-K path
 def test_splitk_under_graph_replay(native, M):
     # The op's native path (workspace cache included); the oracle's choice
-    # depends on when the platform was first detected.
+    # depends on when the platform was first detected. fp32 x: bf16 takes
+    # router_gemm_tc on sm90+.
     from minimax_rocm.ops.router_gemm import _hip
     H, E = 3072, 256
     w = torch.randn(E, H, device="cuda")
-    x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+    x = torch.randn(M, H, device="cuda")
     _hip(x, w, None)  # warm-up outside the capture
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
@@ -318,3 +322,172 @@ def test_splitk_workspace_made_inside_a_capture(native):
             eager = _hip(x, w, None)
         torch.cuda.synchronize()
         assert _err(eager, x, w) < TOL
+
+
+# ----------------------------------------------------------------------------- GPU: tensor cores + clusters (sm90+)
+
+def _tc_or_skip(native):
+    if torch.version.hip is not None or torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("router_gemm_tc needs an NVIDIA sm90+ GPU (thread-block clusters)")
+    return native
+
+
+def _tc(native, x, w, slices=0, pdl=False):
+    out = torch.full((x.shape[0], w.shape[0]), NAN, device="cuda")
+    native.router_gemm_tc(x, w, out, slices, pdl)
+    return out
+
+
+TC_SHAPES = [(3072, 256), (6144, 128), (1032, 72), (136, 24), (8, 5)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("H,E", TC_SHAPES)
+def test_tc_every_m(native, H, E):
+    # H 1032: K units that end inside a block's range; 136 and 8: blocks with
+    # no K at all; E 72, 24, 5: a cluster with rows past E.
+    _tc_or_skip(native)
+    w = torch.randn(E, H, device="cuda")
+    for M in range(1, 33):
+        x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+        out = _tc(native, x, w)
+        err = _err(out, x, w)
+        assert err < TOL, (M, err)
+        assert torch.equal(_tc(native, x, w), out), f"M={M}: not deterministic"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("H,E", [(6144, 128), (1032, 72), (136, 24)])
+def test_tc_every_cluster_size(native, H, E):
+    _tc_or_skip(native)
+    w = torch.randn(E, H, device="cuda")
+    for slices in (1, 2, 4, 8, 16):
+        for M in (1, 7, 8, 9, 16, 17, 32):
+            x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+            err = _err(_tc(native, x, w, slices), x, w)
+            assert err < TOL, (slices, M, err)
+
+
+@pytest.mark.gpu
+def test_tc_products_are_exact(native):
+    """Each x row one-hot with a power of two at column k: out[m, e] must be
+    exactly x[m, k] * w[e, k], every bit of w's significand (full 24-bit
+    ones here). Catches a dropped or mis-split bf16 term (a two-term split
+    loses the last 8 bits) and any k that reaches the wrong lane or MMA."""
+    _tc_or_skip(native)
+    H, E = 3072, 256
+    w = torch.randn(E, H, device="cuda")
+    w = (w.view(torch.int32) | 0x1).view(torch.float32)  # the last significand bit set
+    for M in (8, 16, 32):
+        for _ in range(4):
+            k = torch.randperm(H, device="cuda")[:M]
+            v = torch.pow(2.0, torch.randint(-8, 9, (M,), device="cuda").float()) * (
+                torch.randint(0, 2, (M,), device="cuda").float() * 2 - 1)
+            x = torch.zeros(M, H, device="cuda")
+            x[torch.arange(M, device="cuda"), k] = v
+            x = x.to(torch.bfloat16)
+            out = _tc(native, x, w)
+            want = v.unsqueeze(1) * w[:, k].t()
+            assert torch.equal(out, want), (M, (out - want).abs().max().item())
+
+
+@pytest.mark.gpu
+def test_tc_weights_of_every_magnitude(native):
+    # Each W row scaled by 2^-20 .. 2^20: the three bf16 terms must follow
+    # the exponent. Error per expert column against sum |x| |w| (the scale
+    # fp32 accumulation errors are relative to): about 1e-8 here.
+    _tc_or_skip(native)
+    H, E = 3072, 256
+    scale = torch.pow(2.0, torch.linspace(-20, 20, E, device="cuda")).unsqueeze(1)
+    w = torch.randn(E, H, device="cuda") * scale
+    for M in (1, 16, 32):
+        x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+        out = _tc(native, x, w).double().cpu()
+        ref = reference.router_gemm(x.double(), w.double()).cpu()
+        size = reference.router_gemm(x.double().abs(), w.double().abs()).cpu()
+        err = ((out - ref).abs() / size).max().item()
+        assert err < 1e-6, (M, err)
+
+
+@pytest.mark.gpu
+def test_tc_does_not_touch_memory_past_out(native):
+    _tc_or_skip(native)
+    H, E, M = 1032, 72, 13
+    w = torch.randn(E, H, device="cuda")
+    x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+    big = torch.full((M + 2, E), NAN, device="cuda")
+    out = big[1:M + 1]
+    native.router_gemm_tc(x, w, out, 0, False)
+    assert torch.isnan(big[0]).all() and torch.isnan(big[M + 1]).all()
+    assert _err(out, x, w) < TOL
+
+
+@pytest.mark.gpu
+def test_tc_rejects_bad_arguments(native):
+    _tc_or_skip(native)
+    H, E = 1032, 72
+    w = torch.randn(E, H, device="cuda")
+    x = torch.randn(4, H, device="cuda").to(torch.bfloat16)
+    out = torch.empty(4, E, device="cuda")
+    with pytest.raises(RuntimeError, match="router_gemm_tc.*'x'.*bf16"):
+        native.router_gemm_tc(x.float(), w, out, 0, False)
+    with pytest.raises(RuntimeError, match="router_gemm_tc.*'slices'"):
+        native.router_gemm_tc(x, w, out, 3, False)
+    with pytest.raises(RuntimeError, match="router_gemm_tc.*'slices'"):
+        native.router_gemm_tc(x, w, out, 32, False)
+    with pytest.raises(RuntimeError, match="router_gemm_tc.*'x'"):
+        native.router_gemm_tc(torch.randn(33, H, device="cuda").to(torch.bfloat16), w,
+                              torch.empty(33, E, device="cuda"), 0, False)
+    with pytest.raises(RuntimeError, match="router_gemm_tc.*'out'"):
+        native.router_gemm_tc(x, w, torch.empty(4, E + 1, device="cuda"), 0, False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pdl", [True, False])
+def test_tc_back_to_back_in_a_graph(native, pdl):
+    """Cluster launches of every tile height, one after another (under PDL
+    each starts while the previous one finishes), replayed with fresh inputs."""
+    _tc_or_skip(native)
+    H, E = 3072, 256
+    w = torch.randn(E, H, device="cuda")
+    xs = [torch.randn(M, H, device="cuda").to(torch.bfloat16) for M in (1, 32, 8, 32, 17, 4, 32)]
+    outs = [torch.empty(x.shape[0], E, device="cuda") for x in xs]
+    for x, o in zip(xs, outs):
+        native.router_gemm_tc(x, w, o, 0, pdl)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for x, o in zip(xs, outs):
+            native.router_gemm_tc(x, w, o, 0, pdl)
+    for _ in range(4):
+        for x in xs:
+            x.copy_(torch.randn_like(x))
+        for o in outs:
+            o.fill_(NAN)
+        g.replay()
+        torch.cuda.synchronize()
+        for x, o in zip(xs, outs):
+            assert _err(o, x, w) < TOL, x.shape
+
+
+@pytest.mark.gpu
+def test_op_takes_tc_for_bf16_past_the_threshold(native, monkeypatch):
+    rg = importlib.import_module("minimax_rocm.ops.router_gemm")
+    _tc_or_skip(native)
+    calls = []
+    real = native.router_gemm_tc
+
+    class Spy:
+        def __getattr__(self, name):
+            if name == "router_gemm_tc":
+                return lambda *a: (calls.append(a[0].shape[0]), real(*a))[1]
+            return getattr(native, name)
+
+    from minimax_rocm.build import ext
+    monkeypatch.setattr(ext, "ops", lambda: Spy())
+    w = torch.randn(256, 3072, device="cuda")
+    for M in (rg.NATIVE_TC_MIN_M - 1, rg.NATIVE_TC_MIN_M, 32):
+        for dt in (torch.bfloat16, torch.float32):
+            x = torch.randn(M, 3072, device="cuda").to(dt)
+            assert _err(rg._hip(x, w, None), x, w) < TOL
+    assert calls == [rg.NATIVE_TC_MIN_M, 32]

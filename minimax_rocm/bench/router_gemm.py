@@ -46,18 +46,24 @@ def bench(ctx: Context) -> list[Row]:
     return rows
 
 
-def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16)) -> None:
-    """Print each native kernel's time per M: the one-pass kernel and the
-    split-K kernel (0 = its automatic slice count), after a one-element add_
-    (a launch and nothing else): the measurement behind ops.router_gemm's
-    NATIVE_SPLITK_MIN_MH.
+def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc_slices=(0, 4, 8, 16),
+                 pdl: bool = True) -> None:
+    """Print each native kernel's time per M: the one-pass kernel, the
+    split-K kernel (0 = its automatic slice count) and, on NVIDIA sm90+, the
+    tensor-core cluster kernel (0 = its automatic cluster size), after a
+    one-element add_ (a launch and nothing else), all launched with PDL
+    where `pdl` and the GPU has it: the measurement behind
+    ops.router_gemm's NATIVE_SPLITK_MIN_MH and NATIVE_TC_MIN_M.
         python -c "from minimax_rocm.bench.router_gemm import sweep_splitk; sweep_splitk()"
     """
     from ..build import ext
-    from ..ops.router_gemm import splitk_workspace
+    from ..ops.router_gemm import splitk_workspace, tc_available
     if ext.load() is None:
         raise RuntimeError(f"native extension not loaded: {ext.load_error()}")
     ops = ext.ops()
+    dev = torch.device("cuda", torch.cuda.current_device())
+    tc = tc_available(dev)
+    pdl = pdl and dependent_launch.enabled(dev, triton_kernel=False)
     null = torch.zeros(1, device="cuda")
     print(f"one-element add_ (a launch and nothing else): {time_us(lambda: null.add_(1.0)):.2f} us")
     for name, H, E in SHAPES:
@@ -66,8 +72,11 @@ def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16)) ->
             x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
             out = torch.empty(M, E, device="cuda")
             part, cnt = splitk_workspace(x.device, E)
-            cells = [f"one-pass {time_us(lambda: ops.router_gemm(x, w, out)):.2f}"]
+            cells = [f"one-pass {time_us(lambda: ops.router_gemm(x, w, out, pdl)):.2f}"]
             for s in splits:
-                us = time_us(lambda s=s: ops.router_gemm_splitk(x, w, out, part, cnt, s))
+                us = time_us(lambda s=s: ops.router_gemm_splitk(x, w, out, part, cnt, s, pdl))
                 cells.append(f"S={s or 'auto'} {us:.2f}")
+            for c in tc_slices if tc else ():
+                us = time_us(lambda c=c: ops.router_gemm_tc(x, w, out, c, pdl))
+                cells.append(f"tc C={c or 'auto'} {us:.2f}")
             print(f"{name} M={M}: " + "  ".join(cells), flush=True)

@@ -1,6 +1,7 @@
 """router_gemm: MoE gate logits in fp32 from bf16 or fp32 activations."""
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -52,9 +53,9 @@ def _triton(x, w, bias):
     return kernel(x, w)
 
 
-# The native kernel splits K across blocks (router_gemm_splitk) once M x H
-# passes this; below it the one-pass kernel (a block per 1-4 W rows) is as
-# fast. Measured on an H200 (bench.router_gemm.sweep_splitk, CUDA graphs,
+# Where router_gemm_tc does not apply (fp32 x, AMD, before sm90), the native
+# kernel splits K across blocks (router_gemm_splitk) once M x H passes this;
+# below it the one-pass kernel (a block per 1-4 W rows) is as fast. Measured on an H200 (bench.router_gemm.sweep_splitk, CUDA graphs,
 # 2026-11-29 fifth session, the one-pass kernel loading up to 16 x rows at
 # once): M2 (H 3072): M=8 one-pass 3.40 / split 5.09 us, M=9 4.46 / 5.34,
 # M=16 4.83 / 5.57, M=24 8.49 / 6.40, M=32 8.62 / 7.03; M3 (H 6144): M=8
@@ -103,6 +104,25 @@ def splitk_workspace(device: torch.device, num_experts: int) -> tuple[torch.Tens
     return ws[0], ws[1]
 
 
+# bf16 x with at least this many rows takes router_gemm_tc (tensor cores,
+# K split across a thread-block cluster) where the GPU has clusters (NVIDIA
+# sm90+); fewer rows keep the one-pass kernel. Measured on an H200
+# (bench.router_gemm.sweep_splitk, CUDA graphs, PDL, 2026-11-30 eighth
+# session): see BENCHMARKS.md "router_gemm on the tensor cores, in clusters".
+NATIVE_TC_MIN_M = 9
+
+
+@functools.lru_cache(maxsize=None)
+def _tc_capable(device_index: int) -> bool:
+    return torch.version.hip is None and torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
+def tc_available(device: torch.device) -> bool:
+    """router_gemm_tc runs here: NVIDIA sm90+ (thread-block clusters)."""
+    return device.type == "cuda" and _tc_capable(device.index if device.index is not None
+                                                  else torch.cuda.current_device())
+
+
 @oracle.register_impl(OP, "hip")
 def _hip(x, w, bias):
     from ..build import ext
@@ -111,7 +131,9 @@ def _hip(x, w, bias):
     # PDL (NVIDIA sm90+): in a chain of short kernels the launch hides behind
     # the previous kernel's tail
     pdl = dependent_launch.enabled(x.device, triton_kernel=False)
-    if x.shape[0] * x.shape[1] >= NATIVE_SPLITK_MIN_MH:
+    if x.dtype == torch.bfloat16 and x.shape[0] >= NATIVE_TC_MIN_M and tc_available(x.device):
+        ext.ops().router_gemm_tc(x, w, out, 0, pdl)
+    elif x.shape[0] * x.shape[1] >= NATIVE_SPLITK_MIN_MH:
         partials, counters = splitk_workspace(x.device, w.shape[0])
         ext.ops().router_gemm_splitk(x, w, out, partials, counters, 0, pdl)
     else:

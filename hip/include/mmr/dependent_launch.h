@@ -30,14 +30,16 @@ MMR_DEVICE void pdl_enter() {
 }
 
 #if !defined(MMR_DEVICE_ONLY)
-// kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute when
-// `pdl` (NVIDIA only; the kernel must start with pdl_enter()). Returns the
-// launch's error code.
+namespace detail {
+// The one place that builds launch attributes: PDL here, cluster dimensions
+// for mmr/cluster.h (cluster_x >= 1: a cluster launch, even of single blocks,
+// whose cluster instructions would be illegal in a plain launch; NVIDIA only).
 template <typename... Params, typename... Args>
-hipError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, hipStream_t stream, bool pdl,
-                         Args&&... args) {
+hipError_t launch_kernel_ex(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, hipStream_t stream,
+                            bool pdl, unsigned cluster_x, Args&&... args) {
 #if MMR_AMD
   (void)pdl;
+  if (cluster_x > 0) return hipErrorNotSupported;
   kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
   return hipGetLastError();
 #else
@@ -46,13 +48,34 @@ hipError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  if (cluster_x > 0) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = cluster_x;
+    attr[n].val.clusterDim.y = 1;
+    attr[n].val.clusterDim.z = 1;
+    ++n;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
+  cfg.numAttrs = n;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 #endif
+}
+}  // namespace detail
+
+// kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute when
+// `pdl` (NVIDIA only; the kernel must start with pdl_enter()). Returns the
+// launch's error code.
+template <typename... Params, typename... Args>
+hipError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, hipStream_t stream, bool pdl,
+                         Args&&... args) {
+  return detail::launch_kernel_ex(kernel, grid, block, smem, stream, pdl, 0u, std::forward<Args>(args)...);
 }
 #endif
 

@@ -1,0 +1,152 @@
+// Thread-block clusters (NVIDIA sm90+): the blocks of one cluster are resident
+// at the same time, can store into each other's shared memory and meet at one
+// barrier, so a split-K reduction needs no round trip through global memory,
+// no workspace and no arrival ticket. AMD GPUs have nothing like it: code that
+// uses this header sits in an NVIDIA arch block and keeps an AMD path of its
+// own (kHasClusters says which applies).
+#pragma once
+
+#include "dependent_launch.h"
+#include "platform.h"
+
+#if !defined(MMR_DEVICE_ONLY)
+#include <map>
+#include <mutex>
+#include <tuple>
+#endif
+
+namespace mmr {
+
+#if MMR_AMD
+constexpr bool kHasClusters = false;
+#else
+constexpr bool kHasClusters = true;
+constexpr unsigned kMaxClusterBlocks = 16;  // 8 is portable; 16 needs the non-portable opt-in below
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+// This block's rank in its cluster.
+MMR_DEVICE unsigned cluster_rank() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+}
+// Blocks in this block's cluster.
+MMR_DEVICE unsigned cluster_size() {
+  unsigned n;
+  asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
+  return n;
+}
+// Split barrier: arrive early (relaxed: orders nothing), wait later. Before a
+// block stores into a peer's shared memory it must know the peer has started;
+// an arrive at entry and a wait just before the first remote store hide that
+// barrier behind the block's own work. Every thread of the block calls both.
+MMR_DEVICE void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory"); }
+MMR_DEVICE void cluster_wait() { asm volatile("barrier.cluster.wait.aligned;" ::: "memory"); }
+// Full barrier: every shared-memory store of the cluster before it (remote
+// ones included) is visible to every block after it.
+MMR_DEVICE void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+// `p` (this block's shared memory) as a shared::cluster address in block `rank`.
+MMR_DEVICE unsigned cluster_shared_address(const void* p, unsigned rank) {
+  const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  unsigned remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+  return remote;
+}
+
+// Transaction barriers (mbarrier): a block expects a number of bytes that
+// its peers store into it with store_async_cluster; its threads then wait on
+// the barrier alone, not on the whole cluster. One phase per launch here.
+// Call before cluster_arrive_relaxed (one thread): the init is made visible
+// to the peers by that barrier.
+MMR_DEVICE void mbarrier_init_expecting(uint64_t* bar, unsigned bytes) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(bar));
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(a) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(a), "r"(bytes) : "memory");
+}
+// *p = v in block `rank`'s copy of p, counted against its barrier `bar`
+// (this block's address of the same barrier variable).
+MMR_DEVICE void store_async_cluster(float4* p, unsigned rank, float4 v, uint64_t* bar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(
+                   cluster_shared_address(p, rank)),
+               "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w), "r"(cluster_shared_address(bar, rank))
+               : "memory");
+}
+// Until every expected byte has landed (phase 0 completes); the stores are
+// then visible to the caller.
+MMR_DEVICE void mbarrier_wait_first_phase(uint64_t* bar) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(bar));
+  unsigned done = 0;
+  while (!done)
+    asm volatile(
+        "{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], 0;\n\t"
+        "selp.u32 %0, 1, 0, p;\n\t}"
+        : "=r"(done)
+        : "r"(a)
+        : "memory");
+}
+#endif
+#endif
+
+#if !defined(MMR_DEVICE_ONLY)
+// How many clusters of `cluster_x` blocks of `kernel` (threads per block,
+// dynamic shared memory) the current device holds at once: a grid of more
+// runs in waves. GPCs differ in SM count, so this is less than SMs / cluster_x
+// (an H200: 30 clusters of 8 blocks of 256 threads, 14 of 16). Cached per
+// device and kernel; 0 on AMD.
+template <typename... Params>
+int max_active_clusters(void (*kernel)(Params...), unsigned cluster_x, unsigned threads, size_t smem) {
+#if MMR_AMD
+  (void)kernel; (void)cluster_x; (void)threads; (void)smem;
+  return 0;
+#else
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, unsigned, unsigned, size_t>, int> cache;
+  int dev = 0;
+  (void)cudaGetDevice(&dev);
+  const auto key = std::make_tuple(dev, reinterpret_cast<const void*>(kernel), cluster_x, threads, smem);
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  if (cluster_x > 8) (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(cluster_x);
+  cfg.blockDim = dim3(threads);
+  cfg.dynamicSmemBytes = smem;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = cluster_x;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int n = 0;
+  if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+    (void)cudaGetLastError();
+    n = 0;
+  }
+  cache.emplace(key, n);
+  return n;
+#endif
+}
+
+// launch_kernel with clusters of `cluster_x` consecutive blocks along x
+// (grid.x a multiple of it). hipErrorNotSupported on AMD.
+template <typename... Params, typename... Args>
+hipError_t launch_kernel_clustered(void (*kernel)(Params...), unsigned cluster_x, dim3 grid, dim3 block, size_t smem,
+                                   hipStream_t stream, bool pdl, Args&&... args) {
+#if MMR_AMD
+  (void)kernel; (void)cluster_x; (void)grid; (void)block; (void)smem; (void)stream; (void)pdl;
+  return hipErrorNotSupported;
+#else
+  if (cluster_x > 8) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (e != cudaSuccess) return e;
+  }
+  return detail::launch_kernel_ex(kernel, grid, block, smem, stream, pdl, cluster_x, std::forward<Args>(args)...);
+#endif
+}
+#endif
+
+}  // namespace mmr
