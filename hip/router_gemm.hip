@@ -43,6 +43,20 @@ MMR_DEVICE void load_x8<float>(const float* p, float* v) {
   v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
 }
 
+// W rows [e0, e0 + KE) at K vector k (rows past E: zeros).
+template <int KE>
+MMR_DEVICE void load_w_rows(const float* __restrict__ w, int e0, int E, int H, int k, float (&wv)[KE][kVec]) {
+#pragma unroll
+  for (int r = 0; r < KE; ++r) {
+    if (e0 + r < E) {
+      load_x8<float>(w + int64_t(e0 + r) * H + k, wv[r]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) wv[r][i] = 0.f;
+    }
+  }
+}
+
 // Rows [blockIdx.x * KE, +KE) of W against all M (<= MT) rows of x.
 // (One thread per K vector, up to 768 threads, measured slower on an H200:
 // M2 M=8 / 16 4.2 / 6.0 us against 3.3 / 4.7 with these 256.)
@@ -58,18 +72,8 @@ MMR_DEVICE void router_block(const XT* __restrict__ x, const float* __restrict__
 #pragma unroll
     for (int m = 0; m < MT; ++m) acc[r][m] = 0.f;
 
-  for (int v = threadIdx.x; v < H / kVec; v += kThreads) {
-    const int k = v * kVec;
-    float wv[KE][kVec];
-#pragma unroll
-    for (int r = 0; r < KE; ++r) {
-      if (e0 + r < E) {
-        load_x8<float>(w + int64_t(e0 + r) * H + k, wv[r]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) wv[r][i] = 0.f;
-      }
-    }
+  // One K vector (8 elements at k) of the W rows in wv against all x rows.
+  const auto step = [&](int k, const float (&wv)[KE][kVec]) {
     // x rows in batches of kBatch whose loads are all issued before the
     // first FMA: a branch on m < M per row would serialise them (one L2
     // round trip per row). Rows past M re-read row M - 1 and are dropped.
@@ -88,6 +92,23 @@ MMR_DEVICE void router_block(const XT* __restrict__ x, const float* __restrict__
 #pragma unroll
           for (int i = 0; i < kVec; ++i) acc[r][mb + j] = fmaf(wv[r][i], xv[j][i], acc[r][mb + j]);
     }
+  };
+  // W is a weight, written by no kernel while the model serves: the first K
+  // vector's W loads go out before the PDL wait and overlap the previous
+  // kernel's tail (x, which that kernel writes, only after it). The first
+  // iteration is peeled: a W buffer live across the loop spills at MT = 32.
+  int v = int(threadIdx.x);
+  {
+    float wv[KE][kVec];
+    if (v < H / kVec) load_w_rows<KE>(w, e0, E, H, v * kVec, wv);
+    mmr::pdl_wait();
+    mmr::pdl_launch_dependents();
+    if (v < H / kVec) step(v * kVec, wv);
+  }
+  for (v += kThreads; v < H / kVec; v += kThreads) {
+    float wv[KE][kVec];
+    load_w_rows<KE>(w, e0, E, H, v * kVec, wv);
+    step(v * kVec, wv);
   }
 #pragma unroll
   for (int r = 0; r < KE; ++r)
@@ -112,7 +133,6 @@ MMR_DEVICE void router_block(const XT* __restrict__ x, const float* __restrict__
 #define MMR_ROUTER_KERNEL(NAME, XT, MT, KE)                                                            \
   __global__ void __launch_bounds__(kThreads) NAME(const XT* __restrict__ x, const float* __restrict__ w, \
                                                    float* __restrict__ out, int M, int H, int E) {      \
-    mmr::pdl_enter();                                                                                  \
     router_block<XT, MT, KE>(x, w, out, M, H, E);                                                      \
   }
 
@@ -246,10 +266,13 @@ MMR_DEVICE void splitk_block(const XT* __restrict__ x, const float* __restrict__
 #pragma unroll
   for (int r = 0; r < 4; ++r) wr[r] = w + int64_t(min(e0 + rg * 4 + r, E - 1)) * H + k0;
 
-  // The first two W quads are in flight while x is staged.
+  // The first two W quads are in flight while x is staged. W is a weight:
+  // they go out before the PDL wait (see mmr/dependent_launch.h).
   float4 wq[2][4];
   if (nj > 0) load_w4(wq[0], wr, kl);
   if (nj > 1) load_w4(wq[1], wr, kl + kKLanes);
+  mmr::pdl_wait();
+  mmr::pdl_launch_dependents();
 
   // Stage x[0:Mpad, slice] as fp32; rows M..Mpad-1 (read by a partly used
   // 4-row group) are zero. Every load is issued before the first is used.
@@ -369,7 +392,6 @@ MMR_DEVICE void splitk_block(const XT* __restrict__ x, const float* __restrict__
   __global__ void __launch_bounds__(kThreads) NAME(const XT* __restrict__ x, const float* __restrict__ w,    \
                                                    float* __restrict__ out, float* partials, int* counters, \
                                                    int M, int H, int E, int slice) {                       \
-    mmr::pdl_enter();                                                                                     \
     splitk_block<XT, MT>(x, w, out, partials, counters, M, H, E, slice);                                  \
   }
 
@@ -454,11 +476,12 @@ MMR_DEVICE void mma_half_unit(float (&acc)[MN][4], const UnitFrag<MN>& f, int h)
   }
 }
 
-// The fragments of units u0 + b kTcWarps (b < kTcBatch); units past `units`
-// are not loaded (the same for the whole warp), and a lane's 8 elements that
-// lie past k_end (wholly: both ends are multiples of 8) are zeros, W and x
-// both (0 times a stray inf would be NaN).
-template <int MN>
+// The fragments of units u0 + b kTcWarps (b < kTcBatch): W's (kW) and x's
+// (kX), so that W's may be loaded before the PDL wait and x's after it.
+// Units past `units` are not loaded (the same for the whole warp), and a
+// lane's 8 elements that lie past k_end (wholly: both ends are multiples of
+// 8) are zeros, W and x both (0 times a stray inf would be NaN).
+template <int MN, bool kW, bool kX>
 MMR_DEVICE void load_batch(UnitFrag<MN> (&f)[kTcBatch<MN>], const float* wg, const float* wg8,
                            const uint16_t* const (&xr)[MN], int k_begin, int k_end, int u0, int units, int t) {
 #pragma unroll
@@ -467,17 +490,21 @@ MMR_DEVICE void load_batch(UnitFrag<MN> (&f)[kTcBatch<MN>], const float* wg, con
     const int k = k_begin + (u0 + b * kTcWarps) * kTcUnitK + 8 * t;
     const bool in = k < k_end;
     const int kc = in ? k : k_begin;
+    if (kW) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      f[b].wg[h] = *reinterpret_cast<const float4*>(wg + kc + 4 * h);
-      f[b].wg8[h] = *reinterpret_cast<const float4*>(wg8 + kc + 4 * h);
+      for (int h = 0; h < 2; ++h) {
+        f[b].wg[h] = *reinterpret_cast<const float4*>(wg + kc + 4 * h);
+        f[b].wg8[h] = *reinterpret_cast<const float4*>(wg8 + kc + 4 * h);
+      }
+      if (!in) f[b].wg[0] = f[b].wg[1] = f[b].wg8[0] = f[b].wg8[1] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
+    if (kX) {
 #pragma unroll
-    for (int n = 0; n < MN; ++n) f[b].x[n] = *reinterpret_cast<const uint4*>(xr[n] + kc);
-    if (!in) {
-      f[b].wg[0] = f[b].wg[1] = f[b].wg8[0] = f[b].wg8[1] = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int n = 0; n < MN; ++n) f[b].x[n] = *reinterpret_cast<const uint4*>(xr[n] + kc);
+      if (!in) {
 #pragma unroll
-      for (int n = 0; n < MN; ++n) f[b].x[n] = make_uint4(0u, 0u, 0u, 0u);
+        for (int n = 0; n < MN; ++n) f[b].x[n] = make_uint4(0u, 0u, 0u, 0u);
+      }
     }
   }
 }
@@ -515,11 +542,17 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
     for (int n = 0; n < MN; ++n) acc[h][n][0] = acc[h][n][1] = acc[h][n][2] = acc[h][n][3] = 0.f;
   const int units = k_end > k_begin ? (k_end - k_begin + kTcUnitK - 1) / kTcUnitK : 0;
   // Batches of kTcBatch units (u0 + b kTcWarps): all their loads issued,
-  // then their MMAs. The cluster barrier's wait sits behind the first
-  // batch's loads, where it costs nothing.
+  // then their MMAs. W is a weight, written by no kernel while the model
+  // serves: the first batch's W loads go out before the PDL wait and overlap
+  // the previous kernel's tail (for M2 that is all of the block's W). The
+  // cluster barrier's wait sits behind the first batch's loads, where it
+  // costs nothing.
   UnitFrag<MN> f[kTcBatch<MN>];
   int u0 = warp;
-  load_batch<MN>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
+  load_batch<MN, true, false>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
+  mmr::pdl_wait();
+  mmr::pdl_launch_dependents();
+  load_batch<MN, false, true>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
   mmr::cluster_wait();  // every peer has started (and set up its barrier): it may be stored into later
   while (u0 < units) {
 #pragma unroll
@@ -529,7 +562,7 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
       mma_half_unit<MN>(acc[1], f[b], 1);
     }
     u0 += kTcWarps * kTcBatch<MN>;
-    if (u0 < units) load_batch<MN>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
+    if (u0 < units) load_batch<MN, true, true>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
   }
 
   float* part = reinterpret_cast<float*>(warp_part[warp]);
@@ -575,7 +608,6 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
 #define MMR_TC_KERNEL(NAME, MN)                                                                              \
   __global__ void __launch_bounds__(kTcThreads, 2) NAME(const uint16_t* __restrict__ x, const float* __restrict__ w, \
                                                      float* __restrict__ out, int M, int H, int E, int kblock) { \
-    mmr::pdl_enter();                                                                                          \
     tc_cluster_block<MN>(x, w, out, M, H, E, kblock);                                                          \
   }
 
@@ -625,7 +657,7 @@ Shape check_args(const char* op, const at::Tensor& x, const at::Tensor& w, const
 }
 
 // pdl: launch with programmatic dependent launch (NVIDIA sm90+; the kernels
-// start with mmr::pdl_enter()).
+// load only W before mmr::pdl_wait()).
 void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, bool pdl) {
   const char* op = "router_gemm";
   const auto [M, H, E] = check_args(op, x, w, out);
@@ -738,10 +770,10 @@ void router_gemm_splitk(const at::Tensor& x, const at::Tensor& w, at::Tensor& ou
 
 // router_gemm for bf16 x and any M <= 32 on NVIDIA sm90+ (tensor cores, K
 // split across the blocks of a cluster). slices: blocks per cluster, 0 =
-// automatic, else 1, 2, 4, 8 or 16. Automatic: the most, up to 8, whose
-// ceil(E / 16) clusters are all resident at once (one wave) and fit the
-// SMs. A second wave costs about 2.5 us on an H200 (clusters of 16 for
-// M2's 16 tiles: 14 fit).
+// automatic, else 1, 2, 4, 8 or 16. Automatic: the most whose ceil(E / 16)
+// clusters are all resident at once (one wave) and fit the SMs one block
+// each. A second wave costs about 2.5 us on an H200, where 14 clusters of 16
+// fit: M2's 16 tiles take clusters of 8, M3's 8 tiles clusters of 16.
 void router_gemm_tc(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, int64_t slices, bool pdl) {
   const char* op = "router_gemm_tc";
   const auto [M, H, E] = check_args(op, x, w, out);
@@ -761,7 +793,7 @@ void router_gemm_tc(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, i
   auto* kernel = M <= 8 ? router_tc_bf16_m8 : M <= 16 ? router_tc_bf16_m16 : router_tc_bf16_m32;
   int C = int(slices);
   if (C == 0) {
-    C = 8;
+    C = int(mmr::kMaxClusterBlocks);
     while (C > 1 && (tiles * C > mmr::multiprocessor_count() ||
                      mmr::max_active_clusters(kernel, unsigned(C), kTcThreads, 0) < tiles))
       C /= 2;

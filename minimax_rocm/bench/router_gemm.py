@@ -38,6 +38,19 @@ def bench(ctx: Context) -> list[Row]:
                     with dependent_launch.forced(False):
                         rows.append(Row("router_gemm", case, "ours (hip) without PDL",
                                         time_us(lambda: native_router_gemm(x, w, None)), nbytes, 2 * M * H * E))
+                    # Back to back, each call's W loads overlap the previous
+                    # call (they go out before its PDL wait). After a kernel
+                    # that does not let its dependents launch early (a plain
+                    # torch op) nothing overlaps: the number to expect there.
+                    pad = torch.zeros(1, device=ctx.device)
+
+                    def plain_then_ours():
+                        pad.add_(1)
+                        native_router_gemm(x, w, None)
+                    t_plain, t_pair = time_us(lambda: pad.add_(1)), time_us(plain_then_ours)
+                    rows.append(Row("router_gemm", case, "ours (hip, PDL) behind a plain kernel", t_pair - t_plain,
+                                    nbytes, 2 * M * H * E,
+                                    note=f"[1-element add_, ours] {t_pair:.2f} us - add_ alone {t_plain:.2f} us"))
             if ctx.gpu:
                 rows.append(Row("router_gemm", case, "ours (triton)", time_us(lambda: tri.router_gemm(x, w)),
                                 nbytes, 2 * M * H * E))
@@ -47,13 +60,16 @@ def bench(ctx: Context) -> list[Row]:
 
 
 def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc_slices=(0, 4, 8, 16),
-                 pdl: bool = True) -> None:
+                 pdl: bool = True, behind_plain: bool = False) -> None:
     """Print each native kernel's time per M: the one-pass kernel, the
     split-K kernel (0 = its automatic slice count) and, on NVIDIA sm90+, the
     tensor-core cluster kernel (0 = its automatic cluster size), after a
     one-element add_ (a launch and nothing else), all launched with PDL
     where `pdl` and the GPU has it: the measurement behind
     ops.router_gemm's NATIVE_SPLITK_MIN_MH and NATIVE_TC_MIN_M.
+    `behind_plain`: each time is that of [a one-element add_, the kernel]
+    less the add_ alone, the kernel after one that does not let it launch
+    early (nothing overlaps its start).
         python -c "from minimax_rocm.bench.router_gemm import sweep_splitk; sweep_splitk()"
     """
     from ..build import ext
@@ -65,18 +81,24 @@ def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc
     tc = tc_available(dev)
     pdl = pdl and dependent_launch.enabled(dev, triton_kernel=False)
     null = torch.zeros(1, device="cuda")
-    print(f"one-element add_ (a launch and nothing else): {time_us(lambda: null.add_(1.0)):.2f} us")
+    t_add = time_us(lambda: null.add_(1.0))
+    print(f"one-element add_ (a launch and nothing else): {t_add:.2f} us")
+
+    def time_us_of(fn):
+        if not behind_plain:
+            return time_us(fn)
+        return time_us(lambda: (null.add_(1.0), fn())) - t_add
     for name, H, E in SHAPES:
         w = torch.randn(E, H, device="cuda")
         for M in ms:
             x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
             out = torch.empty(M, E, device="cuda")
             part, cnt = splitk_workspace(x.device, E)
-            cells = [f"one-pass {time_us(lambda: ops.router_gemm(x, w, out, pdl)):.2f}"]
+            cells = [f"one-pass {time_us_of(lambda: ops.router_gemm(x, w, out, pdl)):.2f}"]
             for s in splits:
-                us = time_us(lambda s=s: ops.router_gemm_splitk(x, w, out, part, cnt, s, pdl))
+                us = time_us_of(lambda s=s: ops.router_gemm_splitk(x, w, out, part, cnt, s, pdl))
                 cells.append(f"S={s or 'auto'} {us:.2f}")
             for c in tc_slices if tc else ():
-                us = time_us(lambda c=c: ops.router_gemm_tc(x, w, out, c, pdl))
+                us = time_us_of(lambda c=c: ops.router_gemm_tc(x, w, out, c, pdl))
                 cells.append(f"tc C={c or 'auto'} {us:.2f}")
             print(f"{name} M={M}: " + "  ".join(cells), flush=True)

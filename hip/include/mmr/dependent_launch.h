@@ -1,14 +1,18 @@
 // Programmatic dependent launch (NVIDIA sm90+). A grid launched with the
 // programmatic-serialization attribute may start while its predecessor on the
-// stream still runs; it waits in pdl_enter() until the predecessor has
+// stream still runs; it waits in pdl_wait() until the predecessor has
 // completed and its writes are visible. Short, latency-bound kernels (the
-// Lamport all-reduce, the router GEMM) hide their launch behind the previous kernel this way;
-// CUDA graphs keep the edge.
+// Lamport all-reduce, the router GEMM) hide their launch behind the previous
+// kernel this way; CUDA graphs keep the edge.
 //
 // The rule (as in minimax_rocm/triton/dependent_launch.py): a kernel that may
-// be launched with PDL calls pdl_enter() FIRST, before it touches any memory,
-// and pdl_enter() lets the next grid launch only after the wait. Launched
-// plainly, on AMD or before sm90 the instructions are absent or no-ops.
+// be launched with PDL reads nothing an earlier kernel may write (activations,
+// workspaces, peer buffers) and writes nothing before pdl_wait(), and lets the
+// next grid launch (pdl_launch_dependents()) only after that wait. Inputs that
+// no kernel writes while the model serves (weights) may be loaded before the
+// wait: those loads then overlap the predecessor's tail. pdl_enter() is both
+// calls, for a kernel that reads nothing before them. Launched plainly, on
+// AMD or before sm90 the instructions are absent or no-ops.
 #pragma once
 
 #include "platform.h"
@@ -19,14 +23,29 @@
 
 namespace mmr {
 
-MMR_DEVICE void pdl_enter() {
+// Until the predecessor grid has completed and its writes are visible.
+MMR_DEVICE void pdl_wait() {
 #if MMR_AMD
 #else
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+#endif
+}
+
+// The next grid on the stream may launch (its blocks then run beside ours).
+MMR_DEVICE void pdl_launch_dependents() {
+#if MMR_AMD
+#else
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 #endif
+}
+
+MMR_DEVICE void pdl_enter() {
+  pdl_wait();
+  pdl_launch_dependents();
 }
 
 #if !defined(MMR_DEVICE_ONLY)
@@ -70,7 +89,7 @@ hipError_t launch_kernel_ex(void (*kernel)(Params...), dim3 grid, dim3 block, si
 }  // namespace detail
 
 // kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute when
-// `pdl` (NVIDIA only; the kernel must start with pdl_enter()). Returns the
+// `pdl` (NVIDIA only; the kernel must follow the rule above). Returns the
 // launch's error code.
 template <typename... Params, typename... Args>
 hipError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, hipStream_t stream, bool pdl,
