@@ -107,8 +107,10 @@ def splitk_workspace(device: torch.device, num_experts: int) -> tuple[torch.Tens
 # bf16 x with at least this many rows takes router_gemm_tc (tensor cores,
 # K split across a thread-block cluster) where the GPU has clusters (NVIDIA
 # sm90+); fewer rows keep the one-pass kernel. Measured on an H200
-# (bench.router_gemm.sweep_splitk, CUDA graphs, PDL, 2026-11-30 eighth
-# session): see BENCHMARKS.md "router_gemm on the tensor cores, in clusters".
+# (bench.router_gemm.sweep_splitk, CUDA graphs, 2026-11-30 eighth session;
+# BENCHMARKS.md "router_gemm: W loaded before the PDL wait"): at M = 5..8 the
+# tensor-core kernel is 0.2-0.4 us faster behind a kernel that lets it launch
+# early and 0.4-0.6 us slower behind a plain one; from M = 9 it wins either way.
 NATIVE_TC_MIN_M = 9
 
 
