@@ -12,7 +12,9 @@
 #if !defined(MMR_DEVICE_ONLY)
 #include <map>
 #include <mutex>
+#include <set>
 #include <tuple>
+#include <utility>
 #endif
 
 namespace mmr {
@@ -140,9 +142,18 @@ hipError_t launch_kernel_clustered(void (*kernel)(Params...), unsigned cluster_x
   (void)kernel; (void)cluster_x; (void)grid; (void)block; (void)smem; (void)stream; (void)pdl;
   return hipErrorNotSupported;
 #else
-  if (cluster_x > 8) {
-    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-    if (e != cudaSuccess) return e;
+  if (cluster_x > 8) {  // once per device and kernel: a runtime call per launch costs host time
+    static std::mutex mu;
+    static std::set<std::pair<int, const void*>> allowed;
+    int dev = 0;
+    (void)cudaGetDevice(&dev);
+    const auto key = std::make_pair(dev, reinterpret_cast<const void*>(kernel));
+    std::lock_guard<std::mutex> lock(mu);
+    if (!allowed.count(key)) {
+      const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+      if (e != cudaSuccess) return e;
+      allowed.insert(key);
+    }
   }
   return detail::launch_kernel_ex(kernel, grid, block, smem, stream, pdl, cluster_x, std::forward<Args>(args)...);
 #endif
