@@ -1,9 +1,8 @@
 // Thread-block clusters (NVIDIA sm90+): the blocks of one cluster are resident
-// at the same time, can store into each other's shared memory and meet at one
-// barrier, so a split-K reduction needs no round trip through global memory,
-// no workspace and no arrival ticket. AMD GPUs have nothing like it: code that
-// uses this header sits in an NVIDIA arch block and keeps an AMD path of its
-// own (kHasClusters says which applies).
+// at the same time and can store into each other's shared memory, so a
+// split-K reduction needs no round trip through global memory, no workspace
+// and no arrival ticket. AMD GPUs have nothing like it: code that uses this
+// header sits in an NVIDIA arch block and keeps an AMD path of its own.
 #pragma once
 
 #include "dependent_launch.h"
@@ -20,9 +19,7 @@
 namespace mmr {
 
 #if MMR_AMD
-constexpr bool kHasClusters = false;
 #else
-constexpr bool kHasClusters = true;
 constexpr unsigned kMaxClusterBlocks = 16;  // 8 is portable; 16 needs the non-portable opt-in below
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 // This block's rank in its cluster.
@@ -43,11 +40,6 @@ MMR_DEVICE unsigned cluster_size() {
 // barrier behind the block's own work. Every thread of the block calls both.
 MMR_DEVICE void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory"); }
 MMR_DEVICE void cluster_wait() { asm volatile("barrier.cluster.wait.aligned;" ::: "memory"); }
-// Full barrier: every shared-memory store of the cluster before it (remote
-// ones included) is visible to every block after it.
-MMR_DEVICE void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
 // `p` (this block's shared memory) as a shared::cluster address in block `rank`.
 MMR_DEVICE unsigned cluster_shared_address(const void* p, unsigned rank) {
   const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(p));
