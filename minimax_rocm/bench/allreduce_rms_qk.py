@@ -79,7 +79,7 @@ def measure(rank: int, world: int, quick: bool = False) -> tuple[list[Row], list
     from ..ops import _common
     from ..triton import dependent_launch
     from ..triton import rms_norm as tri
-    from .harness import time_us
+    from .harness import time_us, time_us_behind_plain_kernel
 
     dev = torch.device("cuda", torch.cuda.current_device())
     name = dist.group.WORLD.group_name
@@ -92,7 +92,6 @@ def measure(rank: int, world: int, quick: bool = False) -> tuple[list[Row], list
         notes.append(why or "symm_mem failed on a peer")
     qw = (torch.rand(Q, device=dev) + 0.5).to(torch.bfloat16)
     kw = (torch.rand(KV, device=dev) + 0.5).to(torch.bfloat16)
-    pad = torch.zeros(1, device=dev)
     rows = []
     try:
         for T in tokens:
@@ -139,15 +138,8 @@ def measure(rank: int, world: int, quick: bool = False) -> tuple[list[Row], list
                 with dependent_launch.forced(False):
                     rows.append(Row(OP, case, "ours without PDL", time_us(fused), nbytes))
 
-                def plain_then_fused():
-                    pad.add_(1)
-                    fused()
-                dist.barrier()
-                t_plain = time_us(lambda: pad.add_(1))
-                dist.barrier()
-                t_pair = time_us(plain_then_fused)
-                rows.append(Row(OP, case, "ours (PDL) behind a plain kernel", t_pair - t_plain, nbytes,
-                                note=f"[1-element add_, ours] {t_pair:.2f} us - add_ alone {t_plain:.2f} us"))
+                us, note = time_us_behind_plain_kernel(fused, dev, between=dist.barrier)
+                rows.append(Row(OP, case, "ours (PDL) behind a plain kernel", us, nbytes, note=note))
     finally:
         torch.cuda.synchronize()
         ws.close()

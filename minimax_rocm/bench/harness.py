@@ -111,6 +111,26 @@ def time_us(fn: Callable[[], object], *, graph: bool = True, warmup: int = 10, i
     return statistics.median(ts)
 
 
+
+def time_us_behind_plain_kernel(fn: Callable[[], object], device: torch.device,
+                                between: Callable[[], object] = lambda: None) -> tuple[float, str]:
+    """Microseconds of fn right after a plain kernel (a one-element add_,
+    which does not let its dependents launch early, so nothing of fn overlaps
+    it): [add_, fn] less add_ alone, and a note showing both. What a PDL
+    kernel costs after, say, a library GEMM. `between` runs before each of
+    the two timings (a barrier across ranks)."""
+    pad = torch.zeros(1, device=device)
+
+    def plain_then_fn():
+        pad.add_(1)
+        fn()
+    between()
+    t_plain = time_us(lambda: pad.add_(1))
+    between()
+    t_pair = time_us(plain_then_fn)
+    return t_pair - t_plain, f"[1-element add_, ours] {t_pair:.2f} us - add_ alone {t_plain:.2f} us"
+
+
 @functools.lru_cache(maxsize=None)
 def copy_bandwidth_gbs() -> float:
     """Measured device-to-device copy bandwidth, bytes read + written, GB/s."""

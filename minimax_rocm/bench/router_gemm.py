@@ -10,7 +10,7 @@ from ..ops.router_gemm import _hip as native_router_gemm
 from ..ops.router_gemm import router_gemm as router_gemm_op
 from ..triton import dependent_launch
 from ..triton import router_gemm as tri
-from .harness import Context, Row, register_bench, time_us
+from .harness import Context, Row, register_bench, time_us, time_us_behind_plain_kernel
 
 MS = (1, 2, 4, 8, 16, 32, 64)
 SHAPES = (("M2", 3072, 256), ("M3", 6144, 128))
@@ -42,15 +42,9 @@ def bench(ctx: Context) -> list[Row]:
                     # call (they go out before its PDL wait). After a kernel
                     # that does not let its dependents launch early (a plain
                     # torch op) nothing overlaps: the number to expect there.
-                    pad = torch.zeros(1, device=ctx.device)
-
-                    def plain_then_ours():
-                        pad.add_(1)
-                        native_router_gemm(x, w, None)
-                    t_plain, t_pair = time_us(lambda: pad.add_(1)), time_us(plain_then_ours)
-                    rows.append(Row("router_gemm", case, "ours (hip, PDL) behind a plain kernel", t_pair - t_plain,
-                                    nbytes, 2 * M * H * E,
-                                    note=f"[1-element add_, ours] {t_pair:.2f} us - add_ alone {t_plain:.2f} us"))
+                    us, note = time_us_behind_plain_kernel(lambda: native_router_gemm(x, w, None), ctx.device)
+                    rows.append(Row("router_gemm", case, "ours (hip, PDL) behind a plain kernel", us,
+                                    nbytes, 2 * M * H * E, note=note))
             if ctx.gpu:
                 rows.append(Row("router_gemm", case, "ours (triton)", time_us(lambda: tri.router_gemm(x, w)),
                                 nbytes, 2 * M * H * E))
@@ -81,13 +75,10 @@ def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc
     tc = tc_available(dev)
     pdl = pdl and dependent_launch.enabled(dev, triton_kernel=False)
     null = torch.zeros(1, device="cuda")
-    t_add = time_us(lambda: null.add_(1.0))
-    print(f"one-element add_ (a launch and nothing else): {t_add:.2f} us")
+    print(f"one-element add_ (a launch and nothing else): {time_us(lambda: null.add_(1.0)):.2f} us")
 
     def time_us_of(fn):
-        if not behind_plain:
-            return time_us(fn)
-        return time_us(lambda: (null.add_(1.0), fn())) - t_add
+        return time_us_behind_plain_kernel(fn, dev)[0] if behind_plain else time_us(fn)
     for name, H, E in SHAPES:
         w = torch.randn(E, H, device="cuda")
         for M in ms:
