@@ -60,7 +60,11 @@ MMR_DEVICE void load_w_rows(const float* __restrict__ w, int e0, int E, int H, i
 // Rows [blockIdx.x * KE, +KE) of W against all M (<= MT) rows of x.
 // (One thread per K vector, up to 768 threads, measured slower on an H200:
 // M2 M=8 / 16 4.2 / 6.0 us against 3.3 / 4.7 with these 256.)
-template <typename XT, int MT, int KE>
+//
+// kPre: K vectors per thread whose W loads go out before the PDL wait (see
+// below). 3 covers hidden sizes to 3 x 8 x 256 = 6144 (both MiniMax gates);
+// 2 at 5-8 rows, where 3 would take two blocks per SM out of reach.
+template <typename XT, int MT, int KE, int kPre = (sizeof(XT) == 2 && MT <= 4 ? 3 : sizeof(XT) == 2 && MT <= 8 ? 2 : 1)>
 MMR_DEVICE void router_block(const XT* __restrict__ x, const float* __restrict__ w, float* __restrict__ out, int M,
                              int H, int E) {
   __shared__ float partial[kWaves][KE * MT];
@@ -93,19 +97,58 @@ MMR_DEVICE void router_block(const XT* __restrict__ x, const float* __restrict__
           for (int i = 0; i < kVec; ++i) acc[r][mb + j] = fmaf(wv[r][i], xv[j][i], acc[r][mb + j]);
     }
   };
-  // W is a weight, written by no kernel while the model serves: the first K
-  // vector's W loads go out before the PDL wait and overlap the previous
-  // kernel's tail (x, which that kernel writes, only after it). The first
-  // iteration is peeled: a W buffer live across the loop spills at MT = 32.
+  // W is a weight, written by no kernel while the model serves: a thread's
+  // first W vectors go out before the PDL wait and overlap the previous
+  // kernel's tail (x, which that kernel writes, only after it).
+  const int nvec = H / kVec;
   int v = int(threadIdx.x);
-  {
-    float wv[KE][kVec];
-    if (v < H / kVec) load_w_rows<KE>(w, e0, E, H, v * kVec, wv);
+  if constexpr (kPre > 1) {
+    static_assert(sizeof(XT) == 2, "x vectors are loaded raw as bf16");
+    // bf16 x, few rows: kPre K vectors of W before the wait, then all their
+    // x vectors at once (raw, 4 registers each), so one L2 round trip after
+    // the wait covers them (M2's 3072 and M3's 6144 take 1.5 and 3 per thread).
+    float wv[kPre][KE][kVec];
+#pragma unroll
+    for (int p = 0; p < kPre; ++p) {
+      if (v + p * kThreads >= nvec) break;
+      load_w_rows<KE>(w, e0, E, H, (v + p * kThreads) * kVec, wv[p]);
+    }
     mmr::pdl_wait();
     mmr::pdl_launch_dependents();
-    if (v < H / kVec) step(v * kVec, wv);
+    mmr::Vec16 xr[kPre][MT];
+#pragma unroll
+    for (int p = 0; p < kPre; ++p) {
+      if (v + p * kThreads >= nvec) break;
+#pragma unroll
+      for (int j = 0; j < MT; ++j)  // rows past M re-read row M - 1 (dropped)
+        xr[p][j] = mmr::load16(x + int64_t(min(j, M - 1)) * H + (v + p * kThreads) * kVec);
+    }
+#pragma unroll
+    for (int p = 0; p < kPre; ++p) {
+      if (v + p * kThreads >= nvec) break;
+#pragma unroll
+      for (int j = 0; j < MT; ++j)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const float lo = mmr::bf16_lo(xr[p][j].w[q]), hi = mmr::bf16_hi(xr[p][j].w[q]);
+#pragma unroll
+          for (int r = 0; r < KE; ++r) {
+            acc[r][j] = fmaf(wv[p][r][2 * q], lo, acc[r][j]);
+            acc[r][j] = fmaf(wv[p][r][2 * q + 1], hi, acc[r][j]);
+          }
+        }
+    }
+    v += kPre * kThreads;
+  } else {
+    // The first iteration is peeled: a W buffer live across the loop spills at MT = 32.
+    float wv[KE][kVec];
+    if (v < nvec) load_w_rows<KE>(w, e0, E, H, v * kVec, wv);
+    mmr::pdl_wait();
+    mmr::pdl_launch_dependents();
+    if (v < nvec) step(v * kVec, wv);
+    v += kThreads;
   }
-  for (v += kThreads; v < H / kVec; v += kThreads) {
+  for (; v < nvec; v += kThreads) {
     float wv[KE][kVec];
     load_w_rows<KE>(w, e0, E, H, v * kVec, wv);
     step(v * kVec, wv);
