@@ -243,7 +243,8 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
               expert_map: Optional[torch.Tensor] = None, activation_kind: str = "silu",
               layout: str = "split", alpha: float = SWIGLU_OAI_ALPHA,
               limit: float = SWIGLU_OAI_LIMIT,
-              activation_quant: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+              activation_quant: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+              route_quant: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
     """This EP rank's partial MoE output.
 
     hidden `[T, H]`; w13 `[E_loc, 2I, H]`; w2 `[E_loc, H, I]`; topk_* `[T, k]`
@@ -251,7 +252,9 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
     None when every expert is local. Only routes to local experts contribute.
     activation_quant, when given, is applied to the GEMM inputs (the hidden
     states and the activated GEMM1 output): the quantisation points of the
-    native MXFP8 path.
+    native MXFP8 path. route_quant, when given, is applied to each route's
+    weighted GEMM2 row before the routes are summed (where the kernels store
+    that row in the activations' dtype).
     """
     cd = compute_dtype(hidden, w13, w2)
     T, H = hidden.shape
@@ -266,8 +269,8 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
             continue
         h1 = hf[tok] @ w13[e].to(cd).t()
         a = q(activation(h1, activation_kind, layout, alpha, limit))
-        y = a @ w2[e].to(cd).t()
-        out.index_add_(0, tok, y * wf[tok, slot].unsqueeze(-1))
+        y = (a @ w2[e].to(cd).t()) * wf[tok, slot].unsqueeze(-1)
+        out.index_add_(0, tok, y if route_quant is None else route_quant(y))
     return out.to(hidden.dtype)
 
 

@@ -9,6 +9,8 @@ GPU: the M3 and M2 EP8-rank shapes at T in {1, 16, 64, 216, 512, 2048} in
 bf16: rel error <= 1e-2 (bf16 operands, fp32 accumulation, the activation and
 each route row rounded to bf16 once; measured ~3e-3).
 """
+import os
+
 import pytest
 import torch
 
@@ -119,12 +121,28 @@ def test_tiles_uneven_shapes_swap_ab_and_block_m():
         assert R.rel_error(out, ref) < FP32_TOL, (bm, swap)
 
 
+def _bf16_truncated(t: torch.Tensor) -> torch.Tensor:
+    """t rounded toward zero to bf16 (as float64): how the Triton interpreter
+    converts fp32 to bf16 (GPUs round to nearest even)."""
+    return (t.float().contiguous().view(torch.int32) & -65536).view(torch.float32).double()
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="the interpreter's bf16 path (GPUs: the bf16 tests below)")
 def test_bf16_operands_interpreter_upcast():
+    """bf16 operands through the interpreter's upcast dots. The kernels round
+    to bf16 at three points: GEMM1's activated output, each weighted route row
+    (GEMM2's store) and the reduced output. The float64 reference with those
+    points and the interpreter's conversion (toward zero) is matched to well
+    under one bf16 step; against the exact reference the truncations add up to
+    0.3-1.3% at this tiny shape, too close to a bf16 tolerance to test."""
     emap = expert_map(8, 2, 1)
     hidden, w13, w2, tw, ids = _args(T=5, E=8, E_loc=4, dtype=torch.bfloat16)
     out = tri.fused_moe(hidden, w13, w2, tw, ids, emap, "swiglu_oai")
     assert out.dtype == torch.bfloat16
-    assert R.rel_error(out, _ref(hidden, w13, w2, tw, ids, emap, "swiglu_oai")) < BF16_TOL
+    ref = _bf16_truncated(R.fused_moe(hidden.double(), w13.double(), w2.double(), tw.double(), ids, emap,
+                                      "swiglu_oai", activation_quant=_bf16_truncated, route_quant=_bf16_truncated))
+    assert R.rel_error(out, ref) < 1e-3
+    assert R.rel_error(out, _ref(hidden, w13, w2, tw, ids, emap, "swiglu_oai")) < 3e-2
 
 
 # --------------------------------------------------------------------------- #
