@@ -191,6 +191,9 @@ def _worker(rank: int, world: int, ep: int, tp: int, init_method: str, ckpts: di
         if rank == 0:
             with open(out_path, "w") as f:
                 json.dump(gathered, f)
+        # every rank past its last collective before any tears its group down
+        # (as the other spawned workers end)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
