@@ -64,7 +64,8 @@ MMR_DEVICE void load_w_rows(const float* __restrict__ w, int e0, int E, int H, i
 // kPre: K vectors per thread whose W loads go out before the PDL wait (see
 // below). 3 covers hidden sizes to 3 x 8 x 256 = 6144 (both MiniMax gates);
 // 2 at 5-8 rows, where 3 would take two blocks per SM out of reach.
-template <typename XT, int MT, int KE, int kPre = (sizeof(XT) == 2 && MT <= 4 ? 3 : sizeof(XT) == 2 && MT <= 8 ? 2 : 1)>
+template <typename XT, int MT, int KE,
+          int kPre = (sizeof(XT) == 2 && MT <= 4 ? 3 : sizeof(XT) == 2 && MT <= 8 ? 2 : 1)>
 MMR_DEVICE void router_block(const XT* __restrict__ x, const float* __restrict__ w, float* __restrict__ out, int M,
                              int H, int E) {
   __shared__ float partial[kWaves][KE * MT];

@@ -127,14 +127,15 @@ def _bf16_truncated(t: torch.Tensor) -> torch.Tensor:
     return (t.float().contiguous().view(torch.int32) & -65536).view(torch.float32).double()
 
 
-@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="the interpreter's bf16 path (GPUs: the bf16 tests below)")
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="the interpreter's bf16 path (GPUs: the bf16 tests below)")
 def test_bf16_operands_interpreter_upcast():
     """bf16 operands through the interpreter's upcast dots. The kernels round
     to bf16 at three points: GEMM1's activated output, each weighted route row
     (GEMM2's store) and the reduced output. The float64 reference with those
     points and the interpreter's conversion (toward zero) is matched to well
-    under one bf16 step; against the exact reference the truncations add up to
-    0.3-1.3% at this tiny shape, too close to a bf16 tolerance to test."""
+    under one bf16 step. Against the exact reference the truncations add up to
+    0.3-1.3% at this tiny shape, so that check is only a loose bound."""
     emap = expert_map(8, 2, 1)
     hidden, w13, w2, tw, ids = _args(T=5, E=8, E_loc=4, dtype=torch.bfloat16)
     out = tri.fused_moe(hidden, w13, w2, tw, ids, emap, "swiglu_oai")
