@@ -84,6 +84,27 @@ MMR_DEVICE void mbarrier_wait_first_phase(uint64_t* bar) {
 #endif
 
 #if !defined(MMR_DEVICE_ONLY)
+#if MMR_AMD
+#else
+namespace detail {
+// Clusters of more than 8 blocks need a per-kernel opt-in; set once per
+// device and kernel (a runtime call per launch costs host time).
+template <typename... Params>
+cudaError_t allow_non_portable_clusters(void (*kernel)(Params...)) {
+  static std::mutex mu;
+  static std::set<std::pair<int, const void*>> allowed;
+  int dev = 0;
+  (void)cudaGetDevice(&dev);
+  const auto key = std::make_pair(dev, reinterpret_cast<const void*>(kernel));
+  std::lock_guard<std::mutex> lock(mu);
+  if (allowed.count(key)) return cudaSuccess;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (e == cudaSuccess) allowed.insert(key);
+  return e;
+}
+}  // namespace detail
+#endif
+
 // How many clusters of `cluster_x` blocks of `kernel` (threads per block,
 // dynamic shared memory) the current device holds at once: a grid of more
 // runs in waves. GPCs differ in SM count, so this is less than SMs / cluster_x
@@ -103,16 +124,12 @@ int max_active_clusters(void (*kernel)(Params...), unsigned cluster_x, unsigned 
   std::lock_guard<std::mutex> lock(mu);
   const auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  if (cluster_x > 8) (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (cluster_x > 8) (void)detail::allow_non_portable_clusters(kernel);  // else 0 clusters fit: C is halved
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(cluster_x);
   cfg.blockDim = dim3(threads);
   cfg.dynamicSmemBytes = smem;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = cluster_x;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
+  cudaLaunchAttribute attr[1] = {detail::cluster_dimension(cluster_x)};
   cfg.attrs = attr;
   cfg.numAttrs = 1;
   int n = 0;
@@ -134,18 +151,9 @@ hipError_t launch_kernel_clustered(void (*kernel)(Params...), unsigned cluster_x
   (void)kernel; (void)cluster_x; (void)grid; (void)block; (void)smem; (void)stream; (void)pdl;
   return hipErrorNotSupported;
 #else
-  if (cluster_x > 8) {  // once per device and kernel: a runtime call per launch costs host time
-    static std::mutex mu;
-    static std::set<std::pair<int, const void*>> allowed;
-    int dev = 0;
-    (void)cudaGetDevice(&dev);
-    const auto key = std::make_pair(dev, reinterpret_cast<const void*>(kernel));
-    std::lock_guard<std::mutex> lock(mu);
-    if (!allowed.count(key)) {
-      const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-      if (e != cudaSuccess) return e;
-      allowed.insert(key);
-    }
+  if (cluster_x > 8) {
+    const cudaError_t e = detail::allow_non_portable_clusters(kernel);
+    if (e != cudaSuccess) return e;
   }
   return detail::launch_kernel_ex(kernel, grid, block, smem, stream, pdl, cluster_x, std::forward<Args>(args)...);
 #endif

@@ -50,7 +50,20 @@ MMR_DEVICE void pdl_enter() {
 
 #if !defined(MMR_DEVICE_ONLY)
 namespace detail {
-// The one place that builds launch attributes: PDL here, cluster dimensions
+#if MMR_AMD
+#else
+// Clusters of cluster_x consecutive blocks along x (mmr/cluster.h).
+inline cudaLaunchAttribute cluster_dimension(unsigned cluster_x) {
+  cudaLaunchAttribute a = {};
+  a.id = cudaLaunchAttributeClusterDimension;
+  a.val.clusterDim.x = cluster_x;
+  a.val.clusterDim.y = 1;
+  a.val.clusterDim.z = 1;
+  return a;
+}
+#endif
+
+// The one place that launches with attributes: PDL here, cluster dimensions
 // for mmr/cluster.h (cluster_x >= 1: a cluster launch, even of single blocks,
 // whose cluster instructions would be illegal in a plain launch; NVIDIA only).
 template <typename... Params, typename... Args>
@@ -74,13 +87,7 @@ hipError_t launch_kernel_ex(void (*kernel)(Params...), dim3 grid, dim3 block, si
     attr[n].val.programmaticStreamSerializationAllowed = 1;
     ++n;
   }
-  if (cluster_x > 0) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n].val.clusterDim.x = cluster_x;
-    attr[n].val.clusterDim.y = 1;
-    attr[n].val.clusterDim.z = 1;
-    ++n;
-  }
+  if (cluster_x > 0) attr[n++] = cluster_dimension(cluster_x);
   cfg.attrs = attr;
   cfg.numAttrs = n;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
