@@ -810,7 +810,6 @@ void router_gemm_splitk(const at::Tensor& x, const at::Tensor& w, at::Tensor& ou
   MMR_CHECK_LAUNCH_RESULT(op, e);
 }
 
-
 // ---------------------------------------------------------------- tensor-core cluster host
 
 // router_gemm for bf16 x and any M <= 32 on NVIDIA sm90+ (tensor cores, K

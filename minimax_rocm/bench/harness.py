@@ -111,7 +111,6 @@ def time_us(fn: Callable[[], object], *, graph: bool = True, warmup: int = 10, i
     return statistics.median(ts)
 
 
-
 def time_us_behind_plain_kernel(fn: Callable[[], object], device: torch.device,
                                 between: Callable[[], object] = lambda: None) -> tuple[float, str]:
     """Microseconds of fn right after a plain kernel (a one-element add_,

@@ -57,9 +57,10 @@ def _triton(x, w, bias):
 # kernel splits K across blocks (router_gemm_splitk) once M x H passes this;
 # below it the one-pass kernel (a block per 1-4 W rows) is as fast. Measured
 # on an H200 (bench.router_gemm.sweep_splitk, CUDA graphs, 2026-11-29 fifth
-# session, the one-pass kernel loading up to 16 x rows at once): M2 (H 3072): M=8 one-pass 3.40 / split 5.09 us, M=9 4.46 / 5.34,
-# M=16 4.83 / 5.57, M=24 8.49 / 6.40, M=32 8.62 / 7.03; M3 (H 6144): M=8
-# 3.77 / 4.96, M=9 5.64 / 5.20, M=16 6.35 / 5.59, M=32 12.03 / 7.35.
+# session, the one-pass kernel loading up to 16 x rows at once): M2 (H 3072):
+# M=8 one-pass 3.40 / split 5.09 us, M=9 4.46 / 5.34, M=16 4.83 / 5.57, M=24
+# 8.49 / 6.40, M=32 8.62 / 7.03; M3 (H 6144): M=8 3.77 / 4.96, M=9 5.64 /
+# 5.20, M=16 6.35 / 5.59, M=32 12.03 / 7.35.
 NATIVE_SPLITK_MIN_MH = 16 * 3072 + 1
 
 # Workspaces of the split-K kernel: per-tile partial sums and arrival counters
