@@ -32,6 +32,9 @@ WORLD = int(os.environ.get("MINIMAX_ROCM_TP", "2"))
 # per rank: MiniMax-M2 (48 x 128 q, 8 x 128 kv) split over the TP ranks
 Q, KV = 6144 // WORLD, 1024 // WORLD
 EPS = 1e-6
+# graph replays per timed sample, the same on every rank: each call waits for
+# the peers' calls, so ranks must replay the same number of times
+REPLAYS = 10
 ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
@@ -113,32 +116,33 @@ def measure(rank: int, world: int, quick: bool = False) -> tuple[list[Row], list
 
             dist.barrier()
             rows.append(Row(OP, case, "NCCL path: triton sumsq + NCCL AR [T,2] + triton norm",
-                            time_us(nccl_path), nbytes, baseline=True))
+                            time_us(nccl_path, replays=REPLAYS), nbytes, baseline=True))
             dist.barrier()
-            rows.append(Row(OP, case, "NCCL all-reduce [T,2] alone", time_us(nccl_only), T * 8,
+            rows.append(Row(OP, case, "NCCL all-reduce [T,2] alone", time_us(nccl_only, replays=REPLAYS), T * 8,
                             note="part of the NCCL path"))
             if symm is not None:
                 def symm_path():
                     s = symm(lambda b: tri.sum_squares(qkv, Q, KV, out=b), T)
                     tri.rms_scale(qkv, s, qw, kw, Q, KV, Q * world, KV * world, EPS)
                 dist.barrier()
-                rows.append(Row(OP, case, "symm-mem path: sumsq + one_shot_all_reduce + norm", time_us(symm_path),
+                rows.append(Row(OP, case, "symm-mem path: sumsq + one_shot_all_reduce + norm",
+                                time_us(symm_path, replays=REPLAYS),
                                 nbytes))
             dist.barrier()
             fused()
             backend = _common.LAST_BACKEND[OP]
             pdl = dependent_launch.enabled(dev, triton_kernel=False)
             rows.append(Row(OP, case, f"ours ({backend}: one-shot Lamport, fused{', PDL' if pdl else ''})",
-                            time_us(fused), nbytes))
+                            time_us(fused, replays=REPLAYS), nbytes))
             if pdl:
                 # what PDL is worth: the same calls launched plainly, and
                 # (as after a GEMM that does not signal early) each call
                 # behind a plain one-element kernel, that kernel's time taken off
                 dist.barrier()
                 with dependent_launch.forced(False):
-                    rows.append(Row(OP, case, "ours without PDL", time_us(fused), nbytes))
+                    rows.append(Row(OP, case, "ours without PDL", time_us(fused, replays=REPLAYS), nbytes))
 
-                us, note = time_us_behind_plain_kernel(fused, dev, between=dist.barrier)
+                us, note = time_us_behind_plain_kernel(fused, dev, between=dist.barrier, replays=REPLAYS)
                 rows.append(Row(OP, case, "ours (PDL) behind a plain kernel", us, nbytes, note=note))
     finally:
         torch.cuda.synchronize()

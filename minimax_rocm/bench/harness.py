@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -54,13 +55,27 @@ class Context:
         return self.device.type == "cuda"
 
 
+# A timed sample of graph replays should last at least this long, so that the
+# one graph launch it pays (the host's submission, about 5 us on an H200)
+# stays a small share of it.
+SAMPLE_MIN_US = 500.0
+MAX_REPLAYS = 10
+
+
 def time_us(fn: Callable[[], object], *, graph: bool = True, warmup: int = 10, iters: int = 50,
-            inner: int = 20) -> float:
+            inner: int = 20, replays: Optional[int] = None) -> float:
     """Median microseconds of one call of fn.
 
     On a GPU: `inner` calls are captured in one CUDA graph (launch gaps shrink
-    as they would in a serving engine's graph), replayed `iters` times between
-    events; the median replay over `inner` is one call. graph=False (or capture
+    as they would in a serving engine's graph). One sample is `replays`
+    replays queued back to back between two events, over `inner * replays`
+    calls; the median of `iters` samples is returned. A serving engine replays
+    one graph per step, of hundreds of kernels; a sample of one short replay
+    would charge every call 1/inner of a graph launch (0.15-0.35 us per call
+    at inner = 20 for ops of 2-4 us, measured on an H200, BENCHMARKS.md). By
+    default `replays` grows until a sample lasts SAMPLE_MIN_US (at most
+    MAX_REPLAYS). Ranks whose calls wait for each other must pass the same
+    `replays` (a number chosen per rank could differ). graph=False (or capture
     failing, e.g. an op that syncs) times eager calls with events. On the CPU:
     wall clock.
     """
@@ -96,23 +111,31 @@ def time_us(fn: Callable[[], object], *, graph: bool = True, warmup: int = 10, i
         except Exception:
             g = None
             torch.cuda.synchronize()
-    ts = []
-    for _ in range(iters):
+
+    def sample(n: int) -> float:
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        if g is not None:
-            g.replay()
-        else:
-            for _ in range(inner):
-                fn()
+        for _ in range(n):
+            if g is not None:
+                g.replay()
+            else:
+                for _ in range(inner):
+                    fn()
         b.record()
         b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e3 / inner)
-    return statistics.median(ts)
+        return a.elapsed_time(b) * 1e3 / (inner * n)
+
+    if g is None:
+        replays = 1
+    elif replays is None:
+        per_replay = sample(1) * inner
+        replays = max(1, min(MAX_REPLAYS, math.ceil(SAMPLE_MIN_US / max(per_replay, 1e-3))))
+    return statistics.median(sample(replays) for _ in range(iters))
 
 
 def time_us_behind_plain_kernel(fn: Callable[[], object], device: torch.device,
-                                between: Callable[[], object] = lambda: None) -> tuple[float, str]:
+                                between: Callable[[], object] = lambda: None,
+                                replays: Optional[int] = None) -> tuple[float, str]:
     """Microseconds of fn right after a plain kernel (a one-element add_,
     which does not let its dependents launch early, so nothing of fn overlaps
     it): [add_, fn] less add_ alone, and a note showing both. What a PDL
@@ -124,9 +147,9 @@ def time_us_behind_plain_kernel(fn: Callable[[], object], device: torch.device,
         pad.add_(1)
         fn()
     between()
-    t_plain = time_us(lambda: pad.add_(1))
+    t_plain = time_us(lambda: pad.add_(1), replays=replays)
     between()
-    t_pair = time_us(plain_then_fn)
+    t_pair = time_us(plain_then_fn, replays=replays)
     return t_pair - t_plain, f"[1-element add_, ours] {t_pair:.2f} us - add_ alone {t_plain:.2f} us"
 
 
