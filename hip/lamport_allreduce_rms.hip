@@ -25,7 +25,7 @@
 //      sums them in rank order 0..world-1 (bitwise identical on every rank).
 //   4. normalises its slice with the 16-byte vectors kept in registers from
 //      step 1 (re-read from L2 for a block's further tokens) and the weights
-//      loaded at the start.
+//      loaded at the start (before the PDL wait: they are parameters).
 // The buffer index lives in device memory (flags[0]) and is advanced by the
 // kernel itself, so CUDA/HIP graph replays rotate buffers correctly: every
 // block counts itself in once it has read the flags, and one thread of block 0
@@ -112,22 +112,40 @@ MMR_DEVICE float sumsq8(const mmr::Vec16& v) {
   return s;
 }
 
-// 8 weights starting at element i (a multiple of 8; 16-byte aligned rows).
-// The weight dtype is a template argument: one kernel per dtype, no branch
-// per load.
+// 8 weights as loaded (bf16: one 16-byte vector; fp32: two), converted to
+// float only where the row is normalised. The weight dtype is a template
+// argument: one kernel per dtype, no branch per load.
 template <bool kWFp32>
-MMR_DEVICE void load_w8(const void* w, int i, float* o) {
+struct RawW8 {
+  mmr::Vec16 v[kWFp32 ? 2 : 1];
+};
+
+// The 8 weights of row vector v (segment 0 or 1; rows 16-byte aligned).
+template <bool kWFp32>
+MMR_DEVICE RawW8<kWFp32> weights_of(int v, int nvec0, const Args& a) {
+  const bool seg0 = v < nvec0;
+  const int i = seg0 ? v * 8 : (v - nvec0) * 8;
+  const void* w = seg0 ? a.w0 : a.w1;
+  RawW8<kWFp32> r;
   if constexpr (kWFp32) {
-    const float4 a = *reinterpret_cast<const float4*>(static_cast<const float*>(w) + i);
-    const float4 b = *reinterpret_cast<const float4*>(static_cast<const float*>(w) + i + 4);
-    o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
-    o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+    r.v[0] = mmr::load16(static_cast<const float*>(w) + i);
+    r.v[1] = mmr::load16(static_cast<const float*>(w) + i + 4);
   } else {
-    const mmr::Vec16 v = mmr::load16(static_cast<const uint16_t*>(w) + i);
+    r.v[0] = mmr::load16(static_cast<const uint16_t*>(w) + i);
+  }
+  return r;
+}
+
+template <bool kWFp32>
+MMR_DEVICE void to_float(const RawW8<kWFp32>& r, float* o) {
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      o[2 * q] = mmr::bf16_lo(v.w[q]);
-      o[2 * q + 1] = mmr::bf16_hi(v.w[q]);
+  for (int q = 0; q < 4; ++q) {
+    if constexpr (kWFp32) {
+      o[q] = __uint_as_float(r.v[0].w[q]);
+      o[4 + q] = __uint_as_float(r.v[1].w[q]);
+    } else {
+      o[2 * q] = mmr::bf16_lo(r.v[0].w[q]);
+      o[2 * q + 1] = mmr::bf16_hi(r.v[0].w[q]);
     }
   }
 }
@@ -141,13 +159,6 @@ MMR_DEVICE mmr::Vec16 scale8(const mmr::Vec16& d, float inv, const float* w) {
   return o;
 }
 
-// The weights of row vector v (segment 0 or 1).
-template <bool kWFp32>
-MMR_DEVICE void weights_of(int v, int nvec0, const Args& a, float* w) {
-  const bool seg0 = v < nvec0;
-  load_w8<kWFp32>(seg0 ? a.w0 : a.w1, seg0 ? v * 8 : (v - nvec0) * 8, w);
-}
-
 // The buffer index and friends, written by the previous launch. A plain
 // L1-bypassing load: unlike the relaxed system-scope asm it is no compiler
 // barrier, so the row loads are issued alongside it.
@@ -159,33 +170,61 @@ MMR_DEVICE int load_flag(const int* p) {
 #endif
 }
 
-// Both sums over the block; every thread gets them. scratch: 2 x waves floats.
-MMR_DEVICE void block_sum2(float& s0, float& s1, float* scratch) {
+// Both sums over the block; every thread gets them, added in wave order (the
+// same bits in every thread, so every peer receives the same pair). One
+// barrier; `again`: scratch may still be read for the block's previous token.
+// scratch: 2 x waves floats.
+MMR_DEVICE void block_sum2(float& s0, float& s1, float* scratch, bool again) {
   const int lane = threadIdx.x % mmr::kWave, wave = threadIdx.x / mmr::kWave;
   const int waves = blockDim.x / mmr::kWave;
   s0 = mmr::wave_sum(s0);
   s1 = mmr::wave_sum(s1);
-  __syncthreads();  // scratch may still be read for the previous token
+  if (again) __syncthreads();
   if (lane == 0) {
     scratch[2 * wave] = s0;
     scratch[2 * wave + 1] = s1;
   }
   __syncthreads();
-  s0 = lane < waves ? scratch[2 * lane] : 0.f;
-  s1 = lane < waves ? scratch[2 * lane + 1] : 0.f;
-  s0 = mmr::wave_sum(s0);
-  s1 = mmr::wave_sum(s1);
+  s0 = 0.f;
+  s1 = 0.f;
+  for (int w = 0; w < waves; ++w) {
+    s0 += scratch[2 * w];
+    s1 += scratch[2 * w + 1];
+  }
 }
 
 template <bool kWFp32>  // weights fp32 (else bf16)
 __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args a) {
   __shared__ float scratch[2 * (kMaxThreads / 32)];
   __shared__ float inv_s[2];
+  const int nvec0 = a.n0 / 8, nvec = (a.n0 + a.n1) / 8;
+  // Vector indices past the row are clamped to 0, not predicated: the loads
+  // then all go out at once (a predicated row load was issued only after the
+  // sums of the others, one more L2 round trip).
+  auto in_row = [nvec](int v) { return v < nvec ? v : 0; };
+
+  // The weights are model parameters that no kernel writes while serving: they
+  // are loaded before the PDL wait (overlapping the previous kernel's tail, as
+  // the router's W is) and converted to float only for the stores.
+  RawW8<kWFp32> wraw[kCache];
+#pragma unroll
+  for (int j = 0; j < kCache; ++j) wraw[j] = weights_of<kWFp32>(in_row(threadIdx.x + j * blockDim.x), nvec0, a);
+
   // Launched with PDL, this grid is already resident while the previous
   // kernel finishes (its launch hidden); every block has passed this point
   // before the next grid may start, so the co-residency the spinning needs
   // holds.
   mmr::pdl_enter();
+
+  // This block's first row first: it is on the way to the exchange, the flags
+  // are not (they are only needed for the store's address).
+  const int t0 = blockIdx.x;
+  mmr::Vec16 cache[kCache];
+  {
+    const uint16_t* row = a.x + int64_t(t0 < a.tokens ? t0 : 0) * a.row_stride;  // (the grid never exceeds the tokens)
+#pragma unroll
+    for (int j = 0; j < kCache; ++j) cache[j] = mmr::load16(row + in_row(threadIdx.x + j * blockDim.x) * 8);
+  }
   const int buf = load_flag(a.flags + kFlagBuffer);
   const int prev_tokens = load_flag(a.flags + kFlagPrevTokens);
   const int prev_buf = (buf + kBuffers - 1) % kBuffers;
@@ -197,35 +236,28 @@ __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args
     if (p == a.rank) mine = a.peers.buf[p];
     if (p == int(threadIdx.x)) dst = a.peers.buf[p];
   }
-  const int nvec0 = a.n0 / 8, nvec = (a.n0 + a.n1) / 8;
   uint64_t* cur = mine + buf * buf_slots;
 
-  mmr::Vec16 cache[kCache];
-
   // 1. partial sums -> slot `rank` of every rank's buffer
-  for (int t = blockIdx.x; t < a.tokens; t += gridDim.x) {
+  for (int t = t0; t < a.tokens; t += gridDim.x) {
+    const bool first = t == t0;
     const uint16_t* row = a.x + int64_t(t) * a.row_stride;
-    const bool first = t == int(blockIdx.x);
-    // all loads first (in flight together), then the arithmetic
     mmr::Vec16 d[kCache];
 #pragma unroll
-    for (int j = 0; j < kCache; ++j) {
-      const int v = threadIdx.x + j * blockDim.x;
-      d[j] = v < nvec ? mmr::load16(row + v * 8) : mmr::Vec16{{0u, 0u, 0u, 0u}};
-    }
+    for (int j = 0; j < kCache; ++j) d[j] = first ? cache[j] : mmr::load16(row + in_row(threadIdx.x + j * blockDim.x) * 8);
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
-    for (int j = 0; j < kCache; ++j) {
+    for (int j = 0; j < kCache; ++j) {  // selects, not branches: the sums of all vectors interleave
       const int v = threadIdx.x + j * blockDim.x;
-      const float s = sumsq8(d[j]);  // 0 past the row
-      if (v < nvec0) s0 += s; else s1 += s;
-      if (first) cache[j] = d[j];
+      const float s = sumsq8(d[j]);
+      s0 += v < nvec0 ? s : 0.f;
+      s1 += v >= nvec0 && v < nvec ? s : 0.f;
     }
     for (int v = threadIdx.x + kCache * blockDim.x; v < nvec; v += blockDim.x) {
       const float s = sumsq8(mmr::load16(row + v * 8));
       if (v < nvec0) s0 += s; else s1 += s;
     }
-    block_sum2(s0, s1, scratch);
+    block_sum2(s0, s1, scratch, !first);
     if (int(threadIdx.x) < a.world) {
       const uint64_t pair = uint64_t(mmr::lamport_encode(s0)) | (uint64_t(mmr::lamport_encode(s1)) << 32);
       mmr::store_relaxed_system(dst + buf * buf_slots + int64_t(t) * a.world + a.rank, pair);
@@ -236,20 +268,6 @@ __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args
   // values loaded (never negative), so it cannot become visible before those
   // loads were performed: block 0 never advances the flags under a block's feet.
   if (threadIdx.x == 0) atomicAdd(a.flags + kFlagStarted, (buf | prev_tokens) < 0 ? 2 : 1);
-
-  // The weights of this thread's cached columns: the same for every token,
-  // loaded (and converted) while the peers' pairs are on their way. Polling
-  // starts after them, which costs nothing: on the H200 NVLink pair a peer's
-  // pair was seen up to ~1.6 us after its store (global-timer stamps), more
-  // than these loads take. Raw weights converted only at the stores (polling
-  // earlier) measured no faster back to back: one rank then waited in its
-  // poll for the other, call after call (BENCHMARKS.md, allreduce_rms_qk).
-  float wreg[kCache][8];
-#pragma unroll
-  for (int j = 0; j < kCache; ++j) {
-    const int v = threadIdx.x + j * blockDim.x;
-    if (v < nvec) weights_of<kWFp32>(v, nvec0, a, wreg[j]);
-  }
 
   // 2. reset the previous call's slots of this rank's own buffer (while the
   //    peers' pairs for this call are on their way)
@@ -273,21 +291,25 @@ __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args
     a.flags[kFlagLaunches] = int(uint32_t(load_flag(a.flags + kFlagLaunches)) + 1u);
   }
 
+  float wreg[kCache][8];
+#pragma unroll
+  for (int j = 0; j < kCache; ++j) to_float<kWFp32>(wraw[j], wreg[j]);
+
   // 3. wait for every rank's pair, sum in rank order; 4. normalise
-  for (int t = blockIdx.x; t < a.tokens; t += gridDim.x) {
+  for (int t = t0; t < a.tokens; t += gridDim.x) {
     if (threadIdx.x < mmr::kWave) {
       const int lane = threadIdx.x;
       uint64_t v = 0;
       if (lane < a.world) {
         const uint64_t* slot = cur + int64_t(t) * a.world + lane;
-        uint64_t t0 = 0;
+        uint64_t start = 0;
         for (uint32_t spins = 0;; ++spins) {
           v = mmr::load_relaxed_system(slot);
           if (uint32_t(v) != mmr::kLamportEmpty && uint32_t(v >> 32) != mmr::kLamportEmpty) break;
           if (a.timeout_ns && (spins & 1023u) == 1023u) {  // the clock is read rarely: it is slow
             const uint64_t now = wall_ns();
-            if (spins == 1023u) t0 = now;
-            else if (now - t0 > a.timeout_ns) lamport_timeout(t, lane);
+            if (spins == 1023u) start = now;
+            else if (now - start > a.timeout_ns) lamport_timeout(t, lane);
           }
         }
       }
@@ -310,13 +332,9 @@ __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args
     const float inv0 = inv_s[0], inv1 = inv_s[1];
     __syncthreads();  // inv_s is rewritten for the next token
     uint16_t* row = a.x + int64_t(t) * a.row_stride;
-    const bool first = t == int(blockIdx.x);
-    if (!first) {  // a block's further tokens: re-read (L2), all loads in flight together
+    if (t != t0) {  // a block's further tokens: re-read (L2), all loads in flight together
 #pragma unroll
-      for (int j = 0; j < kCache; ++j) {
-        const int v = threadIdx.x + j * blockDim.x;
-        if (v < nvec) cache[j] = mmr::load16(row + v * 8);
-      }
+      for (int j = 0; j < kCache; ++j) cache[j] = mmr::load16(row + in_row(threadIdx.x + j * blockDim.x) * 8);
     }
 #pragma unroll
     for (int j = 0; j < kCache; ++j) {
@@ -325,7 +343,7 @@ __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args
     }
     for (int v = threadIdx.x + kCache * blockDim.x; v < nvec; v += blockDim.x) {
       float w[8];
-      weights_of<kWFp32>(v, nvec0, a, w);
+      to_float<kWFp32>(weights_of<kWFp32>(v, nvec0, a), w);
       mmr::store16(row + v * 8, scale8(mmr::load16(row + v * 8), v < nvec0 ? inv0 : inv1, w));
     }
   }

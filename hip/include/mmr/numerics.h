@@ -25,8 +25,21 @@ MMR_DEVICE uint16_t float_to_bf16(float f) {
 // Two bf16 packed in a 32-bit word (element 0 in the low half).
 MMR_DEVICE float bf16_lo(uint32_t w) { return bits_to_float(w << 16); }
 MMR_DEVICE float bf16_hi(uint32_t w) { return bits_to_float(w & 0xffff0000u); }
+// NVIDIA sm80+: one conversion instruction for the pair (same rounding; a NaN
+// becomes the canonical bf16 NaN), where the bit arithmetic is about ten
+// instructions per value (0.3 us of the Lamport op's normalise at TP2).
 MMR_DEVICE uint32_t pack_bf16x2(float lo, float hi) {
+#if MMR_AMD
   return uint32_t(float_to_bf16(lo)) | (uint32_t(float_to_bf16(hi)) << 16);
+#else
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  return uint32_t(float_to_bf16(lo)) | (uint32_t(float_to_bf16(hi)) << 16);
+#endif
+#endif
 }
 
 // ---------------------------------------------------------------- fp8 E4M3
