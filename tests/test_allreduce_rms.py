@@ -133,8 +133,11 @@ def test_oracle_takes_lamport_only_where_it_applies(arch):
 
 
 def test_workspace_size_formula():
-    assert lamport.size_bytes(8, 16384) == 3 << 20            # shared/reference/lamport.md's example
-    assert lamport.size_bytes(2, 1000) == 3 * 2 * 1000 * 2 * 4
+    # shared/reference/lamport.md's example is 3 MiB at TP8, 16384 tokens with one pair per rank and
+    # token; we send one pair per wave (SLOTS_PER_RANK slots), 8x that
+    assert lamport.SLOTS_PER_RANK == 8
+    assert lamport.size_bytes(8, 16384) == 24 << 20
+    assert lamport.size_bytes(2, 1000) == 3 * 1000 * 2 * 8 * 2 * 4
     assert lamport.NUM_BUFFERS >= 3
 
 

@@ -242,15 +242,22 @@ def check_stress(ws, rank, world, dev, fails, log, calls=STRESS_CALLS):
 
 
 def check_buffers_after_calls(ws, rank, world, dev, fails, log, last_T):
-    """After a call of last_T tokens: its buffer holds exactly last_T x world
-    real slots, every other slot of every buffer is the sentinel."""
+    """After a call of last_T tokens: its buffer holds exactly last_T x world x
+    waves real pairs (slots [0, waves) of each token and rank, the same waves
+    everywhere, both halves real), every other slot of every buffer is the
+    sentinel."""
     from minimax_rocm.dist import lamport
     torch.cuda.synchronize()
     n = ws.calls()
-    b = ws.buffers()
+    b = ws.buffers()  # [buffers, max_tokens, world, slots, 2]
     empty = b == lamport.SENTINEL_I32
     cur = (n - 1) % lamport.NUM_BUFFERS
-    fails.expect(bool((~empty[cur, :last_T]).all()), f"buffers: call {n - 1}'s slots not all written")
+    written = ~empty[cur, :last_T].all(-1)  # [T, world, slots]: a slot with any real half
+    waves = int(written[0, 0].sum())
+    fails.expect(waves >= 1, f"buffers: call {n - 1} wrote no slot of token 0, rank 0")
+    fails.expect(bool((~empty[cur, :last_T, :, :waves]).all()),
+                 f"buffers: call {n - 1}'s slots [0, {waves}) not all written (both halves)")
+    fails.expect(bool(empty[cur, :last_T, :, waves:].all()), f"buffers: slots past {waves} waves written")
     fails.expect(bool(empty[cur, last_T:].all()), f"buffers: stale slots past T={last_T} in the current buffer")
     for other in range(lamport.NUM_BUFFERS):
         if other != cur:

@@ -4,8 +4,12 @@ behind the fused `allreduce_rms_qk` / `allreduce_rms` kernels
 
 Size per rank (one device allocation):
 
-    NUM_BUFFERS x world slots x max_tokens x 2 values x 4 bytes
-    e.g. 3 x 8 x 16384 x 2 x 4 B = 3 MiB at TP8
+    NUM_BUFFERS x max_tokens x world x SLOTS_PER_RANK slots x 2 values x 4 bytes
+    e.g. 3 x 16384 x 8 x 8 x 2 x 4 B = 24 MiB at TP8, 8192 tokens at TP2: 3 MiB
+
+(a rank sends one pair of sums per wave of its block, so that no block-wide
+reduction stands before the exchange; a launch with fewer waves than
+SLOTS_PER_RANK leaves the rest of its slots empty).
 
 The buffers come from the native extension (cudaMalloc on NVIDIA; on ROCm
 `hipExtMallocWithFlags(..., hipDeviceMallocUncached)`, so a polling reader is
@@ -30,6 +34,7 @@ import torch.distributed as dist
 
 NUM_BUFFERS = 3              # the rotation: call n uses n % 3 and clears n - 1
 VALUES_PER_TOKEN = 2         # q and k sums of squares (one 8-byte store)
+SLOTS_PER_RANK = 8           # pairs per rank and token: one per wave of the largest block (256 / 32)
 SUPPORTED_WORLD_SIZES = (2, 4, 8)
 SENTINEL_I32 = -(1 << 31)    # 0x80000000: -0.0f, "empty"
 NUM_FLAGS = 4                # buffer index, blocks started, previous T, launches
@@ -37,7 +42,7 @@ NUM_FLAGS = 4                # buffer index, blocks started, previous T, launche
 
 def size_bytes(world: int, max_tokens: int) -> int:
     """Bytes of Lamport buffer per rank."""
-    return NUM_BUFFERS * world * max_tokens * VALUES_PER_TOKEN * 4
+    return NUM_BUFFERS * max_tokens * world * SLOTS_PER_RANK * VALUES_PER_TOKEN * 4
 
 
 def _group_and_name(group) -> tuple:
@@ -70,6 +75,9 @@ class LamportWorkspace:
                              f"({SUPPORTED_WORLD_SIZES}); the NCCL/RCCL path serves this group")
         if not int(max_tokens) > 0:
             raise ValueError(f"LamportWorkspace: max_tokens must be > 0, got {max_tokens}")
+        if int(max_tokens) * self.world * SLOTS_PER_RANK >= 1 << 31:  # the kernel's 32-bit slot indices
+            raise ValueError(f"LamportWorkspace: max_tokens={max_tokens} is too large for world size {self.world} "
+                             f"(at most {((1 << 31) - 1) // (self.world * SLOTS_PER_RANK)})")
         self.max_tokens = int(max_tokens)
         self.timeout_s = float(timeout_s)
         if isinstance(device, int):
@@ -143,10 +151,12 @@ class LamportWorkspace:
 
     # ------------------------------------------------------------ inspection
     def buffers(self) -> torch.Tensor:
-        """This rank's buffers as int32 `[NUM_BUFFERS, max_tokens, world, 2]`
-        (bit patterns; SENTINEL_I32 = empty). For tests and debugging."""
+        """This rank's buffers as int32
+        `[NUM_BUFFERS, max_tokens, world, SLOTS_PER_RANK, 2]` (bit patterns;
+        SENTINEL_I32 = empty; a call fills slots [0, waves) of its tokens).
+        For tests and debugging."""
         self._check_open()
-        return self._view.view(NUM_BUFFERS, self.max_tokens, self.world, VALUES_PER_TOKEN)
+        return self._view.view(NUM_BUFFERS, self.max_tokens, self.world, SLOTS_PER_RANK, VALUES_PER_TOKEN)
 
     def calls(self) -> int:
         """Kernel launches made so far (synchronises). The buffer a launch
