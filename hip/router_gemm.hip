@@ -6,8 +6,8 @@
 // and each thread keeps KE x MT accumulators, so every W element is loaded
 // once and used for all M rows. Partial sums meet in one block-wide
 // reduction (shuffles, then shared memory, in a fixed order: deterministic,
-// no atomics, no workspace). KE grows with M (1, 2, 4 rows per block) to
-// trade grid size against how often x is re-read from L2.
+// no atomics, no workspace). KE (1, 2 or 4 rows per block) trades the grid
+// size against how often x is re-read from L2 (one_pass_rows, host side).
 //
 // For M > 8 that layout leaves too few blocks (E / KE < SM count) and each
 // thread's FMA chain too long, so router_gemm_splitk also splits K across
@@ -180,10 +180,19 @@ MMR_DEVICE void router_block(const XT* __restrict__ x, const float* __restrict__
     router_block<XT, MT, KE>(x, w, out, M, H, E);                                                      \
   }
 
-MMR_ROUTER_KERNEL(router_gemm_bf16_m1, uint16_t, 1, 1)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m2, uint16_t, 2, 1)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m4, uint16_t, 4, 1)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m8, uint16_t, 8, 1)
+// bf16 x, M <= 8: 1, 2 or 4 W rows per block, chosen by one_pass_rows (host).
+MMR_ROUTER_KERNEL(router_gemm_bf16_m1_r1, uint16_t, 1, 1)
+MMR_ROUTER_KERNEL(router_gemm_bf16_m1_r2, uint16_t, 1, 2)
+MMR_ROUTER_KERNEL(router_gemm_bf16_m1_r4, uint16_t, 1, 4)
+MMR_ROUTER_KERNEL(router_gemm_bf16_m2_r1, uint16_t, 2, 1)
+MMR_ROUTER_KERNEL(router_gemm_bf16_m2_r2, uint16_t, 2, 2)
+MMR_ROUTER_KERNEL(router_gemm_bf16_m2_r4, uint16_t, 2, 4)
+MMR_ROUTER_KERNEL(router_gemm_bf16_m4_r1, uint16_t, 4, 1)
+MMR_ROUTER_KERNEL(router_gemm_bf16_m4_r2, uint16_t, 4, 2)
+MMR_ROUTER_KERNEL(router_gemm_bf16_m4_r4, uint16_t, 4, 4)
+MMR_ROUTER_KERNEL(router_gemm_bf16_m8_r1, uint16_t, 8, 1)
+MMR_ROUTER_KERNEL(router_gemm_bf16_m8_r2, uint16_t, 8, 2)
+MMR_ROUTER_KERNEL(router_gemm_bf16_m8_r4, uint16_t, 8, 4)
 MMR_ROUTER_KERNEL(router_gemm_bf16_m16, uint16_t, 16, 2)
 MMR_ROUTER_KERNEL(router_gemm_bf16_m32, uint16_t, 32, 4)
 MMR_ROUTER_KERNEL(router_gemm_f32_m1, float, 1, 1)
@@ -701,6 +710,20 @@ Shape check_args(const char* op, const at::Tensor& x, const at::Tensor& w, const
   return {M, H, E};
 }
 
+// W rows per block of the one-pass kernel for bf16 x and M <= 8: the most
+// (1, 2 or 4) whose W fits a byte budget. Every block reads all of x after
+// the PDL wait, so fewer blocks re-read x less often (M2 at M = 4: 256
+// blocks read 6 MB of x from L2, 128 blocks 3 MB); more W per block
+// lengthens the block's W stream, which overlaps the previous kernel only in
+// a PDL chain. Measured on an H200 (BENCHMARKS.md, thirteenth session): 48 KB
+// at M = 1 (M2: 4 rows, M3: 2), 24 KB above (M2: 2 rows, M3: 1).
+int one_pass_rows(int M, int H) {
+  const int64_t budget = M == 1 ? 48 * 1024 : 24 * 1024;
+  int rows = 4;
+  while (rows > 1 && int64_t(rows) * H * int64_t(sizeof(float)) > budget) rows /= 2;
+  return rows;
+}
+
 // pdl: launch with programmatic dependent launch (NVIDIA sm90+; the kernels
 // load only W before mmr::pdl_wait()).
 void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, bool pdl) {
@@ -716,10 +739,20 @@ void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, bool
   (bf16 ? launch<uint16_t>(router_gemm_bf16_m##MT, KE, xp, wp, o, M, H, E, s, pdl)                       \
         : launch<float>(router_gemm_f32_m##MT, KE, xp, wp, o, M, H, E, s, pdl))
   hipError_t e;
-  if (M <= 1) e = MMR_ROUTER_LAUNCH(1, 1);
-  else if (M <= 2) e = MMR_ROUTER_LAUNCH(2, 1);
-  else if (M <= 4) e = MMR_ROUTER_LAUNCH(4, 1);
-  else if (M <= 8) e = MMR_ROUTER_LAUNCH(8, 1);
+  if (bf16 && M <= 8) {
+    using Kernel = void (*)(const uint16_t*, const float*, float*, int, int, int);
+    static constexpr Kernel kernels[4][3] = {
+        {router_gemm_bf16_m1_r1, router_gemm_bf16_m1_r2, router_gemm_bf16_m1_r4},
+        {router_gemm_bf16_m2_r1, router_gemm_bf16_m2_r2, router_gemm_bf16_m2_r4},
+        {router_gemm_bf16_m4_r1, router_gemm_bf16_m4_r2, router_gemm_bf16_m4_r4},
+        {router_gemm_bf16_m8_r1, router_gemm_bf16_m8_r2, router_gemm_bf16_m8_r4}};
+    const int rows = one_pass_rows(M, H);
+    const int mi = M <= 1 ? 0 : M <= 2 ? 1 : M <= 4 ? 2 : 3, ri = rows == 1 ? 0 : rows == 2 ? 1 : 2;
+    e = launch<uint16_t>(kernels[mi][ri], rows, xp, wp, o, M, H, E, s, pdl);
+  } else if (M <= 1) e = launch<float>(router_gemm_f32_m1, 1, xp, wp, o, M, H, E, s, pdl);
+  else if (M <= 2) e = launch<float>(router_gemm_f32_m2, 1, xp, wp, o, M, H, E, s, pdl);
+  else if (M <= 4) e = launch<float>(router_gemm_f32_m4, 1, xp, wp, o, M, H, E, s, pdl);
+  else if (M <= 8) e = launch<float>(router_gemm_f32_m8, 1, xp, wp, o, M, H, E, s, pdl);
   else if (M <= 16) e = MMR_ROUTER_LAUNCH(16, 2);
   else e = MMR_ROUTER_LAUNCH(32, 4);
 #undef MMR_ROUTER_LAUNCH

@@ -52,7 +52,10 @@ def test_non_contiguous_x_is_rejected():
 
 # ----------------------------------------------------------------------------- GPU
 
-SHAPES = [(3072, 256), (6144, 128), (136, 24)]
+# W rows per one-pass block (bf16 x, M <= 8) follow H: 4 / 2 rows for M2's
+# 3072 (M = 1 / above), 2 / 1 for M3's 6144, 4 for 1032, whose 71 rows leave
+# the last block 3 of its 4.
+SHAPES = [(3072, 256), (6144, 128), (136, 24), (1032, 71)]
 
 
 @pytest.mark.gpu
@@ -69,6 +72,19 @@ def test_native_every_m(native, dtype, H, E):
         again = torch.full_like(out, float("nan"))
         native.router_gemm(x, w, again)
         assert torch.equal(out, again), "not deterministic"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M", [1, 2, 3, 5, 8])
+def test_native_does_not_touch_memory_past_out(native, M):
+    H, E = 1032, 71  # four W rows per block, the last block with three
+    w = torch.randn(E, H, device="cuda")
+    x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+    big = torch.full((M + 2, E), NAN, device="cuda")
+    out = big[1:M + 1]
+    native.router_gemm(x, w, out)
+    assert torch.isnan(big[0]).all() and torch.isnan(big[M + 1]).all()
+    assert _err(out, x, w) < TOL
 
 
 @pytest.mark.gpu
