@@ -721,12 +721,20 @@ Shape check_args(const char* op, const at::Tensor& x, const at::Tensor& w, const
 // blocks read 6 MB of x from L2, 128 blocks 3 MB); more W per block
 // lengthens the block's W stream, which overlaps the previous kernel only in
 // a PDL chain. Measured on an H200 (BENCHMARKS.md, thirteenth session): 48 KB
-// at M = 1 (M2: 4 rows, M3: 2), 24 KB above (M2: 2 rows, M3: 1).
+// at M = 1 (M2: 4 rows, M3: 2), 24 KB above (M2: 2 rows, M3: 1). AMD keeps
+// one row until measured: MI300X has 304 CUs, and 64 blocks would leave most
+// of them out of the W stream.
 int one_pass_rows(int M, int H) {
+#if MMR_AMD
+  (void)M;
+  (void)H;
+  return 1;
+#else
   const int64_t budget = M == 1 ? 48 * 1024 : 24 * 1024;
   int rows = 4;
   while (rows > 1 && int64_t(rows) * H * int64_t(sizeof(float)) > budget) rows /= 2;
   return rows;
+#endif
 }
 
 // pdl: launch with programmatic dependent launch (NVIDIA sm90+; the kernels
