@@ -623,7 +623,9 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
   }
 
   float* part = reinterpret_cast<float*>(warp_part[warp]);
-  const auto warp_sum = [&](int n, int j) { return kChains == 1 ? acc[0][n][j] : acc[0][n][j] + acc[kChains - 1][n][j]; };
+  const auto warp_sum = [&](int n, int j) {
+    return kChains == 1 ? acc[0][n][j] : acc[0][n][j] + acc[kChains - 1][n][j];
+  };
 #pragma unroll
   for (int n = 0; n < MN; ++n) {
     float* p = part + (8 * n + 2 * t) * kTcRows + g;
