@@ -467,8 +467,8 @@ MMR_SPLITK_KERNEL(router_splitk_f32_m32, float, 32)
 //   first MMA and 4-7 to its second, as the k pairs that the fragment layout
 //   calls 2t and 2t + 8;
 // - partial sums meet in shared memory: the block's warps in its own, then
-//   the C blocks of the cluster in a reduce-scatter: each block owns 1/C of
-//   the [M, 16] tile and its peers store their sums into it with st.async,
+//   the C blocks of the cluster in a reduce-scatter: each block owns about
+//   1/C of the [M, 16] tile (C need not be a power of two) and its peers store their sums into it with st.async,
 //   counted by a transaction barrier, so a block waits for its own share's
 //   bytes, not at a cluster-wide barrier. Every sum has a fixed order:
 //   bitwise repeatable. No workspace, no ticket.
@@ -571,12 +571,16 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr int kTile = kTcRows * 8 * MN;  // the [8 MN, 16] partial tile, m-major
   __shared__ float4 warp_part[kTcWarps][kTile / 4];
-  __shared__ float4 owned[kTile / 4];  // [C][kTile / C]: every block's sums of this block's share
-  __shared__ uint64_t owned_full;      // counts the bytes of `owned` that have landed
-  if (threadIdx.x == 0) mmr::mbarrier_init_expecting(&owned_full, unsigned(sizeof(owned)));
+  // Each block owns share4 float4s of the tile (the last block fewer, maybe
+  // none: C need not divide it); `owned` holds every block's sums of them.
+  __shared__ float4 owned[kTile / 4 + mmr::kMaxClusterBlocks];  // [C][share4]
+  __shared__ uint64_t owned_full;  // counts the bytes of `owned` that have landed
+  const int C = int(mmr::cluster_size()), rank = int(mmr::cluster_rank());
+  const int share4 = (kTile / 4 + C - 1) / C;
+  const int mine = max(0, min(share4, kTile / 4 - rank * share4));
+  if (threadIdx.x == 0) mmr::mbarrier_init_expecting(&owned_full, unsigned(C * mine * sizeof(float4)));
   mmr::cluster_arrive_relaxed();  // waited on just before the first remote store
 
-  const int C = int(mmr::cluster_size()), rank = int(mmr::cluster_rank());
   const int e0 = int(blockIdx.x) / C * kTcRows;
   const int k_begin = rank * kblock, k_end = min(H, k_begin + kblock);
   const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32, g = lane / 4, t = lane % 4;
@@ -635,7 +639,6 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
     p[kTcRows + 8] = warp_sum(n, 3);
   }
   __syncthreads();
-  const int share4 = kTile / 4 / C;  // float4s of the tile each block owns
   for (int i = int(threadIdx.x); i < kTile / 4; i += kTcThreads) {
     float4 s = warp_part[0][i];
 #pragma unroll
@@ -647,7 +650,7 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
     mmr::store_async_cluster(&owned[rank * share4 + i - owner * share4], unsigned(owner), s, &owned_full);
   }
   mmr::mbarrier_wait_first_phase(&owned_full);
-  for (int i = int(threadIdx.x); i < share4; i += kTcThreads) {
+  for (int i = int(threadIdx.x); i < mine; i += kTcThreads) {
     float4 s = owned[i];
     for (int r = 1; r < C; ++r) {
       const float4 v = owned[r * share4 + i];
@@ -860,18 +863,41 @@ void router_gemm_splitk(const at::Tensor& x, const at::Tensor& w, at::Tensor& ou
 
 // ---------------------------------------------------------------- tensor-core cluster host
 
+// Blocks per cluster for ceil(E / 16) clusters over H, automatic choice.
+// First: the K slice that gives every warp two units (a block 16 units, 512
+// elements), if its grid can sit one block per SM in one wave. The
+// scheduler otherwise pairs blocks on an SM while other SMs idle (in a chain
+// of these calls each launch finds the SMs its predecessor left free): M2's
+// clusters of 8 ran on 66-72 SMs of an H200, two blocks on most; clusters of
+// 6 (96 blocks) run on 96, 0.1-0.2 us faster at M = 9-32 (BENCHMARKS.md).
+// M3 would take 12, but only 7 clusters of 12 fit one per SM (it needs 8).
+// Else: the most (a power of two) whose clusters are all resident at once
+// and fit the SMs one block each. A second wave costs about 2.5 us on an
+// H200, where 14 clusters of 16 fit: M3's 8 tiles take clusters of 16.
+#if MMR_AMD
+#else
+template <typename Kernel>
+int tc_cluster_blocks(Kernel kernel, int H, int tiles) {
+  const int sms = mmr::multiprocessor_count();
+  const int two_units = ceil_div(H, kTcWarps * 2 * kTcUnitK);
+  if (two_units >= 2 && two_units <= int(mmr::kMaxClusterBlocks) && tiles * two_units <= sms &&
+      mmr::max_active_clusters(kernel, unsigned(two_units), kTcThreads, 0, /*one_block_per_sm=*/true) >= tiles)
+    return two_units;
+  int C = int(mmr::kMaxClusterBlocks);
+  while (C > 1 && (tiles * C > sms || mmr::max_active_clusters(kernel, unsigned(C), kTcThreads, 0) < tiles)) C /= 2;
+  return C;
+}
+#endif
+
 // router_gemm for bf16 x and any M <= 32 on NVIDIA sm90+ (tensor cores, K
 // split across the blocks of a cluster). slices: blocks per cluster, 0 =
-// automatic, else 1, 2, 4, 8 or 16. Automatic: the most whose ceil(E / 16)
-// clusters are all resident at once (one wave) and fit the SMs one block
-// each. A second wave costs about 2.5 us on an H200, where 14 clusters of 16
-// fit: M2's 16 tiles take clusters of 8, M3's 8 tiles clusters of 16.
+// automatic (tc_cluster_blocks), else 1 to 16.
 void router_gemm_tc(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, int64_t slices, bool pdl) {
   const char* op = "router_gemm_tc";
   const auto [M, H, E] = check_args(op, x, w, out);
   MMR_CHECK(op, "x", x.scalar_type() == at::kBFloat16, "must be bf16 (fp32 activations take router_gemm_splitk)");
-  MMR_CHECK(op, "slices", slices >= 0 && slices <= 16 && (slices & (slices - 1)) == 0,
-            "must be 0 (automatic) or 1, 2, 4, 8 or 16");
+  MMR_CHECK(op, "slices", slices >= 0 && slices <= int64_t(mmr::kMaxClusterBlocks),
+            "must be 0 (automatic) or 1 to 16 blocks per cluster");
   const c10::DeviceGuard guard(x.device());
 #if MMR_AMD
   (void)pdl;
@@ -889,13 +915,7 @@ void router_gemm_tc(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, i
                  : M <= 16 ? router_tc_bf16_m16
                  : M <= 24 ? router_tc_bf16_m24
                            : router_tc_bf16_m32;
-  int C = int(slices);
-  if (C == 0) {
-    C = int(mmr::kMaxClusterBlocks);
-    while (C > 1 && (tiles * C > mmr::multiprocessor_count() ||
-                     mmr::max_active_clusters(kernel, unsigned(C), kTcThreads, 0) < tiles))
-      C /= 2;
-  }
+  const int C = slices ? int(slices) : tc_cluster_blocks(kernel, H, tiles);
   const int kblock = ceil_div(ceil_div(H, C), kTcUnitK) * kTcUnitK;
   const hipError_t e = mmr::launch_kernel_clustered(
       kernel, unsigned(C), dim3(tiles * C), dim3(kTcThreads), 0, mmr::current_stream(), pdl,

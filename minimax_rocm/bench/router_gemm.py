@@ -53,7 +53,7 @@ def bench(ctx: Context) -> list[Row]:
     return rows
 
 
-def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc_slices=(0, 4, 8, 16),
+def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc_slices=(0, 4, 6, 8, 12, 16),
                  pdl: bool = True, behind_plain: bool = False) -> None:
     """Print each native kernel's time per M: the one-pass kernel, the
     split-K kernel (0 = its automatic slice count) and, on NVIDIA sm90+, the

@@ -108,23 +108,46 @@ cudaError_t allow_non_portable_clusters(void (*kernel)(Params...)) {
 // How many clusters of `cluster_x` blocks of `kernel` (threads per block,
 // dynamic shared memory) the current device holds at once: a grid of more
 // runs in waves. GPCs differ in SM count, so this is less than SMs / cluster_x
-// (an H200: 30 clusters of 8 blocks of 256 threads, 14 of 16). Cached per
-// device and kernel; 0 on AMD.
+// (an H200: 30 clusters of 8 blocks of 256 threads, 14 of 16).
+// `one_block_per_sm`: as many, had each SM room for one block only (the
+// query asks for more than half an SM's shared memory): whether a grid can
+// sit one block per SM in one wave (an H200: 17 clusters of 6, 15 of 8, 7 of
+// 12 or 16). Cached per device and kernel; 0 on AMD.
 template <typename... Params>
-int max_active_clusters(void (*kernel)(Params...), unsigned cluster_x, unsigned threads, size_t smem) {
+int max_active_clusters(void (*kernel)(Params...), unsigned cluster_x, unsigned threads, size_t smem,
+                        bool one_block_per_sm = false) {
 #if MMR_AMD
-  (void)kernel; (void)cluster_x; (void)threads; (void)smem;
+  (void)kernel; (void)cluster_x; (void)threads; (void)smem; (void)one_block_per_sm;
   return 0;
 #else
   static std::mutex mu;
-  static std::map<std::tuple<int, const void*, unsigned, unsigned, size_t>, int> cache;
+  static std::map<std::tuple<int, const void*, unsigned, unsigned, size_t, bool>, int> cache;
   int dev = 0;
   (void)cudaGetDevice(&dev);
-  const auto key = std::make_tuple(dev, reinterpret_cast<const void*>(kernel), cluster_x, threads, smem);
+  const auto key =
+      std::make_tuple(dev, reinterpret_cast<const void*>(kernel), cluster_x, threads, smem, one_block_per_sm);
   std::lock_guard<std::mutex> lock(mu);
   const auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   if (cluster_x > 8) (void)detail::allow_non_portable_clusters(kernel);  // else 0 clusters fit: C is halved
+  cudaFuncAttributes fa = {};
+  int restore = -1;  // the kernel's dynamic shared memory limit, raised for the query only
+  if (one_block_per_sm) {
+    int per_sm = 0, optin = 0;
+    (void)cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
+    (void)cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) fa.sharedSizeBytes = optin;
+    const size_t half = size_t(per_sm) / 2 + 1;
+    const size_t dyn = half > fa.sharedSizeBytes + smem ? half - fa.sharedSizeBytes : smem;
+    if (fa.sharedSizeBytes + dyn > size_t(optin) ||
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dyn)) != cudaSuccess) {
+      (void)cudaGetLastError();
+      cache.emplace(key, 0);
+      return 0;
+    }
+    restore = fa.maxDynamicSharedSizeBytes;
+    smem = dyn;
+  }
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(cluster_x);
   cfg.blockDim = dim3(threads);
@@ -137,6 +160,7 @@ int max_active_clusters(void (*kernel)(Params...), unsigned cluster_x, unsigned 
     (void)cudaGetLastError();
     n = 0;
   }
+  if (restore >= 0) (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, restore);
   cache.emplace(key, n);
   return n;
 #endif
