@@ -478,11 +478,13 @@ MMR_SPLITK_KERNEL(router_splitk_f32_m32, float, 32)
 constexpr int kTcRows = 16;    // W rows per cluster: the MMA's A tile
 constexpr int kTcThreads = 256;
 constexpr int kTcWarps = kTcThreads / 32;
-constexpr int kTcUnitK = 32;   // K per unit: two 16-wide MMA steps
+// K per unit: S (2 or 3) 16-wide MMA steps; tc_unit_steps (host) picks S.
+template <int S>
+constexpr int kTcUnitK = 16 * S;
 // Units per warp whose loads are in flight together: as many as fit 128
 // registers, so that two blocks fit an SM (more clusters resident at once).
-template <int MN>
-constexpr int kTcBatch = MN >= 3 ? 2 : 3;
+template <int MN, int S>
+constexpr int kTcBatch = S == 3 ? (MN >= 2 ? 1 : 2) : (MN >= 3 ? 2 : 3);
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 // Two fp32 values (k, k + 1) as three bf16 pairs whose sums are exact. The
@@ -502,19 +504,23 @@ MMR_DEVICE Bf16x3 split_bf16x3(float a, float b) {
   return {upper_halves(a, b), upper_halves(ar, br), upper_halves(ar - am, br - bm)};
 }
 
-// One 32-wide K unit of a lane: elements [8t, 8t + 8) of W rows g and g + 8
-// of the tile and of x rows 8n + g; elements 0-3 feed the unit's first MMA,
-// 4-7 its second.
-template <int MN>
+// One K unit of a lane (S MMA steps): its elements of W rows g and g + 8 of
+// the tile and of x rows 8n + g. Steps 0 and 1 take the 8 adjacent elements
+// [8t, 8t + 8) (two 16-byte loads per W row, one per x row); step 2 of a
+// 48-wide unit takes [32 + 4t, 36 + 4t) (one 16-byte load per W row, one
+// 8-byte load per x row). x2 is dead when S = 2.
+template <int MN, int S>
 struct UnitFrag {
-  float4 wg[2], wg8[2];
+  float4 wg[S], wg8[S];
   uint4 x[MN];
+  uint2 x2[MN];
 };
+MMR_DEVICE constexpr int tc_step_offset(int s, int t) { return s < 2 ? 8 * t + 4 * s : 32 + 4 * t; }
 
-// acc[n] += W rows (g, g + 8) . x row (8n + g) over half h of a unit.
-template <int MN>
-MMR_DEVICE void mma_half_unit(float (&acc)[MN][4], const UnitFrag<MN>& f, int h) {
-  const float4 wg = f.wg[h], wg8 = f.wg8[h];
+// acc[n] += W rows (g, g + 8) . x row (8n + g) over MMA step s of a unit.
+template <int MN, int S>
+MMR_DEVICE void mma_step(float (&acc)[MN][4], const UnitFrag<MN, S>& f, int s) {
+  const float4 wg = f.wg[s], wg8 = f.wg8[s];
   const Bf16x3 a0 = split_bf16x3(wg.x, wg.y), a1 = split_bf16x3(wg8.x, wg8.y);
   const Bf16x3 a2 = split_bf16x3(wg.z, wg.w), a3 = split_bf16x3(wg8.z, wg8.w);
   const uint32_t hi[4] = {a0.hi, a1.hi, a2.hi, a3.hi};
@@ -522,7 +528,8 @@ MMR_DEVICE void mma_half_unit(float (&acc)[MN][4], const UnitFrag<MN>& f, int h)
   const uint32_t lo[4] = {a0.lo, a1.lo, a2.lo, a3.lo};
 #pragma unroll
   for (int n = 0; n < MN; ++n) {
-    const uint32_t b0 = h ? f.x[n].z : f.x[n].x, b1 = h ? f.x[n].w : f.x[n].y;
+    const uint32_t b0 = s == 0 ? f.x[n].x : s == 1 ? f.x[n].z : f.x2[n].x;
+    const uint32_t b1 = s == 0 ? f.x[n].y : s == 1 ? f.x[n].w : f.x2[n].y;
     mmr::mma_bf16_16x8x16(acc[n], lo, b0, b1);  // smallest terms first
     mmr::mma_bf16_16x8x16(acc[n], mid, b0, b1);
     mmr::mma_bf16_16x8x16(acc[n], hi, b0, b1);
@@ -532,31 +539,41 @@ MMR_DEVICE void mma_half_unit(float (&acc)[MN][4], const UnitFrag<MN>& f, int h)
 // The fragments of units u0 + b kTcWarps (b < kTcBatch): W's (kW) and x's
 // (kX), so that W's may be loaded before the PDL wait and x's after it.
 // Units past `units` are not loaded (the same for the whole warp), and a
-// lane's 8 elements that lie past k_end (wholly: both ends are multiples of
-// 8) are zeros, W and x both (0 times a stray inf would be NaN).
-template <int MN, bool kW, bool kX>
-MMR_DEVICE void load_batch(UnitFrag<MN> (&f)[kTcBatch<MN>], const float* wg, const float* wg8,
+// lane's elements that lie past k_end (wholly: k_end and the unit's start
+// are multiples of 8) are zeros, W and x both (0 times a stray inf would be
+// NaN).
+template <int MN, int S, bool kW, bool kX>
+MMR_DEVICE void load_batch(UnitFrag<MN, S> (&f)[kTcBatch<MN, S>], const float* wg, const float* wg8,
                            const uint16_t* const (&xr)[MN], int k_begin, int k_end, int u0, int units, int t) {
+  const float4 wzero = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-  for (int b = 0; b < kTcBatch<MN>; ++b) {
+  for (int b = 0; b < kTcBatch<MN, S>; ++b) {
     if (u0 + b * kTcWarps >= units) break;
-    const int k = k_begin + (u0 + b * kTcWarps) * kTcUnitK + 8 * t;
-    const bool in = k < k_end;
-    const int kc = in ? k : k_begin;
+    const int base = k_begin + (u0 + b * kTcWarps) * kTcUnitK<S>;
     if (kW) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        f[b].wg[h] = *reinterpret_cast<const float4*>(wg + kc + 4 * h);
-        f[b].wg8[h] = *reinterpret_cast<const float4*>(wg8 + kc + 4 * h);
+      for (int s = 0; s < S; ++s) {
+        const int k = base + tc_step_offset(s, t);
+        const bool in = k < k_end;
+        const int kc = in ? k : k_begin;
+        f[b].wg[s] = *reinterpret_cast<const float4*>(wg + kc);
+        f[b].wg8[s] = *reinterpret_cast<const float4*>(wg8 + kc);
+        if (!in) f[b].wg[s] = f[b].wg8[s] = wzero;
       }
-      if (!in) f[b].wg[0] = f[b].wg[1] = f[b].wg8[0] = f[b].wg8[1] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
     if (kX) {
+      const int k = base + tc_step_offset(0, t);
+      const bool in = k < k_end;
+      const int kc = in ? k : k_begin;
 #pragma unroll
-      for (int n = 0; n < MN; ++n) f[b].x[n] = *reinterpret_cast<const uint4*>(xr[n] + kc);
-      if (!in) {
+      for (int n = 0; n < MN; ++n) f[b].x[n] = in ? *reinterpret_cast<const uint4*>(xr[n] + kc) : make_uint4(0u, 0u, 0u, 0u);
+      if (S == 3) {
+        const int k2 = base + tc_step_offset(2, t);
+        const bool in2 = k2 < k_end;
+        const int kc2 = in2 ? k2 : k_begin;
 #pragma unroll
-        for (int n = 0; n < MN; ++n) f[b].x[n] = make_uint4(0u, 0u, 0u, 0u);
+        for (int n = 0; n < MN; ++n)
+          f[b].x2[n] = in2 ? *reinterpret_cast<const uint2*>(xr[n] + kc2) : make_uint2(0u, 0u);
       }
     }
   }
@@ -565,7 +582,7 @@ MMR_DEVICE void load_batch(UnitFrag<MN> (&f)[kTcBatch<MN>], const float* wg, con
 
 // Cluster blockIdx.x / C owns W rows [e0, e0 + 16); its block of rank r
 // multiplies them by x rows [0, 8 MN) over K [r kblock, (r + 1) kblock).
-template <int MN>
+template <int MN, int S>
 MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __restrict__ w, float* __restrict__ out,
                                  int M, int H, int E, int kblock) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -591,8 +608,8 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
 #pragma unroll
   for (int n = 0; n < MN; ++n) xr[n] = x + int64_t(min(8 * n + g, M - 1)) * H;
 
-  // Up to three tiles, one accumulator per K step of a unit: two shorter MMA
-  // chains. Four tiles take one: the 16 registers it frees are worth more at
+  // Up to three tiles, two accumulators (MMA step s adds into s % 2): two
+  // shorter MMA chains. Four tiles take one: the 16 registers it frees are worth more at
   // the 128-register cap (H200: M2 / M3 M = 32 3.35 / 3.39 -> 3.28 / 3.34 us;
   // one chain at two or three tiles: no faster).
   constexpr int kChains = MN >= 4 ? 1 : 2;
@@ -601,29 +618,29 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
   for (int h = 0; h < kChains; ++h)
 #pragma unroll
     for (int n = 0; n < MN; ++n) acc[h][n][0] = acc[h][n][1] = acc[h][n][2] = acc[h][n][3] = 0.f;
-  const int units = k_end > k_begin ? (k_end - k_begin + kTcUnitK - 1) / kTcUnitK : 0;
+  const int units = k_end > k_begin ? (k_end - k_begin + kTcUnitK<S> - 1) / kTcUnitK<S> : 0;
   // Batches of kTcBatch units (u0 + b kTcWarps): all their loads issued,
   // then their MMAs. W is a weight, written by no kernel while the model
   // serves: the first batch's W loads go out before the PDL wait and overlap
   // the previous kernel's tail (for M2 that is all of the block's W). The
   // cluster barrier's wait sits behind the first batch's loads, where it
   // costs nothing.
-  UnitFrag<MN> f[kTcBatch<MN>];
+  UnitFrag<MN, S> f[kTcBatch<MN, S>];
   int u0 = warp;
-  load_batch<MN, true, false>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
+  load_batch<MN, S, true, false>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
   mmr::pdl_wait();
   mmr::pdl_launch_dependents();
-  load_batch<MN, false, true>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
+  load_batch<MN, S, false, true>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
   mmr::cluster_wait();  // every peer has started (and set up its barrier): it may be stored into later
   while (u0 < units) {
 #pragma unroll
-    for (int b = 0; b < kTcBatch<MN>; ++b) {
+    for (int b = 0; b < kTcBatch<MN, S>; ++b) {
       if (u0 + b * kTcWarps >= units) break;  // the same for the whole warp
-      mma_half_unit<MN>(acc[0], f[b], 0);
-      mma_half_unit<MN>(acc[kChains - 1], f[b], 1);
+#pragma unroll
+      for (int s = 0; s < S; ++s) mma_step<MN, S>(acc[s % kChains], f[b], s);
     }
-    u0 += kTcWarps * kTcBatch<MN>;
-    if (u0 < units) load_batch<MN, true, true>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
+    u0 += kTcWarps * kTcBatch<MN, S>;
+    if (u0 < units) load_batch<MN, S, true, true>(f, wg, wg8, xr, k_begin, k_end, u0, units, t);
   }
 
   float* part = reinterpret_cast<float*>(warp_part[warp]);
@@ -668,16 +685,20 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
 #endif
 }
 
-#define MMR_TC_KERNEL(NAME, MN)                                                                              \
+#define MMR_TC_KERNEL(NAME, MN, S)                                                                           \
   __global__ void __launch_bounds__(kTcThreads, 2) NAME(const uint16_t* __restrict__ x, const float* __restrict__ w, \
                                                      float* __restrict__ out, int M, int H, int E, int kblock) { \
-    tc_cluster_block<MN>(x, w, out, M, H, E, kblock);                                                          \
+    tc_cluster_block<MN, S>(x, w, out, M, H, E, kblock);                                                       \
   }
 
-MMR_TC_KERNEL(router_tc_bf16_m8, 1)
-MMR_TC_KERNEL(router_tc_bf16_m16, 2)
-MMR_TC_KERNEL(router_tc_bf16_m24, 3)
-MMR_TC_KERNEL(router_tc_bf16_m32, 4)
+MMR_TC_KERNEL(router_tc_bf16_m8, 1, 2)
+MMR_TC_KERNEL(router_tc_bf16_m16, 2, 2)
+MMR_TC_KERNEL(router_tc_bf16_m24, 3, 2)
+MMR_TC_KERNEL(router_tc_bf16_m32, 4, 2)
+MMR_TC_KERNEL(router_tc_bf16_m8_s3, 1, 3)
+MMR_TC_KERNEL(router_tc_bf16_m16_s3, 2, 3)
+MMR_TC_KERNEL(router_tc_bf16_m24_s3, 3, 3)
+MMR_TC_KERNEL(router_tc_bf16_m32_s3, 4, 3)
 #endif  // MMR_AMD
 
 }  // namespace
@@ -879,7 +900,7 @@ void router_gemm_splitk(const at::Tensor& x, const at::Tensor& w, at::Tensor& ou
 template <typename Kernel>
 int tc_cluster_blocks(Kernel kernel, int H, int tiles) {
   const int sms = mmr::multiprocessor_count();
-  const int two_units = ceil_div(H, kTcWarps * 2 * kTcUnitK);
+  const int two_units = ceil_div(H, kTcWarps * 2 * kTcUnitK<2>);
   if (two_units >= 2 && two_units <= int(mmr::kMaxClusterBlocks) && tiles * two_units <= sms &&
       mmr::max_active_clusters(kernel, unsigned(two_units), kTcThreads, 0, /*one_block_per_sm=*/true) >= tiles)
     return two_units;
@@ -887,20 +908,45 @@ int tc_cluster_blocks(Kernel kernel, int H, int tiles) {
   while (C > 1 && (tiles * C > sms || mmr::max_active_clusters(kernel, unsigned(C), kTcThreads, 0) < tiles)) C /= 2;
   return C;
 }
+
+// MMA steps per K unit (2 or 3) for a K slice of `kslice`: the fewer steps
+// for the busiest warp (ties: 2). A slice of 384 (M3's with C = 16, M2's
+// with C = 8) is 12 units of 32, two for four of the eight warps and one for
+// the rest, or 8 units of 48, one per warp: 3 steps against 4.
+int tc_unit_steps(int kslice) {
+  const auto busiest = [&](int S) { return ceil_div(ceil_div(kslice, 16 * S), kTcWarps) * S; };
+  return busiest(3) < busiest(2) ? 3 : 2;
+}
+
+using TcKernel = void (*)(const uint16_t*, const float*, float*, int, int, int, int);
+
+// x rows arrive in 8-row MMA tiles; after the W stream, their bytes set the
+// time (each cluster reads all of x), so no more tiles than M needs: at
+// M = 17-24 three tiles, not four, saved 0.25-0.3 us on an H200.
+TcKernel tc_kernel(int M, int S) {
+  static constexpr TcKernel kTable[2][4] = {
+      {router_tc_bf16_m8, router_tc_bf16_m16, router_tc_bf16_m24, router_tc_bf16_m32},
+      {router_tc_bf16_m8_s3, router_tc_bf16_m16_s3, router_tc_bf16_m24_s3, router_tc_bf16_m32_s3}};
+  return kTable[S == 3][ceil_div(M, 8) - 1];
+}
 #endif
 
 // router_gemm for bf16 x and any M <= 32 on NVIDIA sm90+ (tensor cores, K
 // split across the blocks of a cluster). slices: blocks per cluster, 0 =
-// automatic (tc_cluster_blocks), else 1 to 16.
-void router_gemm_tc(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, int64_t slices, bool pdl) {
+// automatic (tc_cluster_blocks), else 1 to 16. steps: MMA steps per K unit,
+// 0 = automatic (tc_unit_steps), else 2 or 3.
+void router_gemm_tc(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, int64_t slices, bool pdl,
+                    int64_t steps) {
   const char* op = "router_gemm_tc";
   const auto [M, H, E] = check_args(op, x, w, out);
   MMR_CHECK(op, "x", x.scalar_type() == at::kBFloat16, "must be bf16 (fp32 activations take router_gemm_splitk)");
   MMR_CHECK(op, "slices", slices >= 0 && slices <= int64_t(mmr::kMaxClusterBlocks),
             "must be 0 (automatic) or 1 to 16 blocks per cluster");
+  MMR_CHECK(op, "steps", steps == 0 || steps == 2 || steps == 3, "must be 0 (automatic), 2 or 3 MMA steps per K unit");
   const c10::DeviceGuard guard(x.device());
 #if MMR_AMD
   (void)pdl;
+  (void)steps;
   MMR_CHECK(op, "x", false, "needs an NVIDIA sm90+ GPU (thread-block clusters); AMD takes router_gemm_splitk");
 #else
   int dev = 0, major = 0;
@@ -908,15 +954,12 @@ void router_gemm_tc(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, i
   (void)cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
   MMR_CHECK(op, "x", major >= 9, "needs an NVIDIA sm90+ GPU (thread-block clusters); older ones take router_gemm_splitk");
   const int tiles = ceil_div(E, kTcRows);
-  // x rows arrive in 8-row MMA tiles; after the W stream, their bytes set the
-  // time (each cluster reads all of x), so no more tiles than M needs: at
-  // M = 17-24 three tiles, not four, saved 0.25-0.3 us on an H200.
-  auto* kernel = M <= 8    ? router_tc_bf16_m8
-                 : M <= 16 ? router_tc_bf16_m16
-                 : M <= 24 ? router_tc_bf16_m24
-                           : router_tc_bf16_m32;
-  const int C = slices ? int(slices) : tc_cluster_blocks(kernel, H, tiles);
-  const int kblock = ceil_div(ceil_div(H, C), kTcUnitK) * kTcUnitK;
+  // Both unit sizes' kernels take the same registers and shared memory: the
+  // 2-step one stands in for the occupancy queries.
+  const int C = slices ? int(slices) : tc_cluster_blocks(tc_kernel(M, 2), H, tiles);
+  const int S = steps ? int(steps) : tc_unit_steps(ceil_div(H, C));
+  const TcKernel kernel = tc_kernel(M, S);
+  const int kblock = ceil_div(ceil_div(H, C), 16 * S) * (16 * S);
   const hipError_t e = mmr::launch_kernel_clustered(
       kernel, unsigned(C), dim3(tiles * C), dim3(kTcThreads), 0, mmr::current_stream(), pdl,
       static_cast<const uint16_t*>(x.data_ptr()), w.data_ptr<float>(), out.data_ptr<float>(), M, H, E, kblock);
@@ -930,7 +973,7 @@ TORCH_LIBRARY_FRAGMENT(minimax_rocm_ext, m) {
   m.def("router_gemm(Tensor x, Tensor w, Tensor(a!) out, bool pdl=False) -> ()");
   m.def("router_gemm_splitk(Tensor x, Tensor w, Tensor(a!) out, Tensor(b!) partials, Tensor(c!) counters, "
         "int splits=0, bool pdl=False) -> ()");
-  m.def("router_gemm_tc(Tensor x, Tensor w, Tensor(a!) out, int slices=0, bool pdl=False) -> ()");
+  m.def("router_gemm_tc(Tensor x, Tensor w, Tensor(a!) out, int slices=0, bool pdl=False, int steps=0) -> ()");
   m.def("router_gemm_splitk_workspace(int num_experts) -> int[]", &router_gemm_splitk_workspace);
 }
 

@@ -349,9 +349,9 @@ def _tc_or_skip(native):
     return native
 
 
-def _tc(native, x, w, slices=0, pdl=False):
+def _tc(native, x, w, slices=0, pdl=False, steps=0):
     out = torch.full((x.shape[0], w.shape[0]), NAN, device="cuda")
-    native.router_gemm_tc(x, w, out, slices, pdl)
+    native.router_gemm_tc(x, w, out, slices, pdl, steps)
     return out
 
 
@@ -380,11 +380,14 @@ def test_tc_every_cluster_size(native, H, E):
     w = torch.randn(E, H, device="cuda")
     # 3, 6, 12: shares of the tile that differ in size (the last block's
     # maybe empty), as the automatic choice takes for M2 (6)
+    # steps 2 / 3: K units of 32 / 48 (3: an 8-byte x load per row for the
+    # third MMA step, and units that end inside a block's range at H = 1032)
     for slices in (1, 2, 3, 4, 6, 8, 12, 16):
         for M in (1, 7, 8, 9, 16, 17, 32):
             x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
-            err = _err(_tc(native, x, w, slices), x, w)
-            assert err < TOL, (slices, M, err)
+            for steps in (2, 3):
+                err = _err(_tc(native, x, w, slices, steps=steps), x, w)
+                assert err < TOL, (slices, M, steps, err)
 
 
 @pytest.mark.gpu
@@ -405,9 +408,10 @@ def test_tc_products_are_exact(native):
             x = torch.zeros(M, H, device="cuda")
             x[torch.arange(M, device="cuda"), k] = v
             x = x.to(torch.bfloat16)
-            out = _tc(native, x, w)
             want = v.unsqueeze(1) * w[:, k].t()
-            assert torch.equal(out, want), (M, (out - want).abs().max().item())
+            for steps in (2, 3):  # every lane position of 32- and 48-wide K units
+                out = _tc(native, x, w, steps=steps)
+                assert torch.equal(out, want), (M, steps, (out - want).abs().max().item())
 
 
 @pytest.mark.gpu
@@ -454,6 +458,8 @@ def test_tc_rejects_bad_arguments(native):
         native.router_gemm_tc(x, w, out, -1, False)
     with pytest.raises(RuntimeError, match="router_gemm_tc.*'slices'"):
         native.router_gemm_tc(x, w, out, 17, False)
+    with pytest.raises(RuntimeError, match="router_gemm_tc.*'steps'"):
+        native.router_gemm_tc(x, w, out, 0, False, 4)
     with pytest.raises(RuntimeError, match="router_gemm_tc.*'x'"):
         native.router_gemm_tc(torch.randn(33, H, device="cuda").to(torch.bfloat16), w,
                               torch.empty(33, E, device="cuda"), 0, False)

@@ -53,11 +53,12 @@ def bench(ctx: Context) -> list[Row]:
     return rows
 
 
-def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc_slices=(0, 4, 6, 8, 12, 16),
-                 pdl: bool = True, behind_plain: bool = False) -> None:
+def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc_slices=(0, 6, 8, 16),
+                 tc_steps=(0, 2, 3), pdl: bool = True, behind_plain: bool = False) -> None:
     """Print each native kernel's time per M: the one-pass kernel, the
     split-K kernel (0 = its automatic slice count) and, on NVIDIA sm90+, the
-    tensor-core cluster kernel (0 = its automatic cluster size), after a
+    tensor-core cluster kernel (C = its cluster size / its MMA steps per K
+    unit, 0 = automatic), after a
     one-element add_ (a launch and nothing else), all launched with PDL
     where `pdl` and the GPU has it: the measurement behind
     ops.router_gemm's NATIVE_SPLITK_MIN_MH and NATIVE_TC_MIN_M.
@@ -90,6 +91,7 @@ def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc
                 us = time_us_of(lambda s=s: ops.router_gemm_splitk(x, w, out, part, cnt, s, pdl))
                 cells.append(f"S={s or 'auto'} {us:.2f}")
             for c in tc_slices if tc else ():
-                us = time_us_of(lambda c=c: ops.router_gemm_tc(x, w, out, c, pdl))
-                cells.append(f"tc C={c or 'auto'} {us:.2f}")
+                for st in tc_steps:
+                    us = time_us_of(lambda c=c, st=st: ops.router_gemm_tc(x, w, out, c, pdl, st))
+                    cells.append(f"tc C={c or 'auto'}/{st or 'auto'} {us:.2f}")
             print(f"{name} M={M}: " + "  ".join(cells), flush=True)
