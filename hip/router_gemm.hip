@@ -465,13 +465,14 @@ MMR_SPLITK_KERNEL(router_splitk_f32_m32, float, 32)
 //   each 32-wide K unit lane (g, t) takes the 8 adjacent elements [8t, 8t + 8)
 //   (two 16-byte loads per W row, one per x row) and feeds 0-3 to the unit's
 //   first MMA and 4-7 to its second, as the k pairs that the fragment layout
-//   calls 2t and 2t + 8;
+//   calls 2t and 2t + 8 (a 48-wide unit adds a third MMA step, UnitFrag);
 // - partial sums meet in shared memory: the block's warps in its own, then
 //   the C blocks of the cluster in a reduce-scatter: each block owns about
-//   1/C of the [M, 16] tile (C need not be a power of two) and its peers store their sums into it with st.async,
-//   counted by a transaction barrier, so a block waits for its own share's
-//   bytes, not at a cluster-wide barrier. Every sum has a fixed order:
-//   bitwise repeatable. No workspace, no ticket.
+//   1/C of the [M, 16] tile (C need not be a power of two) and its peers
+//   store their sums into it with st.async, counted by a transaction
+//   barrier, so a block waits for its own share's bytes, not at a
+//   cluster-wide barrier. Every sum has a fixed order: bitwise repeatable.
+//   No workspace, no ticket.
 // On AMD (no clusters; MFMA layouts differ) the op keeps router_gemm_splitk.
 #if MMR_AMD
 #else
@@ -566,7 +567,8 @@ MMR_DEVICE void load_batch(UnitFrag<MN, S> (&f)[kTcBatch<MN, S>], const float* w
       const bool in = k < k_end;
       const int kc = in ? k : k_begin;
 #pragma unroll
-      for (int n = 0; n < MN; ++n) f[b].x[n] = in ? *reinterpret_cast<const uint4*>(xr[n] + kc) : make_uint4(0u, 0u, 0u, 0u);
+      for (int n = 0; n < MN; ++n)
+        f[b].x[n] = in ? *reinterpret_cast<const uint4*>(xr[n] + kc) : make_uint4(0u, 0u, 0u, 0u);
       if (S == 3) {
         const int k2 = base + tc_step_offset(2, t);
         const bool in2 = k2 < k_end;
