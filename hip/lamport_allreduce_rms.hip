@@ -188,6 +188,10 @@ __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args
   // then all go out at once (a predicated row load was issued only after the
   // sums of the others, one more L2 round trip).
   auto in_row = [nvec](int v) { return v < nvec ? v : 0; };
+  // A row's j-th cached vector of this thread.
+  auto cached_vec = [&](const uint16_t* row, int j) {
+    return mmr::load16(row + in_row(threadIdx.x + j * blockDim.x) * 8);
+  };
 
   // The weights are model parameters that no kernel writes while serving: they
   // are loaded before the PDL wait (overlapping the previous kernel's tail, as
@@ -209,7 +213,7 @@ __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args
   {
     const uint16_t* row = a.x + int64_t(t0 < a.tokens ? t0 : 0) * a.row_stride;  // (the grid never exceeds the tokens)
 #pragma unroll
-    for (int j = 0; j < kCache; ++j) cache[j] = mmr::load16(row + in_row(threadIdx.x + j * blockDim.x) * 8);
+    for (int j = 0; j < kCache; ++j) cache[j] = cached_vec(row, j);
   }
   const int buf = load_flag(a.flags + kFlagBuffer);
   const int prev_tokens = load_flag(a.flags + kFlagPrevTokens);
@@ -232,7 +236,7 @@ __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args
     const uint16_t* row = a.x + int64_t(t) * a.row_stride;
     mmr::Vec16 d[kCache];
 #pragma unroll
-    for (int j = 0; j < kCache; ++j) d[j] = first ? cache[j] : mmr::load16(row + in_row(threadIdx.x + j * blockDim.x) * 8);
+    for (int j = 0; j < kCache; ++j) d[j] = first ? cache[j] : cached_vec(row, j);
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
     for (int j = 0; j < kCache; ++j) {  // selects, not branches: the sums of all vectors interleave
@@ -321,7 +325,7 @@ __global__ void __launch_bounds__(kMaxThreads) lamport_allreduce_rms_kernel(Args
     uint16_t* row = a.x + int64_t(t) * a.row_stride;
     if (t != t0) {  // a block's further tokens: re-read (L2), all loads in flight together
 #pragma unroll
-      for (int j = 0; j < kCache; ++j) cache[j] = mmr::load16(row + in_row(threadIdx.x + j * blockDim.x) * 8);
+      for (int j = 0; j < kCache; ++j) cache[j] = cached_vec(row, j);
     }
 #pragma unroll
     for (int j = 0; j < kCache; ++j) {

@@ -479,9 +479,10 @@ MMR_SPLITK_KERNEL(router_splitk_f32_m32, float, 32)
 constexpr int kTcRows = 16;    // W rows per cluster: the MMA's A tile
 constexpr int kTcThreads = 256;
 constexpr int kTcWarps = kTcThreads / 32;
-// K per unit: S (2 or 3) 16-wide MMA steps; tc_unit_steps (host) picks S.
+constexpr int kTcStepK = 16;  // K per MMA step (m16n8k16)
+// K per unit: S (2 or 3) MMA steps; tc_unit_steps (host) picks S.
 template <int S>
-constexpr int kTcUnitK = 16 * S;
+constexpr int kTcUnitK = kTcStepK * S;
 // Units per warp whose loads are in flight together: as many as fit 128
 // registers, so that two blocks fit an SM (more clusters resident at once).
 template <int MN, int S>
@@ -611,9 +612,9 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
   for (int n = 0; n < MN; ++n) xr[n] = x + int64_t(min(8 * n + g, M - 1)) * H;
 
   // Up to three tiles, two accumulators (MMA step s adds into s % 2): two
-  // shorter MMA chains. Four tiles take one: the 16 registers it frees are worth more at
-  // the 128-register cap (H200: M2 / M3 M = 32 3.35 / 3.39 -> 3.28 / 3.34 us;
-  // one chain at two or three tiles: no faster).
+  // shorter MMA chains. Four tiles take one: the 16 registers it frees are
+  // worth more at the 128-register cap (H200: M2 / M3 M = 32 3.35 / 3.39 ->
+  // 3.28 / 3.34 us; one chain at two or three tiles: no faster).
   constexpr int kChains = MN >= 4 ? 1 : 2;
   float acc[kChains][MN][4];
 #pragma unroll
@@ -916,7 +917,7 @@ int tc_cluster_blocks(Kernel kernel, int H, int tiles) {
 // with C = 8) is 12 units of 32, two for four of the eight warps and one for
 // the rest, or 8 units of 48, one per warp: 3 steps against 4.
 int tc_unit_steps(int kslice) {
-  const auto busiest = [&](int S) { return ceil_div(ceil_div(kslice, 16 * S), kTcWarps) * S; };
+  const auto busiest = [&](int S) { return ceil_div(ceil_div(kslice, kTcStepK * S), kTcWarps) * S; };
   return busiest(3) < busiest(2) ? 3 : 2;
 }
 
@@ -961,7 +962,8 @@ void router_gemm_tc(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, i
   const int C = slices ? int(slices) : tc_cluster_blocks(tc_kernel(M, 2), H, tiles);
   const int S = steps ? int(steps) : tc_unit_steps(ceil_div(H, C));
   const TcKernel kernel = tc_kernel(M, S);
-  const int kblock = ceil_div(ceil_div(H, C), 16 * S) * (16 * S);
+  const int unit = kTcStepK * S;
+  const int kblock = ceil_div(ceil_div(H, C), unit) * unit;
   const hipError_t e = mmr::launch_kernel_clustered(
       kernel, unsigned(C), dim3(tiles * C), dim3(kTcThreads), 0, mmr::current_stream(), pdl,
       static_cast<const uint16_t*>(x.data_ptr()), w.data_ptr<float>(), out.data_ptr<float>(), M, H, E, kblock);
