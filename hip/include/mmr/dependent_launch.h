@@ -91,8 +91,9 @@ hipError_t launch_kernel_ex(void (*kernel)(Params...), dim3 grid, dim3 block, si
     attr[n++] = cluster_dimension(cluster_x);
     // The hardware may place a cluster's blocks where load is lowest. H200,
     // router_gemm_tc with clusters of 16 (M3's gate), M = 24-32: 0.04-0.05 us
-    // faster in a PDL chain, 0.07-0.3 behind a plain or a short PDL kernel;
-    // with clusters of 6 (M2, already one block per SM) no change.
+    // faster in a PDL chain, 0.15-0.24 behind a plain kernel, up to 0.3 behind
+    // a short PDL kernel; with clusters of 6 (M2, one block per SM already) no
+    // change (BENCHMARKS.md, fifteenth session).
     attr[n].id = cudaLaunchAttributeClusterSchedulingPolicyPreference;
     attr[n].val.clusterSchedulingPolicyPreference = cudaClusterSchedulingPolicyLoadBalancing;
     ++n;
