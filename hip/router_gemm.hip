@@ -781,21 +781,24 @@ void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, bool
   (bf16 ? launch<uint16_t>(router_gemm_bf16_m##MT, KE, xp, wp, o, M, H, E, s, pdl)                       \
         : launch<float>(router_gemm_f32_m##MT, KE, xp, wp, o, M, H, E, s, pdl))
   hipError_t e;
-  if (bf16 && M <= 8) {
-    using Kernel = void (*)(const uint16_t*, const float*, float*, int, int, int);
-    static constexpr Kernel kernels[4][3] = {
-        {router_gemm_bf16_m1_r1, router_gemm_bf16_m1_r2, router_gemm_bf16_m1_r4},
-        {router_gemm_bf16_m2_r1, router_gemm_bf16_m2_r2, router_gemm_bf16_m2_r4},
-        {router_gemm_bf16_m4_r1, router_gemm_bf16_m4_r2, router_gemm_bf16_m4_r4},
-        {router_gemm_bf16_m8_r1, router_gemm_bf16_m8_r2, router_gemm_bf16_m8_r4}};
-    const int rows = one_pass_rows(M, H);
-    const int mi = M <= 1 ? 0 : M <= 2 ? 1 : M <= 4 ? 2 : 3, ri = rows == 1 ? 0 : rows == 2 ? 1 : 2;
-    e = launch<uint16_t>(kernels[mi][ri], rows, xp, wp, o, M, H, E, s, pdl);
-  } else if (M <= 1) e = launch<float>(router_gemm_f32_m1, 1, xp, wp, o, M, H, E, s, pdl);
-  else if (M <= 2) e = launch<float>(router_gemm_f32_m2, 1, xp, wp, o, M, H, E, s, pdl);
-  else if (M <= 4) e = launch<float>(router_gemm_f32_m4, 1, xp, wp, o, M, H, E, s, pdl);
-  else if (M <= 8) e = launch<float>(router_gemm_f32_m8, 1, xp, wp, o, M, H, E, s, pdl);
-  else if (M <= 16) e = MMR_ROUTER_LAUNCH(16, 2);
+  if (M <= 8) {
+    const int mi = M <= 1 ? 0 : M <= 2 ? 1 : M <= 4 ? 2 : 3;  // kernels for 1, 2, 4, 8 rows of x
+    if (bf16) {
+      using Kernel = void (*)(const uint16_t*, const float*, float*, int, int, int);
+      static constexpr Kernel kernels[4][3] = {
+          {router_gemm_bf16_m1_r1, router_gemm_bf16_m1_r2, router_gemm_bf16_m1_r4},
+          {router_gemm_bf16_m2_r1, router_gemm_bf16_m2_r2, router_gemm_bf16_m2_r4},
+          {router_gemm_bf16_m4_r1, router_gemm_bf16_m4_r2, router_gemm_bf16_m4_r4},
+          {router_gemm_bf16_m8_r1, router_gemm_bf16_m8_r2, router_gemm_bf16_m8_r4}};
+      const int rows = one_pass_rows(M, H), ri = rows == 1 ? 0 : rows == 2 ? 1 : 2;
+      e = launch<uint16_t>(kernels[mi][ri], rows, xp, wp, o, M, H, E, s, pdl);
+    } else {  // fp32 x: one W row per block (one_pass_rows was measured for bf16 x only)
+      using Kernel = void (*)(const float*, const float*, float*, int, int, int);
+      static constexpr Kernel kernels[4] = {router_gemm_f32_m1, router_gemm_f32_m2, router_gemm_f32_m4,
+                                            router_gemm_f32_m8};
+      e = launch<float>(kernels[mi], 1, xp, wp, o, M, H, E, s, pdl);
+    }
+  } else if (M <= 16) e = MMR_ROUTER_LAUNCH(16, 2);
   else e = MMR_ROUTER_LAUNCH(32, 4);
 #undef MMR_ROUTER_LAUNCH
   MMR_CHECK_LAUNCH_RESULT(op, e);
