@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from minimax_rocm.dist import local_init_method
+from minimax_rocm.dist import end_spawned_worker, local_init_method
 import torch.distributed as dist
 
 import minimax_rocm as mm
@@ -216,6 +216,7 @@ def _gloo_worker(rank, world, init_method, seed):
         _check_group(pairs[rank // 2], seed + 1 + rank // 2, T=5, q_full=96, kv_full=16)
     finally:
         dist.destroy_process_group()
+    end_spawned_worker()
 
 
 def test_fallback_across_processes_gloo_world_4_and_2():

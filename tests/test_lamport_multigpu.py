@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from minimax_rocm.dist import local_init_method
+from minimax_rocm.dist import end_spawned_worker, local_init_method
 
 pytestmark = pytest.mark.multigpu
 
@@ -434,6 +434,7 @@ def _worker(rank, world, init_method, stress_calls):
     dist.destroy_process_group()
     if fails:
         raise AssertionError(f"rank {rank}: {len(fails)} failures:\n  " + "\n  ".join(fails[:40]))
+    end_spawned_worker()
 
 
 def test_lamport_allreduce_rms_two_gpus():

@@ -20,7 +20,7 @@ import traceback
 import pytest
 import torch
 
-from minimax_rocm.dist import local_init_method
+from minimax_rocm.dist import end_spawned_worker, local_init_method
 import torch.distributed as dist
 
 from minimax_rocm.models.config import preset
@@ -222,6 +222,7 @@ def _worker(rank, world, use_cuda, init_method, ckpts, out_dir, seed, checks):
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(results, f, default=str)
         dist.destroy_process_group()
+    end_spawned_worker()
 
 
 def _run(tmp, world, use_cuda, checks):

@@ -22,7 +22,7 @@ import warnings
 import torch
 import torch.distributed as dist
 
-from ..dist import local_init_method
+from ..dist import end_spawned_worker, local_init_method
 from .harness import Context, Row, register_bench
 
 OP = "allreduce_rms_qk"
@@ -176,6 +176,7 @@ def _rank_main(rank: int, world: int, init_method: str, quick: bool, out_path: s
             with open(out_path, "w") as f:
                 json.dump(dict(env=harness.env_summary(), rows=[r.as_dict() for r in rows], notes=notes), f,
                           indent=1)
+    end_spawned_worker()
 
 
 def spawn(quick: bool = False, print_table: bool = False, out_path: str = "") -> list[Row]:

@@ -2,7 +2,9 @@
 registry, expert maps and the EP combine."""
 from __future__ import annotations
 
-from typing import Optional
+import os
+import sys
+from typing import NoReturn, Optional
 
 import torch.distributed as dist
 
@@ -45,6 +47,22 @@ def local_init_method() -> str:
     """A torch.distributed init_method for processes spawned on this machine:
     a file store in a fresh temporary directory. Unlike "pick a free TCP
     port", two runs started at once (pytest -n, two demos) cannot collide."""
-    import os
     import tempfile
     return "file://" + os.path.join(tempfile.mkdtemp(prefix="minimax_rocm_pg_"), "store")
+
+
+def end_spawned_worker() -> NoReturn:
+    """End a process that torch.multiprocessing.spawn started, once it has
+    passed its last collective and destroyed its process group, without
+    Python's finalization (exit status 0).
+
+    A gloo worker thread can still hold the last reference to a finished
+    collective: a barrier keeps the all-gather before it, and its tensors
+    need the GIL to be freed. If that happens while the interpreter is being
+    torn down, the thread is made to exit inside a C++ destructor and the
+    process aborts ("terminate called without an active exception"; torch
+    2.11, about one CPU demo run in 20). These workers have nothing left to
+    do at exit, so they skip it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -27,7 +27,7 @@ from typing import Optional
 
 import torch
 
-from ..dist import local_init_method
+from ..dist import end_spawned_worker, local_init_method
 from .config import MiniMaxConfig, preset
 
 # The demo's shapes: the tiny presets, widened so TP8 and EP8 split evenly and
@@ -196,6 +196,7 @@ def _worker(rank: int, world: int, ep: int, tp: int, init_method: str, ckpts: di
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    end_spawned_worker()
 
 
 def run_demo(ep: int = 2, tp: int = 2, device: Optional[str] = None, tokens: int = 32, verbose: bool = True
