@@ -171,13 +171,19 @@ def moe_reference(cfg: MiniMaxConfig, w: MoEWeights, x: torch.Tensor) -> torch.T
     return out
 
 
+def ffn_input_reference(cfg: MiniMaxConfig, lw: LayerWeights, x: torch.Tensor) -> torch.Tensor:
+    """A layer's feed-forward input in float64 (its router's input in a MoE
+    layer): x after the post-attention norm."""
+    return (reference.gemma_rms_norm if cfg.gemma_norm else reference.rms_norm)(
+        x.double(), lw.post_attention_layernorm.double(), cfg.rms_norm_eps)
+
+
 def stage_reference(cfg: MiniMaxConfig, layers: dict[int, LayerWeights], x: torch.Tensor) -> torch.Tensor:
     """Every given layer's feed-forward half in float64 (unsharded weights)."""
     x = x.double()
     for i in sorted(layers):
         lw = layers[i]
-        n = (reference.gemma_rms_norm if cfg.gemma_norm else reference.rms_norm)(
-            x, lw.post_attention_layernorm.double(), cfg.rms_norm_eps)
+        n = ffn_input_reference(cfg, lw, x)
         x = x + (moe_reference(cfg, lw.moe, n) if lw.moe is not None else _mlp_ref(cfg, n, lw.dense.w13, lw.dense.w2))
     return x
 
