@@ -243,9 +243,9 @@ def _moe_inputs(T=9, H=128, inter=64, n_global=8, n_local=3, k=2, monotone=False
     remote = [g for g in range(n_global) if emap[g] < 0]
     if len(remote) >= k:  # one token routed only to remote experts: its row must be exactly zero
         topk_ids[0] = torch.tensor(remote[:k], dtype=torch.int32)
-        # token 1: the highest owned expert, which a descending map numbers opposite to
-        # AITER's mask order, next to a remote one, so its row alone tells whether the remap
-        # happened (random routes alone miss both swapped experts about 0.7% of the time)
+        # token 1: the first owned expert (the highest global id in a descending map, which
+        # numbers it opposite to AITER's mask order) next to a remote one, so its row alone
+        # tells whether the remap happened (random routes miss both swapped experts in ~0.7%)
         topk_ids[1, :2] = torch.tensor([int(owned[0]), remote[0]], dtype=torch.int32)
     topk_weights = torch.rand(T, k)
     topk_weights /= topk_weights.sum(-1, keepdim=True)
