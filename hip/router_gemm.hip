@@ -552,28 +552,32 @@ MMR_DEVICE void load_batch(UnitFrag<MN, S> (&f)[kTcBatch<MN, S>], const float* w
   for (int b = 0; b < kTcBatch<MN, S>; ++b) {
     if (u0 + b * kTcWarps >= units) break;
     const int base = k_begin + (u0 + b * kTcWarps) * kTcUnitK<S>;
+    // Whether MMA step s's elements of this lane lie before k_end; kc is where
+    // its loads read (k_begin when they do not: in range, values replaced).
+    const auto step_in = [&](int s, int& kc) {
+      const int k = base + tc_step_offset(s, t);
+      kc = k < k_end ? k : k_begin;
+      return k < k_end;
+    };
     if (kW) {
 #pragma unroll
       for (int s = 0; s < S; ++s) {
-        const int k = base + tc_step_offset(s, t);
-        const bool in = k < k_end;
-        const int kc = in ? k : k_begin;
+        int kc;
+        const bool in = step_in(s, kc);
         f[b].wg[s] = *reinterpret_cast<const float4*>(wg + kc);
         f[b].wg8[s] = *reinterpret_cast<const float4*>(wg8 + kc);
         if (!in) f[b].wg[s] = f[b].wg8[s] = wzero;
       }
     }
     if (kX) {
-      const int k = base + tc_step_offset(0, t);
-      const bool in = k < k_end;
-      const int kc = in ? k : k_begin;
+      int kc;
+      const bool in = step_in(0, kc);
 #pragma unroll
       for (int n = 0; n < MN; ++n)
         f[b].x[n] = in ? *reinterpret_cast<const uint4*>(xr[n] + kc) : make_uint4(0u, 0u, 0u, 0u);
       if (S == 3) {
-        const int k2 = base + tc_step_offset(2, t);
-        const bool in2 = k2 < k_end;
-        const int kc2 = in2 ? k2 : k_begin;
+        int kc2;
+        const bool in2 = step_in(2, kc2);
 #pragma unroll
         for (int n = 0; n < MN; ++n)
           f[b].x2[n] = in2 ? *reinterpret_cast<const uint2*>(xr[n] + kc2) : make_uint2(0u, 0u);
