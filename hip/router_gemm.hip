@@ -602,6 +602,15 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
   const int C = int(mmr::cluster_size()), rank = int(mmr::cluster_rank());
   const int share4 = (kTile / 4 + C - 1) / C;
   const int mine = max(0, min(share4, kTile / 4 - rank * share4));
+  // The reduction gives each thread at most one float4 of the tile to sum
+  // and send. Where it goes is mapped here, off the reduction's path (mapa
+  // is volatile, so the division by the runtime share4 before it, a chain of
+  // some 15 instructions, stays here too).
+  static_assert(kTile / 4 <= kTcThreads, "one float4 of the partial tile per thread");
+  const int my4 = int(threadIdx.x), my4_owner = min(my4 / share4, C - 1);  // clamped: threads past the tile
+  const unsigned my4_dst =
+      mmr::cluster_shared_address(&owned[rank * share4 + my4 - my4_owner * share4], unsigned(my4_owner));
+  const unsigned my4_bar = mmr::cluster_shared_address(&owned_full, unsigned(my4_owner));
   if (threadIdx.x == 0) mmr::mbarrier_init_expecting(&owned_full, unsigned(C * mine * sizeof(float4)));
   mmr::cluster_arrive_relaxed();  // waited on just before the first remote store
 
@@ -663,24 +672,30 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
     p[kTcRows + 8] = warp_sum(n, 3);
   }
   __syncthreads();
-  for (int i = int(threadIdx.x); i < kTile / 4; i += kTcThreads) {
-    float4 s = warp_part[0][i];
+  if (my4 < kTile / 4) {
+    float4 s = warp_part[0][my4];
 #pragma unroll
     for (int q = 1; q < kTcWarps; ++q) {
-      const float4 v = warp_part[q][i];
+      const float4 v = warp_part[q][my4];
       s.x += v.x; s.y += v.y; s.z += v.z; s.w += v.w;
     }
-    const int owner = i / share4;
-    mmr::store_async_cluster(&owned[rank * share4 + i - owner * share4], unsigned(owner), s, &owned_full);
+    mmr::store_async_cluster(my4_dst, s, my4_bar);
   }
   mmr::mbarrier_wait_first_phase(&owned_full);
-  for (int i = int(threadIdx.x); i < mine; i += kTcThreads) {
-    float4 s = owned[i];
-    for (int r = 1; r < C; ++r) {
-      const float4 v = owned[r * share4 + i];
-      s.x += v.x; s.y += v.y; s.z += v.z; s.w += v.w;
-    }
-    const int o = 4 * (rank * share4 + i), m = o / kTcRows, e = e0 + o % kTcRows;
+  if (my4 < mine) {
+    // All C loads in flight at once, then the sums in rank order (a loop to
+    // the runtime C went out in rounds of 8, 4 and 1 loads: five dependent
+    // rounds for C = 16).
+    float4 v[mmr::kMaxClusterBlocks];
+#pragma unroll
+    for (int r = 0; r < int(mmr::kMaxClusterBlocks); ++r) v[r] = owned[min(r, C - 1) * share4 + my4];
+    float4 s = v[0];
+#pragma unroll
+    for (int r = 1; r < int(mmr::kMaxClusterBlocks); ++r)
+      if (r < C) {
+        s.x += v[r].x; s.y += v[r].y; s.z += v[r].z; s.w += v[r].w;
+      }
+    const int o = 4 * (rank * share4 + my4), m = o / kTcRows, e = e0 + o % kTcRows;
     if (m < M) {
       float* row = out + int64_t(m) * E;
       if (e + 0 < E) row[e + 0] = s.x;

@@ -59,12 +59,14 @@ MMR_DEVICE void mbarrier_init_expecting(uint64_t* bar, unsigned bytes) {
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(a), "r"(bytes) : "memory");
 }
-// *p = v in block `rank`'s copy of p, counted against its barrier `bar`
-// (this block's address of the same barrier variable).
-MMR_DEVICE void store_async_cluster(float4* p, unsigned rank, float4 v, uint64_t* bar) {
+// v stored at remote_p = cluster_shared_address(p, rank), counted against
+// that block's barrier remote_bar = cluster_shared_address(bar, rank). The
+// addresses come in mapped, so that a caller can map them early, off the
+// path of the store.
+MMR_DEVICE void store_async_cluster(unsigned remote_p, float4 v, unsigned remote_bar) {
   asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(
-                   cluster_shared_address(p, rank)),
-               "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w), "r"(cluster_shared_address(bar, rank))
+                   remote_p),
+               "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w), "r"(remote_bar)
                : "memory");
 }
 // Until every expected byte has landed (phase 0 completes); the stores are
