@@ -510,9 +510,24 @@ def test_op_takes_tc_for_bf16_past_the_threshold(native, monkeypatch):
 
     from minimax_rocm.build import ext
     monkeypatch.setattr(ext, "ops", lambda: Spy())
-    w = torch.randn(256, 3072, device="cuda")
-    for M in (rg.NATIVE_TC_MIN_M - 1, rg.NATIVE_TC_MIN_M, 32):
-        for dt in (torch.bfloat16, torch.float32):
-            x = torch.randn(M, 3072, device="cuda").to(dt)
-            assert _err(rg._hip(x, w, None), x, w) < TOL
-    assert calls == [rg.NATIVE_TC_MIN_M, 32]
+    taken = []
+    # M2's gate keeps the one-pass kernel to 8 rows, M3's (twice the hidden
+    # size) takes tc from 5; fp32 x never does.
+    for E, H, ms in ((256, 3072, (rg.NATIVE_TC_MIN_M - 1, rg.NATIVE_TC_MIN_M, 32)),
+                     (128, 6144, (rg.NATIVE_TC_MIN_M_WIDE - 1, rg.NATIVE_TC_MIN_M_WIDE, 8))):
+        w = torch.randn(E, H, device="cuda")
+        for M in ms:
+            for dt in (torch.bfloat16, torch.float32):
+                x = torch.randn(M, H, device="cuda").to(dt)
+                assert _err(rg._hip(x, w, None), x, w) < TOL
+            if rg.prefers_tc(M, H):
+                taken.append(M)
+    assert calls == taken == [rg.NATIVE_TC_MIN_M, 32, rg.NATIVE_TC_MIN_M_WIDE, 8]
+
+
+def test_tc_rule_by_rows_and_hidden_size():
+    rg = importlib.import_module("minimax_rocm.ops.router_gemm")
+    for m in range(1, 33):
+        assert rg.prefers_tc(m, 3072) == (m >= 9), m      # MiniMax-M2's gate
+        assert rg.prefers_tc(m, 6144) == (m >= 5), m      # MiniMax-M3's
+    assert not rg.prefers_tc(4, 1 << 20)                   # 4 rows: one-pass at any width

@@ -61,7 +61,7 @@ def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc
     unit, 0 = automatic), after a
     one-element add_ (a launch and nothing else), all launched with PDL
     where `pdl` and the GPU has it: the measurement behind
-    ops.router_gemm's NATIVE_SPLITK_MIN_MH and NATIVE_TC_MIN_M.
+    ops.router_gemm's NATIVE_SPLITK_MIN_MH and prefers_tc.
     `behind_plain`: each time is that of [a one-element add_, the kernel]
     less the add_ alone, the kernel after one that does not let it launch
     early (nothing overlaps its start).

@@ -105,14 +105,27 @@ def splitk_workspace(device: torch.device, num_experts: int) -> tuple[torch.Tens
     return ws[0], ws[1]
 
 
-# bf16 x with at least this many rows takes router_gemm_tc (tensor cores,
-# K split across a thread-block cluster) where the GPU has clusters (NVIDIA
-# sm90+); fewer rows keep the one-pass kernel. Measured on an H200
-# (bench.router_gemm.sweep_splitk, CUDA graphs, 2026-11-30 eighth session;
-# BENCHMARKS.md "router_gemm: W loaded before the PDL wait"): at M = 5..8 the
-# tensor-core kernel is 0.2-0.4 us faster behind a kernel that lets it launch
-# early and 0.4-0.6 us slower behind a plain one; from M = 9 it wins either way.
+# bf16 x takes router_gemm_tc (tensor cores, K split across a thread-block
+# cluster) where the GPU has clusters (NVIDIA sm90+) from NATIVE_TC_MIN_M
+# rows, and from NATIVE_TC_MIN_M_WIDE rows once M x H reaches
+# NATIVE_TC_MIN_MH; fewer rows keep the one-pass kernel, each of whose
+# blocks reads all of x after the PDL wait. Measured on an H200
+# (BENCHMARKS.md, "router_gemm: the reduction's dependent loads", 2026-11-30
+# seventeenth session), us, PDL chain / behind a plain kernel / behind a
+# short PDL kernel, M = 5..8:
+#   M3 (H 6144): one-pass 2.79-2.87 / 2.98-3.50 / 2.56-2.64, tc 2.21-2.22 / 3.44-3.49 / 2.56-2.59
+#   M2 (H 3072): one-pass 2.32-2.35 / 3.01-3.03 / 2.00-2.14, tc 1.85-1.95 / 3.24-3.28 / 2.17-2.40
+# so tc for M3's x (60-96 KB per one-pass block) and not for M2's; at M = 4
+# the one-pass kernel wins everywhere (M3 1.93 / 2.75 / 1.74 against 2.21 /
+# 3.43 / 2.56), from M = 9 tc does.
 NATIVE_TC_MIN_M = 9
+NATIVE_TC_MIN_M_WIDE = 5
+NATIVE_TC_MIN_MH = 5 * 6144
+
+
+def prefers_tc(m: int, h: int) -> bool:
+    """Whether bf16 x of m rows and hidden size h takes router_gemm_tc (where it runs)."""
+    return m >= NATIVE_TC_MIN_M or (m >= NATIVE_TC_MIN_M_WIDE and m * h >= NATIVE_TC_MIN_MH)
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,7 +147,7 @@ def _hip(x, w, bias):
     # PDL (NVIDIA sm90+): in a chain of short kernels the launch hides behind
     # the previous kernel's tail
     pdl = dependent_launch.enabled(x.device, triton_kernel=False)
-    if x.dtype == torch.bfloat16 and x.shape[0] >= NATIVE_TC_MIN_M and tc_available(x.device):
+    if x.dtype == torch.bfloat16 and prefers_tc(x.shape[0], x.shape[1]) and tc_available(x.device):
         ext.ops().router_gemm_tc(x, w, out, 0, pdl)
     elif x.shape[0] * x.shape[1] >= NATIVE_SPLITK_MIN_MH:
         partials, counters = splitk_workspace(x.device, w.shape[0])
