@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device-machine call for issue 5 (fp32 router GEMM), on nvidia-h200:
-# JIT-build the native extension, run the router tests, the per-kernel sweep
-# and the bench; logs under $OUT.
+# JIT-build the native extension, run the router tests, the per-kernel sweep,
+# the op at every M <= 32 and the bench; logs under $OUT.
 #   scripts/gpu_router.sh     (ROUTER_TESTS="-k tc" narrows the tests; ROUTER_SKIP_TESTS=1 /
 #                              ROUTER_SKIP_SWEEP=1 skip the tests / the sweep)
 set -uo pipefail
@@ -24,6 +24,7 @@ fi
 if [ -z "${ROUTER_SKIP_SWEEP:-}" ]; then
   python3 -c "from minimax_rocm.bench.router_gemm import sweep_splitk; sweep_splitk()" 2>&1 | tee "$OUT/sweep.log"
 fi
+python3 -c "from minimax_rocm.bench.router_gemm import sweep_op; sweep_op()" 2>&1 | tee "$OUT/sweep_op.log"
 python3 -m minimax_rocm demo > "$OUT/demo.log" 2>&1 || rc=1
 tail -3 "$OUT/demo.log"
 python3 -m minimax_rocm bench --op router_gemm > "$OUT/bench.log" 2>&1 || rc=1

@@ -95,3 +95,25 @@ def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc
                     us = time_us_of(lambda c=c, st=st: ops.router_gemm_tc(x, w, out, c, pdl, st))
                     cells.append(f"tc C={c or 'auto'}/{st or 'auto'} {us:.2f}")
             print(f"{name} M={M}: " + "  ".join(cells), flush=True)
+
+
+def sweep_op(ms=range(1, 33)) -> None:
+    """Print the op's time (the oracle's native dispatch, PDL where the GPU
+    has it, CUDA graphs) against cast + F.linear for every M, both gates:
+    the goal is per M, and the bench's M list skips the M where a kernel or
+    an x tile changes (5, 9, 17, 25).
+        python -c "from minimax_rocm.bench.router_gemm import sweep_op; sweep_op()"
+    """
+    from ..build import ext
+    if ext.load() is None:
+        raise RuntimeError(f"native extension not loaded: {ext.load_error()}")
+    for name, H, E in SHAPES:
+        w = torch.randn(E, H, device="cuda")
+        worst = (0.0, 0)
+        for M in ms:
+            x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
+            base = time_us(lambda: F.linear(x.float(), w))
+            ours = time_us(lambda: native_router_gemm(x, w, None))
+            worst = max(worst, (ours, M))
+            print(f"{name} M={M}: op {ours:.2f} us, cast + F.linear {base:.2f} us, {base / ours:.2f}x", flush=True)
+        print(f"{name}: slowest M={worst[1]} at {worst[0]:.2f} us", flush=True)
