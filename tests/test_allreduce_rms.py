@@ -17,6 +17,8 @@ from minimax_rocm import reference as R
 from minimax_rocm.dist import lamport
 from minimax_rocm.ops._common import OpInputError
 
+pytestmark = pytest.mark.interpreter  # CPU tensors to Triton kernels (conftest.py)
+
 bf = torch.bfloat16
 EPS = 1e-6
 # bf16 outputs: rounding alone gives a relative error near 2^-9 / sqrt(3); a

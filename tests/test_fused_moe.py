@@ -21,6 +21,8 @@ from minimax_rocm.ops._common import LAST_BACKEND, OpInputError
 from minimax_rocm.triton import fused_moe as tri
 from minimax_rocm.triton.moe_configs import Tile
 
+pytestmark = pytest.mark.interpreter  # CPU tensors to Triton kernels (conftest.py)
+
 FP32_TOL = 1e-5
 BF16_TOL = 1e-2
 

@@ -36,6 +36,8 @@ from minimax_rocm.ops._common import LAST_BACKEND
 from minimax_rocm.triton import fused_moe as tri_bf16
 from minimax_rocm.triton import fused_moe_mxfp8 as tri
 
+pytestmark = pytest.mark.interpreter  # CPU tensors to Triton kernels (conftest.py)
+
 FN, FNUZ = torch.float8_e4m3fn, torch.float8_e4m3fnuz
 NATIVE_TOL = {torch.bfloat16: 1.2e-2, torch.float32: 1.2e-2}
 GEMM_TOL = 1e-5

@@ -7,6 +7,8 @@ import torch
 from minimax_rocm import reference as R
 from minimax_rocm.triton import elementwise as ew
 
+pytestmark = pytest.mark.interpreter  # CPU tensors to Triton kernels (conftest.py)
+
 
 def _x(shape, dtype, device="cpu"):
     # scale 4: |gate| and |up| exceed the limit 7 often, so the clamps matter

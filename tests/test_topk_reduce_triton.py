@@ -7,6 +7,8 @@ from minimax_rocm import reference as R
 from minimax_rocm.dist import expert_map
 from minimax_rocm.triton.topk_reduce import topk_reduce
 
+pytestmark = pytest.mark.interpreter  # CPU tensors to Triton kernels (conftest.py)
+
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("weighted", [False, True])
