@@ -53,6 +53,14 @@ def bench(ctx: Context) -> list[Row]:
     return rows
 
 
+def _native_ops():
+    """The native extension's ops, loaded (or JIT-built); an error where it is not available."""
+    from ..build import ext
+    if ext.load() is None:
+        raise RuntimeError(f"native extension not loaded: {ext.load_error()}")
+    return ext.ops()
+
+
 def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc_slices=(0, 6, 8, 16),
                  tc_steps=(0, 2, 3), pdl: bool = True, behind_plain: bool = False) -> None:
     """Print each native kernel's time per M: the one-pass kernel, the
@@ -67,11 +75,8 @@ def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc
     early (nothing overlaps its start).
         python -c "from minimax_rocm.bench.router_gemm import sweep_splitk; sweep_splitk()"
     """
-    from ..build import ext
     from ..ops.router_gemm import splitk_workspace, tc_available
-    if ext.load() is None:
-        raise RuntimeError(f"native extension not loaded: {ext.load_error()}")
-    ops = ext.ops()
+    ops = _native_ops()
     dev = torch.device("cuda", torch.cuda.current_device())
     tc = tc_available(dev)
     pdl = pdl and dependent_launch.enabled(dev, triton_kernel=False)
@@ -104,9 +109,7 @@ def sweep_op(ms=range(1, 33)) -> None:
     an x tile changes (5, 9, 17, 25).
         python -c "from minimax_rocm.bench.router_gemm import sweep_op; sweep_op()"
     """
-    from ..build import ext
-    if ext.load() is None:
-        raise RuntimeError(f"native extension not loaded: {ext.load_error()}")
+    _native_ops()
     for name, H, E in SHAPES:
         w = torch.randn(E, H, device="cuda")
         worst = (0.0, 0)
