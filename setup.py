@@ -66,7 +66,12 @@ setup(
         "triton": ["triton>=3.6"],
         "test": ["pytest", "pytest-xdist", "safetensors"],
         "bench": ["matplotlib"],
+        # The engine itself: on ROCm and in the docker images vLLM is already
+        # installed (its ROCm build), and an installed release in range is kept.
+        "vllm": ["vllm>=0.32,<0.34"],
     },
+    # vLLM runs this in every process it starts (minimax_rocm/integrations/vllm).
+    entry_points={"vllm.general_plugins": ["minimax_rocm = minimax_rocm.integrations.vllm:register"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -515,3 +515,139 @@ def explain_rows(problems: Iterable[Problem], plat: Platform, check_impl: bool) 
                          fallbacks=[f"{c.backend}{'/' + c.path if c.path else ''}" for c in d.fallbacks],
                          forced=d.forced))
     return rows
+
+
+# --------------------------------------------------------------------------- #
+# serving engines: which of a model's layers take this package's ops
+# --------------------------------------------------------------------------- #
+
+# Hugging Face model_type and architecture names of the models this package
+# serves; every other model keeps the engine's own code.
+SERVED_MODEL_TYPES = ("minimax_m2", "minimax_m3")
+SERVED_ARCHITECTURES = ("MiniMaxM2ForCausalLM", "MiniMaxM3SparseForCausalLM",
+                        "MiniMaxM3SparseForConditionalGeneration")
+
+# A seam is a place in the engine's model where one op stands in for the
+# engine's own layer code.
+SEAM_OPS = {"gate": "router_gemm", "qk_norm": "allreduce_rms_qk", "moe_bf16": "fused_moe",
+            "moe_mxfp8": "fused_moe_mxfp8"}
+
+# The Lamport workspace a serving engine opens per TP group holds at most this
+# many tokens (24 MiB per rank at TP8); larger steps take the engine's path.
+SERVING_LAMPORT_MAX_TOKENS = 16384
+
+
+@dataclass(frozen=True)
+class SeamFacts:
+    """What the engine tells about one layer when it is built."""
+    seam: str
+    model_type: str = ""
+    architectures: tuple[str, ...] = ()
+    hidden: int = 0
+    num_experts: int = 0
+    num_local_experts: int = 0
+    top_k: int = 0
+    tp_size: int = 1
+    ep_size: int = 1
+    dp_size: int = 1
+    act_dtype: str = "bfloat16"
+    weight_dtype: str = "bfloat16"
+    quantized: bool = False             # the engine quantises this layer's weights
+    quant_scheme: str = ""              # MoE: "" (bf16) or the checkpoint's scheme name
+    has_bias: bool = False
+    activation: str = "silu"            # engine's MoE activation name
+    swiglu_beta: float = 1.0
+    all2all: bool = False               # EP through an all-to-all / DP dispatch backend
+    eplb: bool = False
+    fused_shared_experts: bool = False
+    router_weight_on_input: bool = False
+    max_model_len: int = 0
+
+
+# Engine MoE activation name -> (fused_moe activation, gate/up layout).
+SERVING_ACTIVATIONS = {"silu": ("silu", "split"), "swigluoai_uninterleave": ("swiglu_oai", "split"),
+                       "swigluoai": ("swiglu_oai", "interleaved")}
+SERVING_MXFP8_SCHEMES = ("mxfp8",)
+
+
+def _served(f: SeamFacts) -> bool:
+    return f.model_type in SERVED_MODEL_TYPES or any(a in SERVED_ARCHITECTURES for a in f.architectures)
+
+
+@dataclass(frozen=True)
+class SeamDecline:
+    seams: tuple[str, ...]
+    reason: str
+    when: Callable[[SeamFacts, Platform], bool]
+
+
+# Ordered: the first that holds keeps the engine's own code, with its reason.
+SEAM_DECLINES: tuple[SeamDecline, ...] = (
+    SeamDecline(("gate", "qk_norm", "moe_bf16", "moe_mxfp8"), "not a MiniMax-M2/M3 model",
+                lambda f, plat: not _served(f)),
+    SeamDecline(("gate",), "quantised or biased gate", lambda f, plat: f.quantized or f.has_bias),
+    SeamDecline(("gate",), "no native router kernel on this GPU (the engine's GateLinear tiers)",
+                lambda f, plat: plat.vendor != "cpu" and not plat.native_ext),
+    SeamDecline(("qk_norm",), "TP1: no all-reduce (the engine's compiled norm)",
+                lambda f, plat: plat.vendor != "cpu" and f.tp_size == 1),
+    SeamDecline(("qk_norm",), "no fused all-reduce + norm for this group (the engine's kernels around its "
+                              "graph-safe all-reduce)",
+                lambda f, plat: plat.vendor != "cpu" and decide(
+                    Problem("allreduce_rms_qk", tokens=1, hidden=f.hidden, dtype=f.act_dtype, tp_size=f.tp_size),
+                    plat, check_impl=False).chosen.backend not in ("hip", "aiter")),
+    SeamDecline(("moe_bf16", "moe_mxfp8"), "all-to-all / data-parallel expert dispatch (the engine's backend)",
+                lambda f, plat: f.all2all or f.dp_size > 1),
+    SeamDecline(("moe_bf16", "moe_mxfp8"), "expert load balancing moves experts (the engine's kernels)",
+                lambda f, plat: f.eplb),
+    SeamDecline(("moe_bf16", "moe_mxfp8"), "shared experts fused into the routed ones",
+                lambda f, plat: f.fused_shared_experts),
+    SeamDecline(("moe_bf16", "moe_mxfp8"), "expert biases or router weight on the input",
+                lambda f, plat: f.has_bias or f.router_weight_on_input),
+    SeamDecline(("moe_bf16", "moe_mxfp8"), "activation not silu / swigluoai with beta 1",
+                lambda f, plat: f.activation not in SERVING_ACTIVATIONS
+                or (f.activation != "silu" and f.swiglu_beta != 1.0)),
+    SeamDecline(("moe_bf16", "moe_mxfp8"), "activations not bf16/fp16",
+                lambda f, plat: f.act_dtype not in ("bfloat16", "float16")),
+    SeamDecline(("moe_bf16",), "quantised expert weights", lambda f, plat: f.quantized),
+    SeamDecline(("moe_mxfp8",), "expert weights not MXFP8", lambda f, plat: f.quant_scheme not in SERVING_MXFP8_SCHEMES),
+    SeamDecline(("moe_bf16", "moe_mxfp8"), "no GPU MoE kernel here (Triton missing)",
+                lambda f, plat: plat.vendor != "cpu" and not (plat.triton or plat.aiter)),
+)
+
+
+@dataclass(frozen=True)
+class SeamDecision:
+    seam: str
+    take: bool
+    reason: str
+
+    def line(self, where: str) -> str:
+        op = SEAM_OPS[self.seam]
+        verdict = f"minimax_rocm.{op}" if self.take else "engine's own"
+        return f"minimax_rocm: {where}: {self.seam} -> {verdict} ({self.reason})"
+
+
+def seam_problem(f: SeamFacts, tokens: int = 1) -> Problem:
+    """The op problem a seam's layer poses at `tokens` tokens per step."""
+    op = SEAM_OPS[f.seam]
+    if f.seam == "gate":
+        return Problem(op, tokens=tokens, hidden=f.hidden, dtype=f.act_dtype, has_bias=f.has_bias)
+    if f.seam == "qk_norm":
+        return Problem(op, tokens=tokens, hidden=f.hidden, dtype=f.act_dtype, tp_size=f.tp_size)
+    return Problem(op, tokens=tokens, hidden=f.hidden, dtype=f.act_dtype,
+                   weight_format="mxfp8" if f.seam == "moe_mxfp8" else "bf16", num_experts=f.num_experts,
+                   num_local_experts=f.num_local_experts, top_k=f.top_k, ep_size=f.ep_size, tp_size=f.tp_size,
+                   max_model_len=f.max_model_len)
+
+
+def decide_seam(f: SeamFacts, plat: Optional[Platform] = None) -> SeamDecision:
+    """Whether the layer `f` describes takes this package's op, and why (the
+    op's own backend is chosen per call by `decide`)."""
+    plat = plat or detect_platform()
+    if f.seam not in SEAM_OPS:
+        raise ValueError(f"unknown seam {f.seam!r}; known: {', '.join(SEAM_OPS)}")
+    for d in SEAM_DECLINES:
+        if f.seam in d.seams and d.when(f, plat):
+            return SeamDecision(f.seam, False, d.reason)
+    c = decide(seam_problem(f), plat, check_impl=False).chosen
+    return SeamDecision(f.seam, True, f"{c.backend}{'/' + c.path if c.path else ''} at decode: {c.reason}")

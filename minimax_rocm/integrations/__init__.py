@@ -1,0 +1,2 @@
+"""Integrations: serving engines that call this package's ops (the top layer:
+nothing below imports it)."""

@@ -1,0 +1,137 @@
+"""Replay recorded vLLM adapter calls against the float64 reference.
+
+A CPU engine run with MINIMAX_ROCM_VLLM_RECORD=PATH writes what each seam
+was handed (shapes, dtypes, strides, storage offsets, flags, the expert map).
+This rebuilds every recorded call with fresh random values in exactly that
+geometry, on any device, runs it through the same adapter code (`adapters`)
+and compares with `minimax_rocm.reference` in float64. No vLLM needed:
+
+    python -m minimax_rocm.integrations.vllm.replay RECORD.jsonl [--device cuda]
+
+Calls recorded at TP > 1 replay at TP1 here (the QK norm's all-reduce needs
+the group); their shapes, dtypes and strides are still the engine's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from ... import oracle, reference
+from ...ops._common import LAST_BACKEND
+from . import adapters
+
+# Error bounds, as max |out - ref| / max |ref|: bf16 outputs carry one bf16
+# rounding (2^-8) plus the kernels' bf16 intermediates; fp32 logits carry
+# fp32 accumulation only.
+TOLERANCE = {"gate": 1e-5, "qk_norm": 1e-2, "moe_bf16": 3e-2}
+
+
+@dataclass
+class Outcome:
+    seam: str
+    shapes: str
+    backend: str
+    error: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error <= self.tolerance
+
+    def line(self) -> str:
+        return (f"{'PASS' if self.ok else 'FAIL'} {self.seam:9s} {self.shapes:40s} {self.backend:24s} "
+                f"err {self.error:.2e} (tol {self.tolerance:.0e})")
+
+
+def load(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def build(desc: dict, device: torch.device, gen: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+    """A tensor with the recorded shape, dtype, strides and storage offset."""
+    dtype = getattr(torch, desc["dtype"])
+    shape, stride, offset = desc["shape"], desc["stride"], desc["offset"]
+    extent = offset + 1 + sum((n - 1) * s for n, s in zip(shape, stride) if n > 0)
+    base = torch.randn(extent, generator=gen, dtype=torch.float64) * scale
+    return base.to(dtype).to(device).as_strided(shape, stride, offset)
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double().cpu(), ref.double().cpu()
+    denom = ref.abs().max().item() or 1.0
+    return float((out - ref).abs().max().item() / denom) if out.numel() else 0.0
+
+
+def _routes(T: int, k: int, num_global: int, desc: dict, device, gen) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.stack([torch.randperm(num_global, generator=gen)[:k] for _ in range(T)]) if T else \
+        torch.zeros(0, k, dtype=torch.int64)
+    ids = ids.to(getattr(torch, desc["topk_ids"]["dtype"]))
+    w = torch.softmax(torch.randn(T, k, generator=gen), dim=-1).to(getattr(torch, desc["topk_weights"]["dtype"]))
+    return ids.to(device), w.to(device)
+
+
+def replay_one(entry: dict, device: torch.device, gen: torch.Generator) -> Outcome:
+    a, seam = entry["args"], entry["seam"]
+    if seam == "gate":
+        x, w = build(a["x"], device, gen), build(a["weight"], device, gen, a["x"]["shape"][1] ** -0.5)
+        out = torch.ops.minimax_rocm.vllm_gate(x, w)
+        ref = reference.router_gemm(x.double(), w.double())
+        shapes = f"x{tuple(x.shape)} w{tuple(w.shape)}"
+    elif seam == "qk_norm":
+        qkv = build(a["qkv"], device, gen)
+        qw, kw = build(a["q_weight"], device, gen, 0.1) + 1, build(a["k_weight"], device, gen, 0.1) + 1
+        q, kv = qw.shape[0], kw.shape[0]
+        src = qkv.double().clone()
+        torch.ops.minimax_rocm.vllm_qk_norm(qkv, qw, kw, a["eps"], "", "")
+        ss = src[:, :q].pow(2).sum(-1), src[:, q:q + kv].pow(2).sum(-1)
+        ref = torch.cat([reference.allreduce_rms_local(src[:, :q], qw.double(), a["eps"], ss[0], q),
+                         reference.allreduce_rms_local(src[:, q:q + kv], kw.double(), a["eps"], ss[1], kv),
+                         src[:, q + kv:]], dim=1)
+        out = qkv
+        shapes = f"qkv{tuple(qkv.shape)} q{q} kv{kv}"
+    elif seam == "moe_bf16":
+        x = build(a["x"], device, gen)
+        H = x.shape[1]
+        w13 = build(a["w13"], device, gen, H ** -0.5)
+        w2 = build(a["w2"], device, gen, a["w2"]["shape"][2] ** -0.5)
+        emap = entry["values"].get("expert_map")
+        expert_map = None if emap is None else torch.tensor(
+            emap, dtype=getattr(torch, a["expert_map"]["dtype"]), device=device)
+        num_global = w13.shape[0] if expert_map is None else expert_map.shape[0]
+        ids, tw = _routes(x.shape[0], a["topk_ids"]["shape"][1], num_global, a, device, gen)
+        out = adapters.moe(x, w13, w2, tw, ids, expert_map, a["activation"], a["alpha"], a["limit"])
+        kind, layout = oracle.SERVING_ACTIVATIONS[a["activation"]]
+        ref = reference.fused_moe(x.double(), w13.double(), w2.double(), tw.double(), ids, expert_map, kind, layout,
+                                  a["alpha"], a["limit"])
+        shapes = f"x{tuple(x.shape)} E{w13.shape[0]}/{num_global} k{ids.shape[1]}"
+    else:
+        raise ValueError(f"unknown seam {seam!r} in the record")
+    return Outcome(seam, shapes, LAST_BACKEND.get(entry["op"], "?"), rel_error(out, ref), TOLERANCE[seam])
+
+
+def replay(path: str, device: str = "cpu", seed: int = 0) -> list[Outcome]:
+    gen = torch.Generator().manual_seed(seed)
+    return [replay_one(e, torch.device(device), gen) for e in load(path)]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m minimax_rocm.integrations.vllm.replay")
+    ap.add_argument("record")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    outcomes = replay(args.record, args.device, args.seed)
+    for o in outcomes:
+        print(o.line())
+    bad = sum(not o.ok for o in outcomes)
+    print(f"replay: {len(outcomes) - bad} passed, {bad} failed ({args.device})")
+    return 1 if bad or not outcomes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
