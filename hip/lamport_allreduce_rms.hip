@@ -1,6 +1,6 @@
 // lamport_allreduce_rms: RMSNorm over a width split across tensor-parallel
 // ranks, in ONE kernel: per-token sums of squares are exchanged through peer
-// memory with a one-shot Lamport protocol (shared/reference/lamport.md), then
+// memory with a one-shot Lamport protocol (DESIGN.md, section 7), then
 // each rank normalises its own slice in place.
 //
 //   allreduce_rms_qk: qkv [T, q + 2 kv] bf16 (this rank's shard): q over the
@@ -15,8 +15,8 @@
 // holding the sentinel (-0.0, -0.0). A rank sends one pair per wave of its
 // block, not one per block: no block-wide reduction (a barrier and a shared-
 // memory round trip) stands before the stores, and the reader adds the
-// world x waves pairs (0.4-0.5 us less per call than one pair per rank on an
-// H200 pair). Call n uses buffer n % 3:
+// world x waves pairs (faster than one pair per rank:
+// benchmarks/history/allreduce_rms_qk.md). Call n uses buffer n % 3:
 //   1. computes its partial sums per token and wave and stores the pair into
 //      slot (rank, wave) of every rank's buffer with one relaxed system-scope
 //      8-byte store (a reader never sees half a pair); a real -0.0 is sent as

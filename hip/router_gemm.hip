@@ -58,8 +58,7 @@ MMR_DEVICE void load_w_rows(const float* __restrict__ w, int e0, int E, int H, i
 }
 
 // Rows [blockIdx.x * KE, +KE) of W against all M (<= MT) rows of x.
-// (One thread per K vector, up to 768 threads, measured slower on an H200:
-// M2 M=8 / 16 4.2 / 6.0 us against 3.3 / 4.7 with these 256.)
+// (One thread per K vector, up to 768 threads, was slower: benchmarks/history/router_gemm.md.)
 //
 // kPre: K vectors per thread whose W loads go out before the PDL wait (see
 // below). 3 covers hidden sizes to 3 x 8 x 256 = 6144 (both MiniMax gates);
@@ -82,8 +81,8 @@ MMR_DEVICE void router_block(const XT* __restrict__ x, const float* __restrict__
     // x rows in batches of kBatch whose loads are all issued before the
     // first FMA: a branch on m < M per row would serialise them (one L2
     // round trip per row). Rows past M re-read row M - 1 and are dropped.
-    // One batch up to 16 rows (H200, M2 M=16: 4.7 us against 5.5 with two
-    // batches of 8); 32 rows would not fit the registers beside 128 sums.
+    // One batch up to 16 rows (faster than two batches of 8: benchmarks/history/router_gemm.md);
+    // 32 rows would not fit the registers beside 128 sums.
     constexpr int kBatch = MT <= 16 ? MT : 8;
 #pragma unroll
     for (int mb = 0; mb < MT; mb += kBatch) {
@@ -455,8 +454,8 @@ MMR_SPLITK_KERNEL(router_splitk_f32_m32, float, 32)
 
 // ---------------------------------------------------------------- tensor cores + clusters (NVIDIA sm90+, bf16 x)
 // Both kernels above do the products on the FMA pipes and meet across blocks
-// through global memory; at M = 16..32 that costs 4-7 us on an H200. Here a
-// cluster owns 16 W rows and its C blocks split K:
+// through global memory, which costs 4-7 us at M = 16..32 on an H200
+// (benchmarks/history/router_gemm.md). Here a cluster owns 16 W rows and its C blocks split K:
 // - products on the tensor cores: W (fp32) = hi + mid + lo, three bf16 terms
 //   that carry its 24 significand bits exactly, and x is bf16, so the three
 //   bf16 MMAs of a K step form every product exactly and accumulate in fp32;
@@ -626,8 +625,7 @@ MMR_DEVICE void tc_cluster_block(const uint16_t* __restrict__ x, const float* __
 
   // Up to three tiles, two accumulators (MMA step s adds into s % 2): two
   // shorter MMA chains. Four tiles take one: the 16 registers it frees are
-  // worth more at the 128-register cap (H200: M2 / M3 M = 32 3.35 / 3.39 ->
-  // 3.28 / 3.34 us; one chain at two or three tiles: no faster).
+  // worth more at the 128-register cap (measured: benchmarks/history/router_gemm.md).
   constexpr int kChains = MN >= 4 ? 1 : 2;
   float acc[kChains][MN][4];
 #pragma unroll
@@ -768,8 +766,8 @@ Shape check_args(const char* op, const at::Tensor& x, const at::Tensor& w, const
 // the PDL wait, so fewer blocks re-read x less often (M2 at M = 4: 256
 // blocks read 6 MB of x from L2, 128 blocks 3 MB); more W per block
 // lengthens the block's W stream, which overlaps the previous kernel only in
-// a PDL chain. Measured on an H200 (BENCHMARKS.md, thirteenth session): 48 KB
-// at M = 1 (M2: 4 rows, M3: 2), 24 KB above (M2: 2 rows, M3: 1). AMD keeps
+// a PDL chain. 48 KB at M = 1 (M2: 4 rows, M3: 2), 24 KB above (M2: 2 rows,
+// M3: 1): measured on an H200 (benchmarks/history/router_gemm.md). AMD keeps
 // one row until measured: MI300X has 304 CUs, and 64 blocks would leave most
 // of them out of the W stream.
 int one_pass_rows(int M, int H) {
@@ -914,12 +912,12 @@ void router_gemm_splitk(const at::Tensor& x, const at::Tensor& w, at::Tensor& ou
 // elements), if its grid can sit one block per SM in one wave. The
 // scheduler otherwise pairs blocks on an SM while other SMs idle (in a chain
 // of these calls each launch finds the SMs its predecessor left free): M2's
-// clusters of 8 ran on 66-72 SMs of an H200, two blocks on most; clusters of
-// 6 (96 blocks) run on 96, 0.1-0.2 us faster at M = 9-32 (BENCHMARKS.md).
+// clusters of 8 doubled up on SMs; clusters of 6 (96 blocks) sit one per SM
+// and were faster (benchmarks/history/router_gemm.md).
 // M3 would take 12, but only 7 clusters of 12 fit one per SM (it needs 8).
 // Else: the most (a power of two) whose clusters are all resident at once
-// and fit the SMs one block each. A second wave costs about 2.5 us on an
-// H200, where 14 clusters of 16 fit: M3's 8 tiles take clusters of 16.
+// and fit the SMs one block each. A second wave costs about 2.5 us (benchmarks/history/router_gemm.md);
+// an H200 fits 14 clusters of 16, so M3's 8 tiles take clusters of 16.
 #if MMR_AMD
 #else
 template <typename Kernel>
@@ -946,8 +944,8 @@ int tc_unit_steps(int kslice) {
 using TcKernel = void (*)(const uint16_t*, const float*, float*, int, int, int, int);
 
 // x rows arrive in 8-row MMA tiles; after the W stream, their bytes set the
-// time (each cluster reads all of x), so no more tiles than M needs: at
-// M = 17-24 three tiles, not four, saved 0.25-0.3 us on an H200.
+// time (each cluster reads all of x), so no more tiles than M needs (three at
+// M = 17-24, not four: faster, benchmarks/history/router_gemm.md).
 TcKernel tc_kernel(int M, int S) {
   static constexpr TcKernel kTable[2][4] = {
       {router_tc_bf16_m8, router_tc_bf16_m16, router_tc_bf16_m24, router_tc_bf16_m32},

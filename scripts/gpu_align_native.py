@@ -1,4 +1,4 @@
-"""One device call: the MoE ops with the Triton alignment (three launches)
+"""On a GPU machine: the MoE ops with the Triton alignment (three launches)
 against the native one-launch alignment (MINIMAX_ROCM_FORCE_MOE_ALIGN=hip),
 timed in alternation in one process: the native MXFP8 MoE and the BF16 MoE
 at the M3 / M2 EP8-rank shapes, each with its % of its floor.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One device-machine call: build the native extension (JIT, translated CUDA),
-# run every GPU test, then the benchmarks; logs and JSON under $OUT.
+# On a GPU machine, in one go: build the native extension (JIT, translated
+# CUDA), run every GPU test, then the benchmarks; logs and JSON under $OUT.
 #   scripts/gpu_all.sh [bench ops...]      (default: all benches)
 set -uo pipefail
 cd "$(dirname "$0")/.."

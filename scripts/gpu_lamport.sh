@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# One device-machine call for issue 4 (Lamport all-reduce + RMSNorm), on
-# nvidia-h200-x2: JIT-build the native extension (translated CUDA), run the
+# Issue 4 (Lamport all-reduce + RMSNorm) on a machine with two NVIDIA GPUs,
+# in one go: JIT-build the native extension (translated CUDA), run the
 # two-GPU tests, then the two-rank bench; logs and JSON under $OUT.
 #   scripts/gpu_lamport.sh            (LAMPORT_SKIP_TESTS=1: bench only)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1 MINIMAX_ROCM_JIT=1
-# NVLink multicast stays off in every process (KINDS.md)
+# NVLink multicast stays off in every process (as the bench's ENV does)
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export MAX_JOBS=${MAX_JOBS:-16}
 OUT=${OUT:-/tmp/mmr_out}; mkdir -p "$OUT"

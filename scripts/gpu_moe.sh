@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device-machine call for issue 6 (sparse-local BF16 MoE): GPU tests of the
+# Issue 6 (sparse-local BF16 MoE) on a GPU machine, in one go: GPU tests of the
 # MoE kernels, optionally the tile sweep, then the fused_moe bench; the bench
 # table is printed last. Logs under $OUT.
 #   MOE_SWEEP=1 scripts/gpu_moe.sh        (sweep GEMM tiles before the bench)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device-machine call for issue 7 item 1 (MXFP8 quantisation): build the
+# Issue 7 item 1 (MXFP8 quantisation) on a GPU machine, in one go: build the
 # native extension (JIT), the GPU tests of hip + Triton quant/dequant, then
 # `bench --op mxfp8_quant` with GB/s per row. Logs under $OUT.
 set -uo pipefail

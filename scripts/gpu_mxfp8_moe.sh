@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device-machine call for issue 7's MoE: the GPU tests of the native
+# Issue 7's MoE on a GPU machine, in one go: the GPU tests of the native
 # MXFP8 MoE and its op paths (and of the alignment and BF16 MoE it shares),
 # then `bench --op fused_moe_mxfp8`. Logs under $OUT.
 set -uo pipefail

@@ -1,4 +1,4 @@
-"""One device call: the native MXFP8 MoE with and without programmatic
+"""On a GPU machine: the native MXFP8 MoE with and without programmatic
 dependent launch of its short kernels, with BF16 / fp32 output atomics,
 against the BF16 MoE in
 the same process (M3 and M2 EP8 ranks), each with its % of the fp8 floor.

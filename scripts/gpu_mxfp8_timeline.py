@@ -1,4 +1,4 @@
-"""One device call: where the native MXFP8 MoE's time goes, kernel by kernel,
+"""On a GPU machine: where the native MXFP8 MoE's time goes, kernel by kernel,
 inside a CUDA graph (as served): each kernel's mean duration and the mean gap
 before it (torch.profiler / CUPTI over graph replays), for the M3 EP8 rank
 at the bench's routings, beside the op's graph time.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# One device-machine call: Nsight Compute counters of the native MXFP8 MoE's
+# On a GPU machine: Nsight Compute counters of the native MXFP8 MoE's
 # kernels at the M3 EP8 rank, T=216 (the issue-7 goal shape), then mxfp8_quant
-# at 16384 x 6144: achieved DRAM
-# bandwidth, issue-slot use, warp stall reasons, occupancy. Firecracker kinds
-# only (ncu reads no counters on gVisor); clocks left alone (METHOD.md).
+# at 16384 x 6144: achieved DRAM bandwidth, issue-slot use, warp stall reasons,
+# occupancy. Needs a machine where ncu may read the GPU's performance counters
+# (some sandboxed containers give none); clocks are left alone (--clock-control none).
 #   scripts/gpu_profile_mxfp8.sh [T]        report under $OUT/ncu_mxfp8.txt
 set -uo pipefail
 cd "$(dirname "$0")/.."

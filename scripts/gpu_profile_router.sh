@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One device-machine call: where the router GEMM's time goes. Prints (1) the
+# On a GPU machine: where the router GEMM's time goes. Prints (1) the
 # harness time (CUDA graphs, as `bench`) of an empty-ish kernel next to each
 # router variant, and (2) Nsight Compute's kernel duration and counters of one
 # call of each, so the launch/graph overhead and the kernel body separate.
-# Firecracker kinds only (ncu reads no counters on gVisor); clocks left alone.
+# Needs a machine where ncu may read the GPU's performance counters (some
+# sandboxed containers give none); clocks are left alone (--clock-control none).
 #   scripts/gpu_profile_router.sh           report under $OUT/ncu_router.txt
 set -uo pipefail
 cd "$(dirname "$0")/.."

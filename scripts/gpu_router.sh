@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device-machine call for issue 5 (fp32 router GEMM), on nvidia-h200:
+# Issue 5 (fp32 router GEMM) on one NVIDIA GPU (sm90+ for every kernel), in one go:
 # JIT-build the native extension, run the router tests, the per-kernel sweep,
 # the op at every M <= 32 and the bench; logs under $OUT.
 #   scripts/gpu_router.sh     (ROUTER_TESTS="-k tc" narrows the tests; ROUTER_SKIP_TESTS=1 /

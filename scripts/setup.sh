@@ -10,8 +10,9 @@ PY=${PYTHON:-python3}
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
-# torch first, pinned: on these machines 2.13.0 is a CPU build from local disk,
-# while an unpinned torch would pull a multi-GB CUDA build. A GPU machine's own
+# torch first, pinned to 2.13.0, the version the CPU suite is checked with
+# (from an index that serves its CPU build the install stays small; an
+# unpinned torch may pull a multi-GB CUDA build). A GPU machine's own
 # torch (2.11+ CUDA/ROCm) satisfies the package's range and is left alone.
 if ! $PY -c "import torch, sys; v = tuple(map(int, torch.__version__.split('+')[0].split('.')[:2])); sys.exit(not ((2, 11) <= v < (2, 15)))" 2>/dev/null; then
   $PY -m pip install -q "torch==2.13.0"

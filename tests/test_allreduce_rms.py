@@ -135,8 +135,8 @@ def test_oracle_takes_lamport_only_where_it_applies(arch):
 
 
 def test_workspace_size_formula():
-    # shared/reference/lamport.md's example is 3 MiB at TP8, 16384 tokens with one pair per rank and
-    # token; we send one pair per wave (SLOTS_PER_RANK slots), 8x that
+    # one pair per rank and token would be 3 MiB at TP8, 16384 tokens; the kernel sends one pair
+    # per wave (SLOTS_PER_RANK slots), 8x that (DESIGN.md, section 7)
     assert lamport.SLOTS_PER_RANK == 8
     assert lamport.size_bytes(8, 16384) == 24 << 20
     assert lamport.size_bytes(2, 1000) == 3 * 1000 * 2 * 8 * 2 * 4

@@ -30,7 +30,7 @@ MAX_T = 4096
 EPS = 1e-6
 KERNEL_TIMEOUT_S = 20.0
 STRESS_CALLS = 10_000
-# NVLink multicast stays off (KINDS.md): every process gets these.
+# NVLink multicast stays off, as in the bench's ENV: every process gets these.
 ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 HALF_ULP = 2.0 ** -8 * 1.001   # bf16 round-to-nearest of an fp32 result, relative
 

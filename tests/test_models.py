@@ -37,7 +37,7 @@ def test_presets_carry_the_reference_shapes():
     assert (m3.swiglu_alpha, m3.swiglu_limit, m3.shared_intermediate_size) == (1.702, 7.0, 3072)
     assert m3.weight_prefix == "language_model." and m3.vocab_size == 200064
     assert [m3.is_moe_layer(i) for i in range(5)] == [False, False, False, True, True]
-    # 128 x 3 x 6144 x 3072 = 7.25B routed parameters per MoE layer (shared/reference/minimax.md)
+    # 128 x 3 x 6144 x 3072 = 7.25B routed parameters per MoE layer
     assert abs(m3.moe_params_per_layer() / 1e9 - 7.25) < 0.01
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("minimax-m9")

@@ -200,17 +200,9 @@ def _t(bn, bk, w, st, swap=False, ppc=2):
 
 
 def sweep_plan():
-    """(tokens, block_ms, gemm1 tiles, gemm2 tiles) rounds, H100 results:
-    round 1 (all T, 8 + 7 tiles at BLOCK_M 16): BN 64 / BK 128 / 3 stages / 2
-    programs per SM (GEMM1) and BN 128 (GEMM2) within 1-2% of the best from
-    T = 16 to 216 (95-101% of the floor); BN 32 + BK 256 best at T = 1; a
-    drop at T = 1024 (84-93%). Round 2 (below, T = 1024 and 216, BLOCK_M 16 /
-    32 / 64): BLOCK_M 64 with 2 stages best at T = 1024 (GEMM1 92-96%, GEMM2
-    83-93%; at BLOCK_M 64 the MMA is wgmma and a stage holds 48 KB, so 3
-    stages leave one CTA per SM); swap-AB within +-1% at BLOCK_M 16 and worse
-    at 32; a flat (item x k-step) single-loop variant, meant to pipeline
-    across items for the short-K TP8 GEMM2, was 3-15% slower everywhere and
-    was dropped."""
+    """(tokens, block_ms, gemm1 tiles, gemm2 tiles) rounds: the second H100
+    round (T = 1024 and 216, BLOCK_M 16 / 32 / 64). What both rounds found:
+    benchmarks/history/fused_moe.md."""
     g1 = [_t(64, 128, 4, 3), _t(64, 128, 4, 3, swap=True), _t(128, 64, 8, 4, swap=True, ppc=1),
           _t(64, 128, 4, 2), _t(64, 64, 4, 4)]
     g2 = [_t(128, 128, 4, 3), _t(128, 128, 4, 3, swap=True), _t(256, 64, 8, 3, swap=True),

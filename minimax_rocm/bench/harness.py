@@ -72,7 +72,7 @@ def time_us(fn: Callable[[], object], *, graph: bool = True, warmup: int = 10, i
     calls; the median of `iters` samples is returned. A serving engine replays
     one graph per step, of hundreds of kernels; a sample of one short replay
     would charge every call 1/inner of a graph launch (0.15-0.35 us per call
-    at inner = 20 for ops of 2-4 us, measured on an H200, BENCHMARKS.md). By
+    at inner = 20 for ops of 2-4 us on an H200: benchmarks/history/timing.md). By
     default `replays` grows until a sample lasts SAMPLE_MIN_US (at most
     MAX_REPLAYS). Ranks whose calls wait for each other must pass the same
     `replays` (a number chosen per rank could differ). graph=False (or capture

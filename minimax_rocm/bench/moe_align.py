@@ -3,17 +3,8 @@ Triton path (count + offsets + place, the MoE paths' choice; a memset
 preceded them until the count kernel stopped using atomics) as the
 baseline, beside the native one-block kernel, same run; this sets the
 oracle's align_native_min_local_experts and align_native_max_routes.
-
-Two other Triton designs were measured on an H200 on 2026-11-29 (same cases,
-same run as the four-launch path) and dropped:
-  - one program (two passes over the ids, one-hot cumulative sums): 15.9 us
-    at T=216 and 56 us at T=1024 (k=4, EP8), against about 8-9 us: each
-    serial step waits on dependent loads and cross-warp reductions;
-  - two launches (a memset-free histogram per chunk, then a place kernel in
-    which every program rescans the histograms): 9.5 / 9.2 / 9.5 us at
-    T=16 / 216 / 1024 (k=4, EP8) against 7.1 / 7.8 / 9.0, faster only at
-    more routes (k=8: 9.0 vs 12.5 us at T=1024): the place kernel's extra
-    dependent loads cost more than the launches saved at decode sizes."""
+Two other Triton designs (one program; two launches) were measured slower
+and dropped: benchmarks/history/moe_align.md."""
 from __future__ import annotations
 
 import torch

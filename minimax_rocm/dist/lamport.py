@@ -1,6 +1,6 @@
 """LamportWorkspace: the peer-mapped buffers of the one-shot Lamport exchange
 behind the fused `allreduce_rms_qk` / `allreduce_rms` kernels
-(hip/lamport_allreduce_rms.hip; protocol in shared/reference/lamport.md).
+(hip/lamport_allreduce_rms.hip; protocol in DESIGN.md, section 7).
 
 Size per rank (one device allocation):
 

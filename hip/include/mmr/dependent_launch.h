@@ -89,11 +89,9 @@ hipError_t launch_kernel_ex(void (*kernel)(Params...), dim3 grid, dim3 block, si
   }
   if (cluster_x > 0) {
     attr[n++] = cluster_dimension(cluster_x);
-    // The hardware may place a cluster's blocks where load is lowest. H200,
-    // router_gemm_tc with clusters of 16 (M3's gate), M = 24-32: 0.04-0.05 us
-    // faster in a PDL chain, 0.15-0.24 behind a plain kernel, up to 0.3 behind
-    // a short PDL kernel; with clusters of 6 (M2, one block per SM already) no
-    // change (BENCHMARKS.md, fifteenth session).
+    // The hardware may place a cluster's blocks where load is lowest: faster
+    // for M3's clusters of 16, no change for M2's clusters of 6
+    // (benchmarks/history/router_gemm.md, "row groups and the cluster scheduling policy").
     attr[n].id = cudaLaunchAttributeClusterSchedulingPolicyPreference;
     attr[n].val.clusterSchedulingPolicyPreference = cudaClusterSchedulingPolicyLoadBalancing;
     ++n;

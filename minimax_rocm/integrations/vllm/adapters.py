@@ -111,15 +111,16 @@ def register_qk_fallback(key: str, fn: Callable[[torch.Tensor], tuple[torch.Tens
 
 def qk_norm_backend(tokens: int, width: int, dtype: torch.dtype, group_name: str, on_gpu: bool) -> Optional[str]:
     """The backend our op takes for this call, or None where the engine's own
-    path should run: on a GPU only a fused backend (Lamport kernel, AITER)
-    within the workspace's token bound; on the CPU the reference."""
+    path should run: across GPUs only a fused backend (Lamport kernel,
+    AITER) within the workspace's token bound, since vLLM's path all-reduces
+    with its own graph-safe communicator; on the CPU the reference."""
     from ...dist import group_world_size, lamport_workspace
     ws = lamport_workspace(group_name)
     problem = oracle.Problem("allreduce_rms_qk", tokens=tokens, hidden=width, dtype=str(dtype)[6:],
                              tp_size=group_world_size(group_name), on_gpu=on_gpu,
                              peer_access=ws is not None)
     chosen = oracle.decide(problem).chosen.backend
-    if not on_gpu:
+    if not on_gpu or problem.tp_size == 1:  # no all-reduce in the call
         return chosen
     if chosen not in ("hip", "aiter") or (ws is not None and tokens > ws.max_tokens):
         return None
