@@ -23,7 +23,11 @@ def _ours_installed():
     from minimax_rocm.integrations.vllm import seams
     mine = {vcls.__name__: cls for _, vcls, cls in seams._CLASSES}
     present = {k for k, cls in mine.items() if op_registry_oot.get(k) is cls}
+    from vllm.model_executor.layers.quantization import modelopt
+    mxfp8 = modelopt.ModelOptMxFp8Config.FusedMoEMethodCls is seams.MiniMaxMxfp8MoEMethod
+    assert mxfp8 == (modelopt.ModelOptMxFp8FusedMoE is seams.MiniMaxMxfp8MoEMethod)
     patched = MiniMaxText01RMSNormTP.forward_qkv is seams.forward_qkv
+    assert patched == mxfp8  # the two non-registry seams go in and out together
     return present, patched, set(mine)
 
 

@@ -68,7 +68,7 @@ def register() -> None:
         log.warning("minimax_rocm: vLLM plugin off (%s); vLLM's classes are unchanged", why)
         return
     _state["installed"] = True
-    log.info("minimax_rocm: vLLM %s plugin installed (gate, QK norm, BF16 MoE seams); "
+    log.info("minimax_rocm: vLLM %s plugin installed (gate, QK norm, BF16 and MXFP8 MoE seams); "
              "MiniMax layers log their choice as they are built", version)
 
 

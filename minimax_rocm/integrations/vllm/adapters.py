@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 
 from ... import oracle
-from ...ops import allreduce_rms_qk, fused_moe, router_gemm
+from ...ops import allreduce_rms_qk, fused_moe, fused_moe_mxfp8, router_gemm
 from ...ops._common import LAST_BACKEND
 
 RECORD_ENV = "MINIMAX_ROCM_VLLM_RECORD"
@@ -185,5 +185,31 @@ def moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torc
         record("moe_bf16", "fused_moe",
                dict(x=x, w13=w13, w2=w2, topk_weights=topk_weights, topk_ids=topk_ids, expert_map=expert_map,
                     activation=activation, alpha=alpha, limit=limit),
+               dict(expert_map=None if expert_map is None else expert_map.tolist()))
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# MoE (MXFP8 experts)
+# --------------------------------------------------------------------------- #
+
+
+def moe_mxfp8(x: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor, w2_s: torch.Tensor,
+              topk_weights: torch.Tensor, topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
+              activation: str, alpha: float, limit: float, max_model_len: int,
+              w13_bf16: Optional[torch.Tensor] = None, w2_bf16: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`moe` over MXFP8 experts (fp8 values, e8m0 scales per 32 along K), with
+    the layer's BF16 copy where the memory policy kept one; our oracle picks
+    native MXFP8, the copy or emulation per call."""
+    kind, layout = oracle.SERVING_ACTIVATIONS[activation]
+    if x.shape[0] == 0:
+        return torch.zeros_like(x)
+    out = fused_moe_mxfp8(x, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, kind, layout, alpha,
+                          limit, max_model_len, w13_bf16, w2_bf16)
+    if recording():
+        record("moe_mxfp8", "fused_moe_mxfp8",
+               dict(x=x, w13_q=w13_q, w13_s=w13_s, w2_q=w2_q, w2_s=w2_s, topk_weights=topk_weights,
+                    topk_ids=topk_ids, expert_map=expert_map, activation=activation, alpha=alpha, limit=limit,
+                    max_model_len=max_model_len, bf16_copy=w13_bf16 is not None),
                dict(expert_map=None if expert_map is None else expert_map.tolist()))
     return out

@@ -27,7 +27,7 @@ from . import adapters
 # Error bounds, as max |out - ref| / max |ref|: bf16 outputs carry one bf16
 # rounding (2^-8) plus the kernels' bf16 intermediates; fp32 logits carry
 # fp32 accumulation only.
-TOLERANCE = {"gate": 1e-5, "qk_norm": 1e-2, "moe_bf16": 1.5e-2}
+TOLERANCE = {"gate": 1e-5, "qk_norm": 1e-2, "moe_bf16": 1.5e-2, "moe_mxfp8": 1.5e-2}
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Outcome:
 
     def line(self) -> str:
         return (f"{'PASS' if self.ok else 'FAIL'} {self.seam:9s} {self.shapes:40s} {self.backend:24s} "
-                f"err {self.error:.2e} (tol {self.tolerance:.0e})")
+                f"err {self.error:.2e} (tol {self.tolerance:.1e})")
 
 
 def load(path: str) -> list[dict]:
@@ -131,6 +131,32 @@ def replay_one(entry: dict, device: torch.device, gen: torch.Generator, graph: b
         ref = reference.fused_moe(x.double(), w13.double(), w2.double(), tw.double(), ids, expert_map, kind, layout,
                                   a["alpha"], a["limit"])
         shapes = f"x{tuple(x.shape)} E{w13.shape[0]}/{num_global} k{ids.shape[1]}"
+    elif seam == "moe_mxfp8":
+        x = build(a["x"], device, gen)
+        fp8 = getattr(torch, a["w13_q"]["dtype"])
+        E, two_i, H = a["w13_q"]["shape"]
+        w13 = torch.randn(E, two_i, H, generator=gen, dtype=torch.float64) * H ** -0.5 * 3
+        w2 = torch.randn(E, H, two_i // 2, generator=gen, dtype=torch.float64) * (two_i // 2) ** -0.5
+        q13, s13 = (t.to(device) for t in reference.mxfp8_quant(w13, fp8))
+        q2, s2 = (t.to(device) for t in reference.mxfp8_quant(w2, fp8))
+        emap = entry["values"].get("expert_map")
+        expert_map = None if emap is None else torch.tensor(
+            emap, dtype=getattr(torch, a["expert_map"]["dtype"]), device=device)
+        num_global = E if expert_map is None else expert_map.shape[0]
+        ids, tw = _routes(x.shape[0], a["topk_ids"]["shape"][1], num_global, a, device, gen)
+        copies = (reference.mxfp8_dequant(q13, s13, torch.bfloat16), reference.mxfp8_dequant(q2, s2, torch.bfloat16)) \
+            if a["bf16_copy"] else (None, None)
+        out = run(lambda: adapters.moe_mxfp8(x, q13, s13, q2, s2, tw, ids, expert_map, a["activation"], a["alpha"],
+                                             a["limit"], a["max_model_len"], *copies))
+        kind, layout = oracle.SERVING_ACTIVATIONS[a["activation"]]
+        path = LAST_BACKEND.get("fused_moe_mxfp8", "")
+        if "bf16_copy" in path:  # the BF16 copy is what ran: its weights are the dequantised ones
+            ref = reference.fused_moe(x.double(), copies[0].double(), copies[1].double(), tw.double(), ids,
+                                      expert_map, kind, layout, a["alpha"], a["limit"])
+        else:
+            ref = reference.fused_moe_mxfp8(x.double(), q13, s13, q2, s2, tw.double(), ids, expert_map, kind, layout,
+                                            a["alpha"], a["limit"], quantize_activations="native" in path)
+        shapes = f"x{tuple(x.shape)} E{E}/{num_global} k{ids.shape[1]} {'+bf16' if a['bf16_copy'] else ''}"
     else:
         raise ValueError(f"unknown seam {seam!r} in the record")
     backend = LAST_BACKEND.get(entry["op"], "?") + (" graph" if graph else "")

@@ -11,6 +11,11 @@ Imported only by `register`, after vLLM (it subclasses vLLM's classes):
 - `UnquantizedFusedMoEMethod` -> `MiniMaxMoEMethod`: routed experts through
   `fused_moe` (vLLM's router, shared experts, routed scaling and EP/TP
   reduction stay vLLM's).
+- `ModelOptMxFp8FusedMoE` (M3's MXFP8 checkpoint; not a CustomOp: swapped
+  as `ModelOptMxFp8Config`'s method class) -> `MiniMaxMxfp8MoEMethod`: the
+  same through `fused_moe_mxfp8`, with our memory policy (a BF16 copy per
+  `layer_weight_formats` at vLLM's max_model_len) and, on gfx942, the
+  e4m3fn -> e4m3fnuz conversion once at load.
 
 vLLM swaps these by class name for every model; each instance asks the
 oracle (`oracle.decide_seam`) as it is built and, unless it serves a MiniMax
@@ -33,6 +38,15 @@ from vllm.model_executor.layers.fused_moe.fused_moe_method_base import FusedMoEM
 from vllm.model_executor.layers.fused_moe.router.gate_linear import GateLinear  # noqa: E402
 from vllm.model_executor.layers.fused_moe.unquantized_fused_moe_method import UnquantizedFusedMoEMethod  # noqa: E402
 from vllm.model_executor.layers.minimax_rms_norm import MiniMaxText01RMSNormTP  # noqa: E402
+from vllm.model_executor.layers.quantization import modelopt  # noqa: E402
+from vllm.model_executor.utils import replace_parameter  # noqa: E402
+
+
+def num_layers() -> int:
+    """The built model's decoder layer count (0 where unknown)."""
+    cfg = get_current_vllm_config_or_none()
+    hf = getattr(getattr(cfg, "model_config", None), "hf_text_config", None)
+    return int(getattr(hf, "num_hidden_layers", 0) or 0)
 
 
 def model_facts() -> dict:
@@ -176,13 +190,34 @@ def swiglu_params(layer) -> tuple[float, float]:
 
 class MiniMaxMoEMethod(UnquantizedFusedMoEMethod):
     minimax_rocm = False
+    _no_vllm_backend: Optional[Exception] = None
+
+    def __init__(self, moe):
+        try:
+            super().__init__(moe)
+        except NotImplementedError as e:
+            # vLLM has no kernel for this deployment (e.g. swigluoai on its
+            # CPU backend). Ours may; if the seam declines the layer,
+            # create_weights raises vLLM's error after all.
+            FusedMoEMethodBase.__init__(self, moe)
+            self.unquantized_backend, self.experts_cls = None, None
+            self._no_vllm_backend = e
+
+    def maybe_roundup_sizes(self, hidden_size, intermediate_size_per_partition, act_dtype, moe_parallel_config):
+        if self._no_vllm_backend is not None:
+            return FusedMoEMethodBase.maybe_roundup_sizes(self, hidden_size, intermediate_size_per_partition,
+                                                          act_dtype, moe_parallel_config)
+        return super().maybe_roundup_sizes(hidden_size, intermediate_size_per_partition, act_dtype,
+                                           moe_parallel_config)
 
     def create_weights(self, layer, num_experts, hidden_size, intermediate_size_per_partition, params_dtype,
                        **extra_weight_attrs):
-        super().create_weights(layer, num_experts, hidden_size, intermediate_size_per_partition, params_dtype,
-                               **extra_weight_attrs)
         facts = moe_facts(self.moe, layer, "moe_bf16")
         self.minimax_rocm = _announce(oracle.decide_seam(facts), getattr(layer, "layer_name", "") or "MoE")
+        if not self.minimax_rocm and self._no_vllm_backend is not None:
+            raise self._no_vllm_backend
+        super().create_weights(layer, num_experts, hidden_size, intermediate_size_per_partition, params_dtype,
+                               **extra_weight_attrs)
 
     @property
     def is_monolithic(self) -> bool:
@@ -209,6 +244,108 @@ class MiniMaxMoEMethod(UnquantizedFusedMoEMethod):
 
 
 # --------------------------------------------------------------------------- #
+# MXFP8 MoE (ModelOpt MXFP8 checkpoints, as MiniMax-M3 ships)
+# --------------------------------------------------------------------------- #
+
+_VllmMxfp8Method = modelopt.ModelOptMxFp8FusedMoE
+
+
+def layer_format(layer_name: str, max_model_len: int) -> str:
+    """What our memory policy keeps for this MoE layer: "mxfp8+bf16",
+    "mxfp8" or "bf16" (ops.layer_weight_formats, by decoder layer index)."""
+    from ...ops import layer_weight_formats
+    parts = layer_name.split(".")
+    idx = next((int(parts[i + 1]) for i, p in enumerate(parts[:-1]) if p == "layers" and parts[i + 1].isdigit()),
+               None)
+    n = num_layers()
+    if idx is None or not 0 <= idx < n:
+        return "mxfp8"
+    return layer_weight_formats(n, max_model_len)[idx]
+
+
+class MiniMaxMxfp8MoEMethod(_VllmMxfp8Method):
+    minimax_rocm = False
+    minimax_rocm_format = "mxfp8"
+    _no_vllm_backend: Optional[Exception] = None
+
+    def __init__(self, quant_config, moe_config):
+        try:
+            super().__init__(quant_config, moe_config)
+        except NotImplementedError as e:  # no vLLM MXFP8 kernel here; see MiniMaxMoEMethod
+            FusedMoEMethodBase.__init__(self, moe_config)
+            self.weight_block_size = [1, 32]
+            self.quant_config = quant_config
+            self.mxfp8_backend, self.experts_cls = None, None
+            self._no_vllm_backend = e
+
+    def create_weights(self, layer, num_experts, hidden_size, intermediate_size_per_partition, params_dtype,
+                       **extra_weight_attrs):
+        facts = moe_facts(self.moe, layer, "moe_mxfp8", quant_scheme="mxfp8")
+        name = getattr(layer, "layer_name", "") or "MoE"
+        self.minimax_rocm = _announce(oracle.decide_seam(facts), name)
+        if not self.minimax_rocm and self._no_vllm_backend is not None:
+            raise self._no_vllm_backend
+        super().create_weights(layer, num_experts, hidden_size, intermediate_size_per_partition, params_dtype,
+                               **extra_weight_attrs)
+        if self.minimax_rocm:
+            self.minimax_rocm_format = layer_format(name, facts.max_model_len)
+            self.minimax_rocm_max_model_len = facts.max_model_len
+
+    @property
+    def is_monolithic(self) -> bool:
+        return False if self.minimax_rocm else super().is_monolithic
+
+    @property
+    def mk_can_overlap_shared_experts(self) -> bool:
+        return False if self.minimax_rocm else super().mk_can_overlap_shared_experts
+
+    def process_weights_after_loading(self, layer) -> None:
+        if not self.minimax_rocm:
+            return super().process_weights_after_loading(layer)
+        if getattr(layer, "_already_called_process_weights_after_loading", False):
+            return
+        layer._already_called_process_weights_after_loading = True
+        self._check_weight_dtypes(layer)
+        from ...ops import mxfp8_dequant, mxfp8_fn_to_fnuz
+        w13, s13 = layer.w13_weight.data, layer.w13_weight_scale.data
+        w2, s2 = layer.w2_weight.data, layer.w2_weight_scale.data
+        if oracle.detect_platform().fp8_dtype == "e4m3fnuz":  # gfx942: once, at load
+            w13, s13 = mxfp8_fn_to_fnuz(w13, s13)
+            w2, s2 = mxfp8_fn_to_fnuz(w2, s2)
+        fmt = self.minimax_rocm_format
+        dtype = getattr(layer, "orig_dtype", torch.bfloat16)
+        layer.minimax_rocm_w13_bf16 = mxfp8_dequant(w13, s13, dtype) if "bf16" in fmt else None
+        layer.minimax_rocm_w2_bf16 = mxfp8_dequant(w2, s2, dtype) if "bf16" in fmt else None
+        if fmt == "bf16":  # this layer keeps BF16 experts only
+            w13, w2 = layer.minimax_rocm_w13_bf16, layer.minimax_rocm_w2_bf16
+            layer.minimax_rocm_w13_bf16 = layer.minimax_rocm_w2_bf16 = None
+        replace_parameter(layer, "w13_weight", w13)
+        replace_parameter(layer, "w2_weight", w2)
+        replace_parameter(layer, "w13_weight_scale", s13)
+        replace_parameter(layer, "w2_weight_scale", s2)
+
+    def apply(self, layer, x, topk_weights, topk_ids, shared_experts, shared_experts_input):
+        if not self.minimax_rocm:
+            return super().apply(layer, x, topk_weights, topk_ids, shared_experts, shared_experts_input)
+        alpha, limit = swiglu_params(layer)
+        act = layer.activation.value
+        if self.minimax_rocm_format == "bf16":
+            return adapters.moe(x, layer.w13_weight, layer.w2_weight, topk_weights, topk_ids, layer.expert_map, act,
+                                alpha, limit)
+        return adapters.moe_mxfp8(x, layer.w13_weight, layer.w13_weight_scale, layer.w2_weight,
+                                  layer.w2_weight_scale, topk_weights, topk_ids, layer.expert_map, act, alpha, limit,
+                                  self.minimax_rocm_max_model_len, layer.minimax_rocm_w13_bf16,
+                                  layer.minimax_rocm_w2_bf16)
+
+
+def _set_mxfp8_method(cls) -> None:
+    # ModelOptMxFp8Config builds its MoE method from this class attribute
+    # (and the mixed-precision config from the module global).
+    modelopt.ModelOptMxFp8Config.FusedMoEMethodCls = cls
+    modelopt.ModelOptMxFp8FusedMoE = cls
+
+
+# --------------------------------------------------------------------------- #
 # install: all or nothing
 # --------------------------------------------------------------------------- #
 
@@ -220,6 +357,8 @@ _CLASSES = ((PluggableLayer, GateLinear, MiniMaxGate),
 def install() -> Optional[str]:
     """Register the seams; None on success, else why nothing was changed."""
     taken = [vcls.__name__ for _, vcls, cls in _CLASSES if op_registry_oot.get(vcls.__name__) not in (None, cls)]
+    if modelopt.ModelOptMxFp8Config.FusedMoEMethodCls not in (_VllmMxfp8Method, MiniMaxMxfp8MoEMethod):
+        taken.append("ModelOptMxFp8FusedMoE")
     if taken:
         return f"another plugin already replaces {', '.join(taken)}"
     done = []
@@ -232,10 +371,12 @@ def install() -> Optional[str]:
                 cls.name = vcls.name
                 done.append(vcls.__name__)
         MiniMaxText01RMSNormTP.forward_qkv = staticmethod(forward_qkv)
+        _set_mxfp8_method(MiniMaxMxfp8MoEMethod)
     except Exception as e:
         for name in done:
             op_registry_oot.pop(name, None)
         MiniMaxText01RMSNormTP.forward_qkv = staticmethod(_original_forward_qkv)
+        _set_mxfp8_method(_VllmMxfp8Method)
         return f"installing the seams failed ({type(e).__name__}: {e})"
     return None
 
@@ -246,5 +387,4 @@ def uninstall() -> None:
         if op_registry_oot.get(vcls.__name__) is cls:
             op_registry_oot.pop(vcls.__name__)
     MiniMaxText01RMSNormTP.forward_qkv = staticmethod(_original_forward_qkv)
-
-
+    _set_mxfp8_method(_VllmMxfp8Method)
