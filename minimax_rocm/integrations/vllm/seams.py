@@ -188,17 +188,38 @@ def swiglu_params(layer) -> tuple[float, float]:
             SWIGLU_OAI_LIMIT if limit is None else float(limit))
 
 
-class MiniMaxMoEMethod(UnquantizedFusedMoEMethod):
+class _MiniMaxMoE:
+    """What both MoE method seams share: the per-layer decision, and vLLM's
+    router and shared-expert handling kept outside our op."""
     minimax_rocm = False
-    _no_vllm_backend: Optional[Exception] = None
+    _no_vllm_backend: Optional[Exception] = None  # vLLM had no kernel for this deployment
+
+    def _take(self, layer, seam: str, quant_scheme: str = "") -> oracle.SeamFacts:
+        facts = moe_facts(self.moe, layer, seam, quant_scheme=quant_scheme)
+        self.minimax_rocm = _announce(oracle.decide_seam(facts), getattr(layer, "layer_name", "") or "MoE")
+        if not self.minimax_rocm and self._no_vllm_backend is not None:
+            raise self._no_vllm_backend  # declined: vLLM's own error, as without the plugin
+        return facts
+
+    @property
+    def is_monolithic(self) -> bool:
+        # vLLM's router picks the experts; our op takes its topk ids.
+        return False if self.minimax_rocm else super().is_monolithic
+
+    @property
+    def mk_can_overlap_shared_experts(self) -> bool:
+        return False if self.minimax_rocm else super().mk_can_overlap_shared_experts
+
+
+class MiniMaxMoEMethod(_MiniMaxMoE, UnquantizedFusedMoEMethod):
 
     def __init__(self, moe):
         try:
             super().__init__(moe)
         except NotImplementedError as e:
             # vLLM has no kernel for this deployment (e.g. swigluoai on its
-            # CPU backend). Ours may; if the seam declines the layer,
-            # create_weights raises vLLM's error after all.
+            # CPU backend). Ours may; `_take` raises vLLM's error if the
+            # seam declines the layer.
             FusedMoEMethodBase.__init__(self, moe)
             self.unquantized_backend, self.experts_cls = None, None
             self._no_vllm_backend = e
@@ -212,21 +233,9 @@ class MiniMaxMoEMethod(UnquantizedFusedMoEMethod):
 
     def create_weights(self, layer, num_experts, hidden_size, intermediate_size_per_partition, params_dtype,
                        **extra_weight_attrs):
-        facts = moe_facts(self.moe, layer, "moe_bf16")
-        self.minimax_rocm = _announce(oracle.decide_seam(facts), getattr(layer, "layer_name", "") or "MoE")
-        if not self.minimax_rocm and self._no_vllm_backend is not None:
-            raise self._no_vllm_backend
+        self._take(layer, "moe_bf16")
         super().create_weights(layer, num_experts, hidden_size, intermediate_size_per_partition, params_dtype,
                                **extra_weight_attrs)
-
-    @property
-    def is_monolithic(self) -> bool:
-        # vLLM's router picks the experts; our op takes its topk ids.
-        return False if self.minimax_rocm else super().is_monolithic
-
-    @property
-    def mk_can_overlap_shared_experts(self) -> bool:
-        return False if self.minimax_rocm else super().mk_can_overlap_shared_experts
 
     def process_weights_after_loading(self, layer) -> None:
         if not self.minimax_rocm:
@@ -263,10 +272,8 @@ def layer_format(layer_name: str, max_model_len: int) -> str:
     return layer_weight_formats(n, max_model_len)[idx]
 
 
-class MiniMaxMxfp8MoEMethod(_VllmMxfp8Method):
-    minimax_rocm = False
+class MiniMaxMxfp8MoEMethod(_MiniMaxMoE, _VllmMxfp8Method):
     minimax_rocm_format = "mxfp8"
-    _no_vllm_backend: Optional[Exception] = None
 
     def __init__(self, quant_config, moe_config):
         try:
@@ -280,24 +287,12 @@ class MiniMaxMxfp8MoEMethod(_VllmMxfp8Method):
 
     def create_weights(self, layer, num_experts, hidden_size, intermediate_size_per_partition, params_dtype,
                        **extra_weight_attrs):
-        facts = moe_facts(self.moe, layer, "moe_mxfp8", quant_scheme="mxfp8")
-        name = getattr(layer, "layer_name", "") or "MoE"
-        self.minimax_rocm = _announce(oracle.decide_seam(facts), name)
-        if not self.minimax_rocm and self._no_vllm_backend is not None:
-            raise self._no_vllm_backend
+        facts = self._take(layer, "moe_mxfp8", quant_scheme="mxfp8")
         super().create_weights(layer, num_experts, hidden_size, intermediate_size_per_partition, params_dtype,
                                **extra_weight_attrs)
         if self.minimax_rocm:
-            self.minimax_rocm_format = layer_format(name, facts.max_model_len)
+            self.minimax_rocm_format = layer_format(getattr(layer, "layer_name", ""), facts.max_model_len)
             self.minimax_rocm_max_model_len = facts.max_model_len
-
-    @property
-    def is_monolithic(self) -> bool:
-        return False if self.minimax_rocm else super().is_monolithic
-
-    @property
-    def mk_can_overlap_shared_experts(self) -> bool:
-        return False if self.minimax_rocm else super().mk_can_overlap_shared_experts
 
     def process_weights_after_loading(self, layer) -> None:
         if not self.minimax_rocm:
