@@ -64,7 +64,7 @@ setup(
     install_requires=["torch>=2.11,<2.15", "numpy", "safetensors"],
     extras_require={
         "triton": ["triton>=3.6"],
-        "test": ["pytest", "pytest-xdist", "safetensors"],
+        "test": ["pytest", "pytest-xdist", "safetensors", "hypothesis"],
         "bench": ["matplotlib"],
         # The engine itself: on ROCm and in the docker images vLLM is already
         # installed (its ROCm build), and an installed release in range is kept.

@@ -8,7 +8,7 @@ import torch
 
 from . import oracle
 
-# Shapes the oracle needs per model (full sizes; /work/shared/reference/minimax.md).
+# Shapes the oracle needs per model (full sizes, as in models/config.py's presets).
 MODEL_SHAPES = {
     "minimax-m2": dict(hidden=3072, experts=256, top_k=8, intermediate=1536, q=6144, kv=1024,
                        qk_norm="full-width", weights="bf16"),
@@ -53,7 +53,16 @@ def info() -> str:
 
 def explain_problems(model: str, ep: int, tp: int, max_model_len: int, tokens: int,
                      weights: str | None = None) -> list[oracle.Problem]:
+    if model not in MODEL_SHAPES:
+        raise ValueError(f"explain: unknown model {model!r}; known: {', '.join(MODEL_SHAPES)}")
     s = MODEL_SHAPES[model]
+    for name, v in (("ep", ep), ("tp", tp), ("max_model_len", max_model_len), ("tokens", tokens)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"explain: {name} must be an int >= 1, got {v!r}")
+    if ep > s["experts"]:
+        raise ValueError(f"explain: ep {ep} exceeds {model}'s {s['experts']} experts")
+    if weights not in (None, "bf16", "mxfp8"):
+        raise ValueError(f"explain: weights must be 'bf16' or 'mxfp8', got {weights!r}")
     wf = weights or s["weights"]
     e_loc = -(-s["experts"] // ep)
     common = dict(tokens=tokens, hidden=s["hidden"], num_experts=s["experts"], num_local_experts=e_loc,

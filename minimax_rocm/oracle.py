@@ -175,6 +175,7 @@ class Problem:
     on_gpu: bool = True                 # inputs live on a GPU (CPU tensors: torch only)
     peer_access: bool = True            # Lamport: IPC-mapped peer buffers are open
     has_bf16_copy: bool = False         # MXFP8 MoE: BF16 weights kept beside the fp8 ones
+    aligned16: bool = True              # the inputs native kernels read in 16-byte vectors start 16-byte aligned
 
 
 # --------------------------------------------------------------------------- #
@@ -183,7 +184,7 @@ class Problem:
 
 THRESHOLDS: dict[str, dict[str, float]] = {
     # Router fast path: native kernel up to this M; BLAS-backed above (issue 5).
-    # Measured on H100 (BENCHMARKS.md): the native kernel beats cast + cuBLAS at
+    # Measured on H100 (benchmarks/history/router_gemm.md): the native kernel beats cast + cuBLAS at
     # every M <= 32 (1.25-6.4x), its size limit; the AMD entries take the same
     # kernel's range until an MI300X measurement replaces them.
     "router_native_max_m": {"gfx942": 32, "gfx950": 32, "sm90": 32, "sm100": 32, "cpu": 0},
@@ -194,7 +195,7 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     # under this many tokens...
     # ...and at or above mxfp8_bf16_min_tokens (MI300X crossover 827-843,
     # rounded to a tile multiple). AMD entries: the MI300X work's measurement.
-    # sm90: `bench --op fused_moe_mxfp8` on an H200 (BENCHMARKS.md, M3 and M2
+    # sm90: `bench --op fused_moe_mxfp8` on an H200 (benchmarks/history/fused_moe_mxfp8.md, M3 and M2
     # EP8 ranks): native faster from T=16 to 216 (1.38-1.52x), BF16 faster at
     # T=1 for M3 (native 0.80x; M2 1.05x) and at T=1024 (native 0.71-0.72x).
     # 512 is the linear interpolation of both shapes' crossovers (M3 ~580,
@@ -215,7 +216,7 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     # routes) where many experts are local, the Triton kernels (3 launches,
     # PDL-chained on sm90; their count kernel compares each route against
     # every local expert) elsewhere. H200, `bench --op moe_align`, same run
-    # (BENCHMARKS.md, 2026-11-29 fifth session): with 256 local experts
+    # (benchmarks/history/moe_align.md, 2026-11-29): with 256 local experts
     # (EP1, BLOCK_M 64) native 9.5 / 16.9 / 30.7 us against Triton 16.6 /
     # 18.4 / 21.4 at 512 / 1728 / 4096 routes; with 16 or 32 local experts
     # (EP8) Triton is faster at every size (4.7 vs 5.3 us at 64 routes). AMD
@@ -252,7 +253,9 @@ def _always(p: Problem, plat: Platform) -> bool:
 
 
 def _bf16_rows_of_8(p, plat):
-    return p.dtype == "bfloat16" and p.hidden % 8 == 0
+    # 16-byte vectors: rows of 8 bf16 from a 16-byte aligned start (a tensor
+    # sliced out of a larger buffer may not be)
+    return p.dtype == "bfloat16" and p.hidden % 8 == 0 and p.aligned16
 
 
 def _router_small(p, plat):
@@ -324,7 +327,8 @@ RULES: tuple[Rule, ...] = (
     Rule("topk_reduce", "triton", "portable Triton reduction"),
     Rule("topk_reduce", "torch", "reference"),
     # router_gemm ---------------------------------------------------------------
-    Rule("router_gemm", "hip", "small M: native kernel reads W once for all rows", _router_small),
+    Rule("router_gemm", "hip", "small M: native kernel reads W once for all rows",
+         lambda p, plat: _router_small(p, plat) and p.aligned16),
     Rule("router_gemm", "triton", "small M: Triton split-K kernel (fp32 dot)", _router_small),
     Rule("router_gemm", "torch", "large M or bias: cast + BLAS (F.linear)"),
     # QK norm all-reduce ----------------------------------------------------------

@@ -27,14 +27,23 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 # --------------------------------------------------------------------------- #
 # RMS norms (QK norm across tensor-parallel shards)
+#
+# Sums of squares are taken in float64 in every mode: the square of a finite
+# value above ~1.8e19 overflows fp32, and rsqrt(inf) = 0 would turn such a row
+# into zeros. The inverse RMS of a finite row is at least 2^-128, which fp32
+# still holds (as a subnormal), so the rest runs in the compute dtype.
 # --------------------------------------------------------------------------- #
+
+
+def _inv_rms(sumsq: torch.Tensor, width: int, eps: float, cd: torch.dtype) -> torch.Tensor:
+    return torch.rsqrt(sumsq.double() / width + eps).to(cd)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm over the last dim: x * rsqrt(mean(x^2) + eps) * weight."""
     cd = compute_dtype(x, weight)
     xf = x.to(cd)
-    inv = torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)
+    inv = _inv_rms(x.double().pow(2).sum(dim=-1, keepdim=True), x.shape[-1], eps, cd)
     return (xf * inv * weight.to(cd)).to(x.dtype)
 
 
@@ -47,16 +56,17 @@ def rms_norm_sharded(shards: Sequence[torch.Tensor], weight_shards: Sequence[tor
     """
     cd = compute_dtype(*shards, *weight_shards)
     full_width = sum(s.shape[-1] for s in shards)
-    sumsq = sum(s.to(cd).pow(2).sum(dim=-1, keepdim=True) for s in shards)
-    inv = torch.rsqrt(sumsq / full_width + eps)
+    sumsq = sum(s.double().pow(2).sum(dim=-1, keepdim=True) for s in shards)
+    inv = _inv_rms(sumsq, full_width, eps, cd)
     return [(s.to(cd) * inv * w.to(cd)).to(s.dtype) for s, w in zip(shards, weight_shards)]
 
 
 def allreduce_rms_local(x: torch.Tensor, weight: torch.Tensor, eps: float,
                         sumsq_total: torch.Tensor, full_width: int) -> torch.Tensor:
-    """Normalise one rank's shard given the all-reduced per-token sum of squares."""
+    """Normalise one rank's shard given the all-reduced per-token sum of squares
+    (float64 sums keep rows past fp32's range finite; see above)."""
     cd = compute_dtype(x, weight, sumsq_total)
-    inv = torch.rsqrt(sumsq_total.to(cd).reshape(-1, 1) / full_width + eps)
+    inv = _inv_rms(sumsq_total.reshape(-1, 1), full_width, eps, cd)
     return (x.to(cd) * inv * weight.to(cd)).to(x.dtype)
 
 
@@ -87,7 +97,7 @@ def gemma_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     """Gemma-style RMSNorm (M3): normalise in fp32 and scale by (1 + w)."""
     cd = compute_dtype(x, weight)
     xf = x.to(cd)
-    inv = torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)
+    inv = _inv_rms(x.double().pow(2).sum(dim=-1, keepdim=True), x.shape[-1], eps, cd)
     return (xf * inv * (1.0 + weight.to(cd))).to(x.dtype)
 
 
@@ -155,7 +165,9 @@ def swiglu_oai(x: torch.Tensor, alpha: float = SWIGLU_OAI_ALPHA, limit: float = 
     g, u = split_gate_up(x.to(cd), layout)
     g = g.clamp(max=limit)
     u = u.clamp(min=-limit, max=limit)
-    return ((u + 1.0) * g * torch.sigmoid(alpha * g)).to(x.dtype)
+    # g * sigmoid(alpha g) is bounded by limit; (u + 1) * g first would
+    # overflow fp32 for a huge negative gate (inf * 0 = NaN, not -0)
+    return ((u + 1.0) * (g * torch.sigmoid(alpha * g))).to(x.dtype)
 
 
 def silu_and_mul(x: torch.Tensor, layout: str = "split") -> torch.Tensor:
@@ -333,10 +345,12 @@ def e8m0_to_float(scales: torch.Tensor) -> torch.Tensor:
 
 def mxfp8_dequant(q: torch.Tensor, scales: torch.Tensor, out_dtype: torch.dtype = torch.float32
                   ) -> torch.Tensor:
-    """values `[..., K]` fp8 + e8m0 scales `[..., K/32]` -> out_dtype `[..., K]`."""
+    """values `[..., K]` fp8 + e8m0 scales `[..., K/32]` -> out_dtype `[..., K]`
+    (products in float64 for a float64 result: 448 * 2^127 overflows fp32)."""
     K = q.shape[-1]
-    qf = q.float().reshape(*q.shape[:-1], K // MX_BLOCK, MX_BLOCK)
-    return (qf * e8m0_to_float(scales).unsqueeze(-1)).reshape(q.shape).to(out_dtype)
+    cd = torch.float64 if out_dtype == torch.float64 else torch.float32
+    qf = q.to(cd).reshape(*q.shape[:-1], K // MX_BLOCK, MX_BLOCK)
+    return (qf * e8m0_to_float(scales).to(cd).unsqueeze(-1)).reshape(q.shape).to(out_dtype)
 
 
 def mxfp8_fn_to_fnuz(q: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -349,6 +363,8 @@ def mxfp8_fn_to_fnuz(q: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tenso
     """
     if q.dtype != torch.float8_e4m3fn:
         raise ValueError(f"mxfp8_fn_to_fnuz: q must be float8_e4m3fn, got {q.dtype}")
+    if scales.dtype != torch.uint8:
+        raise ValueError(f"mxfp8_fn_to_fnuz: scales must be uint8 e8m0 bytes, got {scales.dtype}")
     b = q.view(torch.uint8)
     b = torch.where(b == 0x80, torch.zeros_like(b), b)
     b = torch.where((b & 0x7F) == 0x7F, torch.full_like(b, 0x80), b)

@@ -70,6 +70,76 @@ def test_bench_quick_writes_json_and_plot(tmp_path, capsys):
     assert "x vs base" in capsys.readouterr().out
 
 
-def test_bench_unknown_op_is_an_error():
-    with pytest.raises(SystemExit, match="no benchmark"):
-        main(["bench", "--op", "nope", "--quick"])
+# Every bad argument is a usage error: exit 2, the argument named, no traceback.
+BAD_ARGS = [
+    (["explain", "--arch", "gfx999"], "--arch"),
+    (["explain", "--arch", "sm_12"], "--arch"),
+    (["explain", "--ep", "0"], "--ep"),
+    (["explain", "--ep", "-1"], "--ep"),
+    (["explain", "--ep", "257"], "--ep"),          # more ranks than M2's 256 experts
+    (["explain", "--model", "minimax-m3", "--ep", "129"], "--ep"),
+    (["explain", "--ep", "two"], "--ep"),
+    (["explain", "--tp", "0"], "--tp"),
+    (["explain", "--max-model-len", "-5"], "--max-model-len"),
+    (["explain", "--max-model-len", "0"], "--max-model-len"),
+    (["explain", "--tokens", "-3"], "--tokens"),
+    (["explain", "--tokens", "0"], "--tokens"),
+    (["explain", "--model", "minimax-m9"], "--model"),
+    (["explain", "--weights", "fp4"], "--weights"),
+    (["demo", "--tokens", "0"], "--tokens"),
+    (["demo", "--ep", "0"], "--ep"),
+    (["demo", "--tp", "-2"], "--tp"),
+    (["demo", "--tp", "3"], "--ep/--tp"),          # does not split the demo's heads (checked before spawning)
+    (["demo", "--ep", "2", "--tp", "3"], "--ep/--tp"),
+    (["demo", "--device", "tpu"], "--device"),
+    (["bench", "--op", "nope", "--quick"], "--op"),
+    (["bench", "--op", "topk_reduce", "--quick", "--json", "/no/such/dir/b.json"], "--json"),
+    (["bench", "--op", "topk_reduce", "--quick", "--plot", "/no/such/dir/b.png"], "--plot"),
+]
+
+
+@pytest.mark.parametrize("argv,arg", BAD_ARGS, ids=[" ".join(a) for a, _ in BAD_ARGS])
+def test_bad_argument_is_a_usage_error(capsys, argv, arg):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {arg}" in err and "usage:" in err and "Traceback" not in err
+
+
+def test_cuda_device_without_one_is_a_usage_error(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--device", "cuda"])
+    assert exc.value.code == 2 and "argument --device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env", [{"MINIMAX_ROCM_ARCH": "gfx999"}, {"MINIMAX_ROCM_FORCE": "garbage"},
+                                 {"MINIMAX_ROCM_FORCE_TOPK_REDUCE": "cuda"}])
+def test_bad_environment_is_a_usage_error(capsys, monkeypatch, env):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    for argv in (["info"], ["explain"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "environment" in err and next(iter(env.values())) in err
+
+
+def test_usage_error_from_a_shell_exits_2_without_traceback():
+    for argv, arg in ((["explain", "--arch", "gfx999"], "--arch"), (["explain", "--ep", "-1"], "--ep")):
+        p = subprocess.run([sys.executable, "-m", "minimax_rocm", *argv], capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert f"argument {arg}" in p.stderr and "Traceback" not in p.stderr and p.stdout == ""
+
+
+def test_explain_api_rejects_bad_values():
+    from minimax_rocm.cli import explain
+    for kw in (dict(ep=0), dict(tp=-1), dict(max_model_len=0), dict(tokens=-3), dict(ep=512),
+               dict(model="nope"), dict(weights="fp4")):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            explain(arch="gfx942", **kw)

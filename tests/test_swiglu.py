@@ -54,3 +54,101 @@ def test_gpu_op_dispatch_and_production_width(layout):
     out = mm.swiglu_oai(x, layout=layout)
     assert LAST_BACKEND["swiglu_oai"] == "triton"
     assert R.rel_error(out, R.swiglu_oai(x.double(), layout=layout)) < 1e-2
+
+
+# --------------------------------------------------------------------------- #
+# NaN in the gate or up half survives SwiGLU-OAI's clamps (torch.clamp keeps
+# NaN; Triton's default min/max would return the limit instead)
+# --------------------------------------------------------------------------- #
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("half", ["gate", "up"])
+@pytest.mark.parametrize("layout", ["split", "interleaved"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nan_in_either_half_stays_nan(half, layout, dtype):
+    I = 24
+    x = _x((5, 2 * I), torch.float32)
+    cols = torch.randperm(I)[:3]
+    gate_cols, up_cols = (cols, cols + I) if layout == "split" else (2 * cols, 2 * cols + 1)
+    rows = torch.tensor([0, 2, 4])
+    x[rows[:, None], (gate_cols if half == "gate" else up_cols)[None, :]] = NAN
+    # the other half: inside and beyond the limits, so every clamp branch meets a NaN
+    other = up_cols if half == "gate" else gate_cols
+    x[rows[:, None], other[None, :]] = torch.tensor([-50.0, 0.5, 50.0])
+    x = x.to(dtype)
+    ref = R.swiglu_oai(x.double(), layout=layout)
+    out = ew.swiglu_oai(x, layout=layout)
+    want_nan = torch.zeros(5, I, dtype=torch.bool)
+    want_nan[rows[:, None], cols[None, :]] = True
+    assert torch.equal(torch.isnan(ref), want_nan)            # the reference propagates...
+    assert torch.equal(torch.isnan(out), want_nan)            # ...and so must the kernel
+    assert R.rel_error(out[~want_nan], ref[~want_nan]) < (1e-6 if dtype == torch.float32 else 1e-2)
+
+
+def _moe_with_nan_rows(half, layout, E=4, T=6, H=64, I=32, k=2, dtype=torch.float32):
+    """MoE inputs where expert 1's GEMM1 gate (or up) row j is NaN: every
+    token routed to expert 1 must come out NaN (GEMM2 sums over all of I)."""
+    hidden = torch.randn(T, H).to(dtype)
+    w13 = (torch.randn(E, 2 * I, H) * 3 / H ** 0.5)
+    w2 = torch.randn(E, H, I) / I ** 0.5
+    j = 5
+    row = (j if half == "gate" else j + I) if layout == "split" else (2 * j if half == "gate" else 2 * j + 1)
+    w13[1, row] = NAN
+    ids = torch.stack([torch.randperm(E)[:k] for _ in range(T)]).to(torch.int32)
+    ids[0, 0], ids[1, 1] = 1, 1                        # at least two tokens meet expert 1
+    ids[0, 1] = 0 if ids[0, 1] == 1 else ids[0, 1]
+    ids[1, 0] = 2 if ids[1, 0] == 1 else ids[1, 0]
+    tw = torch.rand(T, k)
+    return hidden, w13.to(dtype), w2.to(dtype), tw, ids
+
+
+def _assert_nan_rows(out, ref, ids):
+    hit = (ids == 1).any(dim=1)
+    assert bool(torch.isnan(ref[hit]).all()) and not bool(torch.isnan(ref[~hit]).any())
+    assert bool(torch.isnan(out[hit]).all()), "a NaN route came out finite"
+    assert not bool(torch.isnan(out[~hit]).any())
+    return hit
+
+
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused act", "act kernel"])
+@pytest.mark.parametrize("half", ["gate", "up"])
+@pytest.mark.parametrize("layout", ["split", "interleaved"])
+def test_nan_through_bf16_moe_gemm1(fuse, half, layout):
+    from minimax_rocm.triton import fused_moe as tri
+    hidden, w13, w2, tw, ids = _moe_with_nan_rows(half, layout)
+    out = tri.fused_moe(hidden, w13, w2, tw, ids, None, "swiglu_oai", layout, fuse_act=fuse)
+    ref = R.fused_moe(hidden.double(), w13.double(), w2.double(), tw.double(), ids, None, "swiglu_oai", layout)
+    hit = _assert_nan_rows(out, ref, ids)
+    assert R.rel_error(out[~hit], ref[~hit]) < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["fp8", "upcast+act kernel", "upcast+fused act"])
+@pytest.mark.parametrize("half", ["gate", "up"])
+@pytest.mark.parametrize("layout", ["split", "interleaved"])
+def test_nan_through_mxfp8_moe_gemm1(mode, half, layout):
+    from minimax_rocm.triton import fused_moe_mxfp8 as tri
+    hidden, w13, w2, tw, ids = _moe_with_nan_rows(half, layout, dtype=torch.bfloat16)
+    # the NaN row quantises as the quantiser writes NaN: NaN bytes, NaN scale
+    w13_q, w13_s = R.mxfp8_quant(w13.float(), torch.float8_e4m3fn)
+    w2_q, w2_s = R.mxfp8_quant(w2.float(), torch.float8_e4m3fn)
+    args = (hidden, w13_q, w13_s, w2_q, w2_s, tw, ids)
+    kw = dict(dot="upcast", fuse_act=mode == "upcast+fused act") if mode.startswith("upcast") else dict(dot=mode)
+    out = tri.fused_moe_mxfp8(*args, None, "swiglu_oai", layout, **kw)
+    ref = R.fused_moe_mxfp8(*args, None, "swiglu_oai", layout)
+    hit = _assert_nan_rows(out, ref, ids)
+    assert R.rel_error(out[~hit], ref[~hit]) < 1.2e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_huge_negative_gate_gives_zero_not_nan(dtype):
+    # (u + 1) * g overflows fp32 for g near the dtype's largest value; the
+    # bounded g * sigmoid(alpha g) is taken first, so the product is -0 / 0
+    big = float(torch.finfo(dtype).max)
+    x = torch.tensor([[-big, -1e30, -100.0, 0.27, 5.0, -3.0]], dtype=dtype)
+    ref = R.swiglu_oai(x.double())
+    assert torch.isfinite(ref).all() and (ref[0, :2] == 0).all()
+    for out in (ew.swiglu_oai(x), R.swiglu_oai(x)):          # Triton; the reference's fp32 mode (torch backend)
+        assert torch.isfinite(out).all(), out
+        assert (out.double() - ref).abs().max() < 1e-30

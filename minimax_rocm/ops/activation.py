@@ -1,10 +1,12 @@
 """swiglu_oai: the MiniMax-M3 expert activation on a `[..., 2I]` GEMM1 output."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import oracle, reference
-from ._common import check_choice, check_tensor, fail, on_gpu, run
+from ._common import check_choice, check_tensor, check_types, fail, on_gpu, run
 from .moe import FLOAT_DTYPES, LAYOUTS
 
 OP = "swiglu_oai"
@@ -17,6 +19,8 @@ def check(x, alpha, limit, layout):
         fail(OP, "x", "must have at least one dim")
     if not limit > 0:
         fail(OP, "limit", f"is {limit}; expected > 0")
+    if not math.isfinite(alpha):
+        fail(OP, "alpha", f"is {alpha}; expected a finite number")
 
 
 @torch.library.custom_op("minimax_rocm::swiglu_oai", mutates_args=())
@@ -47,4 +51,5 @@ def _triton(x, alpha, limit, layout):
 def swiglu_oai(x: torch.Tensor, alpha: float = reference.SWIGLU_OAI_ALPHA,
                limit: float = reference.SWIGLU_OAI_LIMIT, layout: str = "split") -> torch.Tensor:
     """`[..., 2I]` -> `[..., I]`: (clamp(up) + 1) * min(gate, limit) * sigmoid(alpha * gate)."""
+    check_types(OP, tensors=dict(x=x), numbers=dict(alpha=alpha, limit=limit), strings=dict(layout=layout))
     return torch.ops.minimax_rocm.swiglu_oai(x, alpha, limit, layout)

@@ -2,12 +2,13 @@
 partial output with BF16 weights)."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 
 from .. import oracle, reference
-from ._common import check_choice, check_tensor, fail, on_gpu, run
+from ._common import check_choice, check_tensor, check_types, fail, on_gpu, run
 
 ACTIVATIONS = ("silu", "swiglu_oai")
 LAYOUTS = ("split", "interleaved")
@@ -39,11 +40,13 @@ def check_routing(op: str, topk_ids: torch.Tensor, expert_map: Optional[torch.Te
         num_global = expert_map.shape[0]
         if num_global < num_local_experts:
             fail(op, "expert_map", f"maps {num_global} global experts, fewer than {num_local_experts} local ones")
-    if isinstance(topk_ids, torch._subclasses.FakeTensor) or _capturing() or topk_ids.numel() == 0:
+    if isinstance(topk_ids, torch._subclasses.FakeTensor) or _capturing():
         return
-    lo, hi = int(topk_ids.min()), int(topk_ids.max())
-    if lo < 0 or hi >= num_global:
-        fail(op, "topk_ids", f"holds expert ids in [{lo}, {hi}]; valid ids are [0, {num_global})")
+    if topk_ids.numel():
+        lo, hi = int(topk_ids.min()), int(topk_ids.max())
+        if lo < 0 or hi >= num_global:
+            fail(op, "topk_ids", f"holds expert ids in [{lo}, {hi}]; valid ids are [0, {num_global})")
+    # the map is checked even without routes: it is wrong either way
     if expert_map is not None:
         mlo, mhi = int(expert_map.min()), int(expert_map.max())
         if mlo < -1 or mhi >= num_local_experts:
@@ -108,6 +111,8 @@ def moe_align(topk_ids: torch.Tensor, block_m: int, expert_map: Optional[torch.T
               num_local_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sorted_route_ids, block_expert_ids, num_routes_post_padded): see
     reference.moe_align for the layout. Buffers are sized by LOCAL experts."""
+    check_types(ALIGN, tensors=dict(topk_ids=topk_ids), optional=dict(expert_map=expert_map),
+                ints=dict(block_m=block_m, num_local_experts=num_local_experts))
     return torch.ops.minimax_rocm.moe_align(topk_ids, block_m, expert_map, num_local_experts)
 
 
@@ -119,12 +124,17 @@ MOE = "fused_moe"
 
 
 def check_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, variant="auto",
-              op=MOE, weight_dtypes=None, names=("w13", "w2")):
+              op=MOE, weight_dtypes=None, names=("w13", "w2"), alpha=None, limit=None):
     """Checks shared by fused_moe and fused_moe_mxfp8 (whose weights are fp8:
     weight_dtypes and names say so)."""
     check_choice(op, "activation", activation, ACTIVATIONS)
     check_choice(op, "layout", layout, LAYOUTS)
     check_choice(op, "variant", variant, VARIANTS)
+    if activation == "swiglu_oai":
+        if limit is not None and not limit > 0:
+            fail(op, "limit", f"is {limit}; expected > 0")
+        if alpha is not None and not math.isfinite(alpha):
+            fail(op, "alpha", f"is {alpha}; expected a finite number")
     check_tensor(op, "hidden", hidden, dtype=FLOAT_DTYPES, dim=2)
     T, H = hidden.shape
     wd = weight_dtypes or hidden.dtype
@@ -152,7 +162,8 @@ def moe_problem(op, hidden, w13, topk_ids, expert_map, weight_format="bf16", max
 def _fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
                topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor], activation: str, layout: str,
                alpha: float, limit: float, variant: str) -> torch.Tensor:
-    check_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, variant)
+    check_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, variant, alpha=alpha,
+              limit=limit)
     p = moe_problem(MOE, hidden, w13, topk_ids, expert_map)
     return run(p, hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit,
                variant)
@@ -160,7 +171,8 @@ def _fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_w
 
 @_fused_moe.register_fake
 def _(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit, variant):
-    check_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, variant)
+    check_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, variant, alpha=alpha,
+              limit=limit)
     return torch.empty_like(hidden)
 
 
@@ -192,5 +204,8 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
     "sparse_local" and "before" force the two configurations the benchmark
     compares (Triton backend only; the reference ignores it).
     """
+    check_types(MOE, tensors=dict(hidden=hidden, w13=w13, w2=w2, topk_weights=topk_weights, topk_ids=topk_ids),
+                optional=dict(expert_map=expert_map), numbers=dict(alpha=alpha, limit=limit),
+                strings=dict(activation=activation, layout=layout, variant=variant))
     return torch.ops.minimax_rocm.fused_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation,
                                             layout, alpha, limit, variant)

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .. import oracle, reference
-from ._common import check_choice, check_tensor, fail, on_gpu, run
+from ._common import check_choice, check_tensor, check_types, fail, on_gpu, run
 from .moe import FLOAT_DTYPES, check_moe, moe_problem
 
 FP8_DTYPES = {"e4m3fn": torch.float8_e4m3fn, "e4m3fnuz": torch.float8_e4m3fnuz}
@@ -65,6 +65,7 @@ def _quant_hip(x, fp8_dtype):
 
 def mxfp8_quant(x: torch.Tensor, fp8_dtype: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """x `[..., K]` -> (fp8 values `[..., K]`, e8m0 scales uint8 `[..., K/32]`)."""
+    check_types(QUANT, tensors=dict(x=x), strings=dict(fp8_dtype=fp8_dtype))
     return torch.ops.minimax_rocm.mxfp8_quant(x, resolve_fp8(fp8_dtype))
 
 
@@ -104,6 +105,9 @@ def _dequant_triton(q, scales, out_dtype):
 
 
 def mxfp8_dequant(q: torch.Tensor, scales: torch.Tensor, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    check_types(DEQUANT, tensors=dict(q=q, scales=scales))
+    if not isinstance(out_dtype, torch.dtype):
+        fail(DEQUANT, "out_dtype", f"must be a torch.dtype, got {type(out_dtype).__name__}")
     return torch.ops.minimax_rocm.mxfp8_dequant(q, scales, str(out_dtype)[6:])
 
 
@@ -113,9 +117,9 @@ def mxfp8_dequant(q: torch.Tensor, scales: torch.Tensor, out_dtype: torch.dtype 
 
 
 def check_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
-                    w13_bf16, w2_bf16):
+                    w13_bf16, w2_bf16, alpha=None, limit=None):
     check_moe(hidden, w13_q, w2_q, topk_weights, topk_ids, expert_map, activation, layout, op=MOE,
-              weight_dtypes=tuple(FP8_DTYPES.values()), names=("w13_q", "w2_q"))
+              weight_dtypes=tuple(FP8_DTYPES.values()), names=("w13_q", "w2_q"), alpha=alpha, limit=limit)
     for name, q, s in (("w13_s", w13_q, w13_s), ("w2_s", w2_q, w2_s)):
         if q.shape[-1] % reference.MX_BLOCK:
             fail(MOE, name.replace("_s", "_q"), f"K = {q.shape[-1]} is not a multiple of {reference.MX_BLOCK}")
@@ -135,7 +139,7 @@ def _fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Ten
                      limit: float, max_model_len: int, w13_bf16: Optional[torch.Tensor],
                      w2_bf16: Optional[torch.Tensor]) -> torch.Tensor:
     check_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
-                    w13_bf16, w2_bf16)
+                    w13_bf16, w2_bf16, alpha, limit)
     p = moe_problem(MOE, hidden, w13_q, topk_ids, expert_map, weight_format="mxfp8",
                     max_model_len=max_model_len, has_bf16_copy=w13_bf16 is not None)
     return run(p, hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
@@ -146,7 +150,7 @@ def _fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Ten
 def _(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit,
       max_model_len, w13_bf16, w2_bf16):
     check_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
-                    w13_bf16, w2_bf16)
+                    w13_bf16, w2_bf16, alpha, limit)
     return torch.empty_like(hidden)
 
 
@@ -189,6 +193,11 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
     The oracle picks native MXFP8, the BF16 copy (mixed policy, when w13_bf16 and
     w2_bf16 are given) or emulation from the token count and max_model_len.
     """
+    check_types(MOE, tensors=dict(hidden=hidden, w13_q=w13_q, w13_s=w13_s, w2_q=w2_q, w2_s=w2_s,
+                                  topk_weights=topk_weights, topk_ids=topk_ids),
+                optional=dict(expert_map=expert_map, w13_bf16=w13_bf16, w2_bf16=w2_bf16),
+                numbers=dict(alpha=alpha, limit=limit), ints=dict(max_model_len=max_model_len),
+                strings=dict(activation=activation, layout=layout))
     return torch.ops.minimax_rocm.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids,
                                                   expert_map, activation, layout, alpha, limit, max_model_len,
                                                   w13_bf16, w2_bf16)
@@ -206,6 +215,13 @@ def layer_weight_formats(num_layers: int, max_model_len: int, arch: Optional[str
     context, emulation), "bf16" (only; the BF16 MoE). Up to the oracle's
     mxfp8_native_max_model_len every layer keeps both; above it every n-th
     layer (mxfp8_bf16_only_every) keeps BF16 only and the rest MXFP8 only."""
+    op = "layer_weight_formats"
+    if not isinstance(num_layers, int) or num_layers < 0:
+        fail(op, "num_layers", f"is {num_layers!r}; expected an int >= 0")
+    if not isinstance(max_model_len, int) or max_model_len < 0:
+        fail(op, "max_model_len", f"is {max_model_len!r}; expected an int >= 0")
+    if arch is not None and oracle.arch_family(arch) == "cpu" and arch != "cpu":
+        fail(op, "arch", f"is {arch!r}; expected a gfx9xx or smNN arch, or cpu")
     arch = arch or oracle.detect_platform().arch
     if max_model_len <= oracle.threshold("mxfp8_native_max_model_len", arch):
         return ["mxfp8+bf16"] * num_layers
@@ -213,8 +229,24 @@ def layer_weight_formats(num_layers: int, max_model_len: int, arch: Optional[str
     return ["bf16" if i % every == every - 1 else "mxfp8" for i in range(num_layers)]
 
 
+FN_TO_FNUZ = "mxfp8_fn_to_fnuz"
+
+
+def check_fn_to_fnuz(q, scales):
+    check_tensor(FN_TO_FNUZ, "q", q, dtype=torch.float8_e4m3fn, contiguous=False, last_multiple=reference.MX_BLOCK)
+    if q.dim() < 1:
+        fail(FN_TO_FNUZ, "q", "must have at least one dim")
+    check_tensor(FN_TO_FNUZ, "scales", scales, dtype=torch.uint8, contiguous=False,
+                 shape=(*q.shape[:-1], q.shape[-1] // reference.MX_BLOCK), device=q.device)
+    # 2^127 (0xFE) has no e8m0 successor: raising it would change the value
+    if scales.numel() and bool((scales == reference.E8M0_NAN - 1).any()):
+        fail(FN_TO_FNUZ, "scales", "holds 2^127 (0xFE), which cannot be raised by one for e4m3fnuz")
+
+
 def mxfp8_fn_to_fnuz(q: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One-time checkpoint conversion e4m3fn -> e4m3fnuz for gfx942 (same
     bytes, scale exponent + 1, 0x80 -> +0; see reference.mxfp8_fn_to_fnuz).
-    Runs on the tensors' device; a load-time step, not a per-call op."""
+    Runs on the tensors' device; a load-time step, not a per-call op.
+    Bad input raises OpInputError naming the argument."""
+    check_fn_to_fnuz(q, scales)
     return reference.mxfp8_fn_to_fnuz(q, scales)

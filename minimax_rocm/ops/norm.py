@@ -6,15 +6,24 @@ width, but each TP rank holds a column slice. The per-token sums of squares are
 all-reduced across the group, then each rank normalises its slice. The group is
 named by its `group_name` ("" = no group: a single rank), so the ops stay
 torch.library ops that torch.compile and graph capture can see.
+
+Huge rows: the torch and Triton backends sum and all-reduce the squares in
+float64, so a row whose sum of squares passes fp32's range (|x| above about
+1.8e19 / sqrt(width)) normalises like the float64 reference instead of
+coming out as zeros. The native Lamport kernel (hip) exchanges fp32 sums:
+there such a row still becomes zeros (rsqrt(inf) = 0), as in vLLM's and
+TensorRT-LLM's fused norms.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.distributed as dist
 
 from .. import oracle, reference
 from ..dist import group_world_size, lamport_workspace, resolve_group
-from ._common import check_tensor, fail, on_gpu, run
+from ._common import check_tensor, check_types, fail, on_gpu, run
 
 QK, ONE = "allreduce_rms_qk", "allreduce_rms"
 ACT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -27,15 +36,15 @@ def check_qk(qkv, q_weight, k_weight, eps):
     q, kv = q_weight.shape[0], k_weight.shape[0]
     if qkv.shape[1] != q + 2 * kv:
         fail(QK, "qkv", f"has {qkv.shape[1]} columns; q_weight and k_weight imply q + 2 kv = {q + 2 * kv}")
-    if not eps > 0:
-        fail(QK, "eps", f"is {eps}; expected > 0")
+    if not (eps > 0 and math.isfinite(eps)):
+        fail(QK, "eps", f"is {eps}; expected a finite number > 0")
 
 
 def check_one(x, weight, eps):
     check_tensor(ONE, "x", x, dtype=ACT_DTYPES, dim=2)
     check_tensor(ONE, "weight", weight, dtype=(x.dtype, torch.float32), shape=(x.shape[1],), device=x.device)
-    if not eps > 0:
-        fail(ONE, "eps", f"is {eps}; expected > 0")
+    if not (eps > 0 and math.isfinite(eps)):
+        fail(ONE, "eps", f"is {eps}; expected a finite number > 0")
 
 
 def norm_problem(op, x, group_name) -> oracle.Problem:
@@ -68,8 +77,9 @@ def _(x, weight, eps, group_name):
 
 
 def _sum_squares(parts: list[torch.Tensor]) -> torch.Tensor:
-    """`[T, len(parts)]` fp32 per-token sums of squares of each part."""
-    return torch.stack([p.float().pow(2).sum(dim=-1) for p in parts], dim=-1)
+    """`[T, len(parts)]` float64 per-token sums of squares of each part
+    (float64: the square of a large finite fp32 overflows fp32)."""
+    return torch.stack([p.double().pow(2).sum(dim=-1) for p in parts], dim=-1)
 
 
 def all_reduce_sums(sums: torch.Tensor, group_name: str) -> torch.Tensor:
@@ -183,11 +193,14 @@ def allreduce_rms_qk(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.
                      group_name: str = "") -> torch.Tensor:
     """Normalise q and k of this rank's qkv shard `[T, q + 2 kv]` in place over
     their full widths across the TP group; v is untouched. Returns qkv."""
+    check_types(QK, tensors=dict(qkv=qkv, q_weight=q_weight, k_weight=k_weight), numbers=dict(eps=eps),
+                strings=dict(group_name=group_name))
     torch.ops.minimax_rocm.allreduce_rms_qk(qkv, q_weight, k_weight, eps, group_name)
     return qkv
 
 
 def allreduce_rms(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, group_name: str = "") -> torch.Tensor:
     """Normalise this rank's shard `[T, D]` in place over the full width across the group."""
+    check_types(ONE, tensors=dict(x=x, weight=weight), numbers=dict(eps=eps), strings=dict(group_name=group_name))
     torch.ops.minimax_rocm.allreduce_rms(x, weight, eps, group_name)
     return x

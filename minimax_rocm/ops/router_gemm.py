@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import oracle
-from ._common import check_tensor, fail, on_gpu, run
+from ._common import aligned16, check_tensor, check_types, fail, on_gpu, run
 
 OP = "router_gemm"
 
@@ -26,7 +26,8 @@ def check(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor]) -> Non
 
 def problem(x, w, bias) -> oracle.Problem:
     return oracle.Problem(OP, tokens=x.shape[0], hidden=x.shape[1], num_experts=w.shape[0],
-                          dtype=str(x.dtype)[6:], has_bias=bias is not None, on_gpu=on_gpu(x, w, bias))
+                          dtype=str(x.dtype)[6:], has_bias=bias is not None, on_gpu=on_gpu(x, w, bias),
+                          aligned16=aligned16(x, w))
 
 
 @torch.library.custom_op("minimax_rocm::router_gemm", mutates_args=())
@@ -50,17 +51,16 @@ def _torch(x, w, bias):
 @oracle.register_impl(OP, "triton")
 def _triton(x, w, bias):
     from ..triton.router_gemm import router_gemm as kernel
-    return kernel(x, w)
+    out = kernel(x, w)
+    # the oracle sends bias to torch; a forced backend must still add it
+    return out if bias is None else out.add_(bias)
 
 
 # Where router_gemm_tc does not apply (fp32 x, AMD, before sm90), the native
 # kernel splits K across blocks (router_gemm_splitk) once M x H passes this;
 # below it the one-pass kernel (a block per 1-4 W rows) is as fast. Measured
-# on an H200 (bench.router_gemm.sweep_splitk, CUDA graphs, 2026-11-29 fifth
-# session, the one-pass kernel loading up to 16 x rows at once): M2 (H 3072):
-# M=8 one-pass 3.40 / split 5.09 us, M=9 4.46 / 5.34, M=16 4.83 / 5.57, M=24
-# 8.49 / 6.40, M=32 8.62 / 7.03; M3 (H 6144): M=8 3.77 / 4.96, M=9 5.64 /
-# 5.20, M=16 6.35 / 5.59, M=32 12.03 / 7.35.
+# on an H200 with bench.router_gemm.sweep_splitk: benchmarks/history/router_gemm.md
+# ("one x batch of 16 rows").
 NATIVE_SPLITK_MIN_MH = 16 * 3072 + 1
 
 # Workspaces of the split-K kernel: per-tile partial sums and arrival counters
@@ -109,15 +109,10 @@ def splitk_workspace(device: torch.device, num_experts: int) -> tuple[torch.Tens
 # cluster) where the GPU has clusters (NVIDIA sm90+) from NATIVE_TC_MIN_M
 # rows, and from NATIVE_TC_MIN_M_WIDE rows once M x H reaches
 # NATIVE_TC_MIN_MH; fewer rows keep the one-pass kernel, each of whose
-# blocks reads all of x after the PDL wait. Measured on an H200
-# (BENCHMARKS.md, "router_gemm: the reduction's dependent loads", 2026-11-30
-# seventeenth session), us, PDL chain / behind a plain kernel / behind a
-# short PDL kernel, M = 5..8:
-#   M3 (H 6144): one-pass 2.79-2.87 / 2.98-3.50 / 2.56-2.64, tc 2.21-2.22 / 3.44-3.49 / 2.56-2.59
-#   M2 (H 3072): one-pass 2.32-2.35 / 3.01-3.03 / 2.00-2.14, tc 1.85-1.95 / 3.24-3.28 / 2.17-2.40
-# so tc for M3's x (60-96 KB per one-pass block) and not for M2's; at M = 4
-# the one-pass kernel wins everywhere (M3 1.93 / 2.75 / 1.74 against 2.21 /
-# 3.43 / 2.56), from M = 9 tc does.
+# blocks reads all of x after the PDL wait. Measured on an H200:
+# benchmarks/history/router_gemm.md ("the reduction's dependent loads"): tc
+# for M3's x (60-96 KB per one-pass block) and not for M2's; at M = 4 the
+# one-pass kernel wins everywhere, from M = 9 tc does.
 NATIVE_TC_MIN_M = 9
 NATIVE_TC_MIN_M_WIDE = 5
 NATIVE_TC_MIN_MH = 5 * 6144
@@ -154,11 +149,12 @@ def _hip(x, w, bias):
         ext.ops().router_gemm_splitk(x, w, out, partials, counters, 0, pdl)
     else:
         ext.ops().router_gemm(x, w, out, pdl)
-    return out
+    return out if bias is None else out.add_(bias)
 
 
 def router_gemm(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """logits `[M, E]` fp32 = x `[M, H]` (bf16/fp32) @ w `[E, H]` (fp32)^T (+ bias)."""
+    check_types(OP, tensors=dict(x=x, w=w), optional=dict(bias=bias))
     return torch.ops.minimax_rocm.router_gemm(x, w, bias)
 
 

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 
 from .. import oracle, reference
-from ._common import check_tensor, on_gpu, run
+from ._common import aligned16, check_tensor, check_types, on_gpu, run
 
 OP = "topk_reduce"
 
@@ -18,12 +18,15 @@ def check(x: torch.Tensor, weights: Optional[torch.Tensor]) -> None:
                      device=x.device)
 
 
+def problem(x: torch.Tensor, weights: Optional[torch.Tensor]) -> oracle.Problem:
+    return oracle.Problem(OP, tokens=x.shape[0], hidden=x.shape[2], top_k=x.shape[1], dtype=str(x.dtype)[6:],
+                          on_gpu=on_gpu(x, weights), aligned16=aligned16(x))
+
+
 @torch.library.custom_op("minimax_rocm::topk_reduce", mutates_args=())
 def _topk_reduce(x: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
     check(x, weights)
-    p = oracle.Problem(OP, tokens=x.shape[0], hidden=x.shape[2], top_k=x.shape[1], dtype=str(x.dtype)[6:],
-                       on_gpu=on_gpu(x, weights))
-    return run(p, x, weights)
+    return run(problem(x, weights), x, weights)
 
 
 @_topk_reduce.register_fake
@@ -53,4 +56,5 @@ def _hip(x, weights):
 
 def topk_reduce(x: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Sum each token's k route rows: out[t] = sum_j w[t, j] * x[t, j] (w = 1 if None)."""
+    check_types(OP, tensors=dict(x=x), optional=dict(weights=weights))
     return torch.ops.minimax_rocm.topk_reduce(x, weights)

@@ -24,9 +24,14 @@ ACT_IDS = {"silu": 1, "swiglu_oai": 2}
 def act_math(g, u, alpha, limit, ACT: tl.constexpr):
     """fp32 gate/up -> activation. ACT 1: silu(g) * u; 2: SwiGLU-OAI."""
     if ACT == 2:
-        g = tl.minimum(g, limit)
-        u = tl.minimum(tl.maximum(u, -limit), limit)
-        return (u + 1.0) * g * tl.sigmoid(alpha * g)
+        # NaN must survive the clamps (as in torch.clamp): the default
+        # min/max return the other operand, turning NaN into +-limit.
+        g = tl.minimum(g, limit, propagate_nan=tl.PropagateNan.ALL)
+        u = tl.minimum(tl.maximum(u, -limit, propagate_nan=tl.PropagateNan.ALL), limit,
+                       propagate_nan=tl.PropagateNan.ALL)
+        # g * sigmoid(alpha g) first: it is bounded by limit, while (u + 1) * g
+        # overflows for a huge negative gate (inf * 0 = NaN instead of -0)
+        return (u + 1.0) * (g * tl.sigmoid(alpha * g))
     else:
         return g * tl.sigmoid(g) * u
 

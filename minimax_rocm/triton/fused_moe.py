@@ -338,7 +338,15 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
     gemm(a1, w2, y, sorted_ids, block_ids, npost, topk_w=None if before else tw, N=H, tile=p["tile2"],
          a_by_token=False, c_by_route=True, mul_weight=not before, zero_remote=before, **g)
     # Remote routes: rows never written by the sparse GEMM2 (zeros in
-    # "before"); the reduction skips them either way.
+    # "before"); the reduction skips them either way. "before" weights them
+    # in the reduction, so a remote route's weight is zeroed first: its 0 row
+    # times a NaN weight must not reach the output.
+    if before:
+        ok = (topk_ids >= 0) & (topk_ids < E_glob)
+        loc = topk_ids.long().clamp(0, E_glob - 1)
+        if expert_map is not None:
+            loc = expert_map.long()[loc]
+        tw = torch.where(ok & (loc >= 0) & (loc < E_loc), topk_weights, 0).reshape(-1)
     return topk_reduce(y.view(T, k, H), tw.view(T, k) if before else None, topk_ids=topk_ids,
                        expert_map=expert_map, num_local_experts=E_loc,
                        out=_buffer((T, H), hidden.dtype, hidden.device))

@@ -172,18 +172,21 @@ def bf16_block_multiplier(s, BIAS: tl.constexpr, PACKED_ASM: tl.constexpr):
     `fp8_bits_as_bf16` values into element x 2^(s - 127), built as BF16 bits
     ((s + 127 - BIAS) << 7, the exponent field saturated at 255): exact for s
     <= 127 + BIAS (block scales up to 2^BIAS, far above any weight's). Larger
-    scales and the NaN scale give inf, so such blocks come out inf / NaN,
-    never as wrong finite numbers."""
+    scales give inf, so such blocks come out inf / NaN, never as wrong finite
+    numbers; the NaN scale gives NaN (an inf weight could come out of
+    SwiGLU-OAI's clamp as a finite number)."""
     if PACKED_ASM:
         if BIAS == 8:
-            return tl.inline_asm_elementwise(_MULTIPLIER_ASM_BIAS8, "=r,=r,r", [s], dtype=tl.bfloat16, is_pure=True,
-                                             pack=4)
+            m = tl.inline_asm_elementwise(_MULTIPLIER_ASM_BIAS8, "=r,=r,r", [s], dtype=tl.bfloat16, is_pure=True,
+                                          pack=4)
         else:
-            return tl.inline_asm_elementwise(_MULTIPLIER_ASM_BIAS7, "=r,=r,r", [s], dtype=tl.bfloat16, is_pure=True,
-                                             pack=4)
+            m = tl.inline_asm_elementwise(_MULTIPLIER_ASM_BIAS7, "=r,=r,r", [s], dtype=tl.bfloat16, is_pure=True,
+                                          pack=4)
     else:
         f = tl.minimum(s.to(tl.int32) - BIAS + 127, 255)
-        return (f << 23).to(tl.float32, bitcast=True).to(tl.bfloat16)
+        m = (f << 23).to(tl.float32, bitcast=True).to(tl.bfloat16)
+    # one select per 32 weights
+    return tl.where(s == 255, float("nan"), m)
 
 
 @triton.jit
