@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from . import ops, reference
-from .dist import expert_map
+from .parallel import expert_map
 from .ops._common import LAST_BACKEND
 
 

@@ -8,13 +8,13 @@ import os
 import pytest
 import torch
 
-from minimax_rocm.dist import end_spawned_worker, local_init_method
+from minimax_rocm.parallel import end_spawned_worker, local_init_method
 import torch.distributed as dist
 
 import minimax_rocm as mm
 from minimax_rocm import oracle
 from minimax_rocm import reference as R
-from minimax_rocm.dist import lamport
+from minimax_rocm.parallel import lamport
 from minimax_rocm.ops._common import OpInputError
 
 pytestmark = pytest.mark.interpreter  # CPU tensors to Triton kernels (conftest.py)
@@ -150,7 +150,7 @@ def _fake_workspace(max_tokens):
 
 
 def test_hip_backend_refuses_more_tokens_than_the_workspace_holds():
-    from minimax_rocm.dist import register_lamport_workspace, unregister_lamport_workspace
+    from minimax_rocm.parallel import register_lamport_workspace, unregister_lamport_workspace
     register_lamport_workspace("fake", _fake_workspace(4))
     try:
         qkv = torch.randn(5, 48).to(bf)

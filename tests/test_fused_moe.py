@@ -16,7 +16,7 @@ import torch
 
 import minimax_rocm as mm
 from minimax_rocm import reference as R
-from minimax_rocm.dist import expert_map
+from minimax_rocm.parallel import expert_map
 from minimax_rocm.ops._common import LAST_BACKEND, OpInputError
 from minimax_rocm.triton import fused_moe as tri
 from minimax_rocm.triton.moe_configs import Tile

@@ -31,7 +31,7 @@ import torch
 import minimax_rocm as mm
 from minimax_rocm import oracle
 from minimax_rocm import reference as R
-from minimax_rocm.dist import expert_map
+from minimax_rocm.parallel import expert_map
 from minimax_rocm.ops._common import LAST_BACKEND
 from minimax_rocm.triton import fused_moe as tri_bf16
 from minimax_rocm.triton import fused_moe_mxfp8 as tri

@@ -264,7 +264,7 @@ def _lamport_worker(rank, world, init_method, out_path):
 
     import torch.distributed as dist
 
-    from minimax_rocm.dist import LamportWorkspace, end_spawned_worker
+    from minimax_rocm.parallel import LamportWorkspace, end_spawned_worker
     from minimax_rocm.ops._common import LAST_BACKEND
     torch.cuda.set_device(rank)
     dev = torch.device("cuda", rank)
@@ -297,7 +297,7 @@ def _lamport_worker(rank, world, init_method, out_path):
 def test_lamport_kernel_huge_rows(tmp_path):
     import torch.multiprocessing as mp
 
-    from minimax_rocm.dist import local_init_method
+    from minimax_rocm.parallel import local_init_method
     os.environ.update({"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"})
     os.environ.setdefault("MINIMAX_ROCM_JIT", "1")
     out_path = str(tmp_path / "lamport.pt")

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from minimax_rocm.dist import end_spawned_worker, local_init_method
+from minimax_rocm.parallel import end_spawned_worker, local_init_method
 
 pytestmark = pytest.mark.multigpu
 
@@ -246,7 +246,7 @@ def check_buffers_after_calls(ws, rank, world, dev, fails, log, last_T):
     waves real pairs (slots [0, waves) of each token and rank, the same waves
     everywhere, both halves real), every other slot of every buffer is the
     sentinel."""
-    from minimax_rocm.dist import lamport
+    from minimax_rocm.parallel import lamport
     torch.cuda.synchronize()
     n = ws.calls()
     b = ws.buffers()  # [buffers, max_tokens, world, slots, 2]
@@ -376,7 +376,7 @@ def check_errors_and_fallbacks(ws, rank, world, dev, fails, log):
 
 def check_reopen(rank, world, dev, fails, log):
     import minimax_rocm as mm
-    from minimax_rocm.dist import LamportWorkspace, lamport_workspace
+    from minimax_rocm.parallel import LamportWorkspace, lamport_workspace
     q_full, kv_full = 768 * world, 128 * world
     with LamportWorkspace(max_tokens=64, timeout_s=KERNEL_TIMEOUT_S) as ws2:
         fails.expect(lamport_workspace(ws2.group_name) is ws2, "reopen: not registered")
@@ -411,7 +411,7 @@ def _worker(rank, world, init_method, stress_calls):
     from minimax_rocm.build import ext
     if ext.load() is None:
         raise RuntimeError(f"native extension: {ext.load_error()}")
-    from minimax_rocm.dist import LamportWorkspace
+    from minimax_rocm.parallel import LamportWorkspace
     fails = Failures()
     ws = LamportWorkspace(max_tokens=MAX_T, timeout_s=KERNEL_TIMEOUT_S)
     try:

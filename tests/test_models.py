@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from minimax_rocm import reference as R
-from minimax_rocm.dist import weights as W
-from minimax_rocm.dist.combine import ep_combine
+from minimax_rocm.parallel import weights as W
+from minimax_rocm.parallel.combine import ep_combine
 from minimax_rocm.models import attention as A
 from minimax_rocm.models import moe as M
 from minimax_rocm.models.config import ConfigError, MiniMaxConfig, preset

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minimax_rocm import reference as R
-from minimax_rocm.dist import expert_map
+from minimax_rocm.parallel import expert_map
 from minimax_rocm.triton.moe_align import moe_align
 
 pytestmark = pytest.mark.interpreter  # CPU tensors to Triton kernels (conftest.py)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minimax_rocm import reference
-from minimax_rocm.dist import expert_map, local_expert_range
+from minimax_rocm.parallel import expert_map, local_expert_range
 
 pytestmark = pytest.mark.gpu
 

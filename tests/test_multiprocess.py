@@ -20,7 +20,7 @@ import traceback
 import pytest
 import torch
 
-from minimax_rocm.dist import end_spawned_worker, local_init_method
+from minimax_rocm.parallel import end_spawned_worker, local_init_method
 import torch.distributed as dist
 
 from minimax_rocm.models.config import preset
@@ -72,7 +72,7 @@ def _rel(a, b):
 
 def _qk(ctx, cfg, tp_group, lamport=False):
     from minimax_rocm import reference as R
-    from minimax_rocm.dist.weights import ParallelLayout, load_stage
+    from minimax_rocm.parallel.weights import ParallelLayout, load_stage
     from minimax_rocm.models.attention import QKNorm, qk_norm_reference, shard_qkv
     from minimax_rocm.ops import _common
     tp, r = dist.get_world_size(tp_group), dist.get_rank(tp_group)
@@ -109,7 +109,7 @@ def check_tp2_qk(ctx):
 def check_tp2_qk_lamport(ctx):
     """The fused one-shot Lamport kernel (GPU, native extension)."""
     from minimax_rocm.build import ext
-    from minimax_rocm.dist.lamport import LamportWorkspace
+    from minimax_rocm.parallel.lamport import LamportWorkspace
     ok = torch.tensor([1 if ext.available() and ext.load() is not None else 0], device=ctx.dev)
     dist.all_reduce(ok, op=dist.ReduceOp.MIN)         # every rank takes the same branch
     if not int(ok.item()):
@@ -121,7 +121,7 @@ def check_tp2_qk_lamport(ctx):
 
 
 def _moe(ctx, cfg, ep_group, layer):
-    from minimax_rocm.dist.weights import ParallelLayout, load_stage
+    from minimax_rocm.parallel.weights import ParallelLayout, load_stage
     from minimax_rocm.models.moe import MoEBlock, moe_reference
     from minimax_rocm.ops import _common
     ep, r = dist.get_world_size(ep_group), dist.get_rank(ep_group)
@@ -158,7 +158,7 @@ def check_ep4_moe(ctx):
 
 
 def _pp(ctx, cfg, pp_rank, stage_ranks, ep_group, ep_size, ep_rank):
-    from minimax_rocm.dist.weights import ParallelLayout, load_stage
+    from minimax_rocm.parallel.weights import ParallelLayout, load_stage
     from minimax_rocm.models.moe import Stage, ffn_input_reference, stage_reference
     from minimax_rocm.models.pipeline import pipeline_forward
     pp = len(stage_ranks)
@@ -196,7 +196,7 @@ def check_pp2(ctx):
 
 def check_pp2_ep2(ctx):
     # 4 ranks = PP2 x EP2 (ParallelLayout.from_world_rank with dp=2): stage s on ranks 2s, 2s + 1
-    from minimax_rocm.dist.weights import ParallelLayout
+    from minimax_rocm.parallel.weights import ParallelLayout
     lay = ParallelLayout.from_world_rank(ctx.rank, pp=2, dp=2)
     groups = [dist.new_group([0, 1]), dist.new_group([2, 3])]     # collective: every rank creates both
     _pp(ctx, MP_M2, lay.pp_rank, [lay.dp_rank, 2 + lay.dp_rank], groups[lay.pp_rank], lay.ep_size, lay.ep_rank)
@@ -238,7 +238,7 @@ def _worker(rank, world, use_cuda, init_method, ckpts, out_dir, seed, checks):
 def _run(tmp, world, use_cuda, checks):
     import torch.multiprocessing as mp
 
-    from minimax_rocm.dist.weights import random_checkpoint_tensors, save_checkpoint
+    from minimax_rocm.parallel.weights import random_checkpoint_tensors, save_checkpoint
     seed = int(torch.randint(0, 1 << 30, ()).item())
     ckpts = {}
     for i, cfg in enumerate((MP_M2, MP_M3)):

@@ -5,7 +5,7 @@ import torch
 
 import minimax_rocm as mm
 from minimax_rocm import reference as R
-from minimax_rocm.dist import expert_map
+from minimax_rocm.parallel import expert_map
 from minimax_rocm.ops._common import LAST_BACKEND, OpInputError
 
 bf = torch.bfloat16

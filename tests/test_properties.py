@@ -738,7 +738,7 @@ def routing(draw, T, E_loc, device):
     E_glob = E_loc * ep
     k = draw(st.integers(1, min(3, E_glob)))
     if ep > 1:
-        from minimax_rocm.dist import expert_map
+        from minimax_rocm.parallel import expert_map
         emap = expert_map(E_glob, ep, draw(st.integers(0, ep - 1))).to(device)
     else:
         emap = None

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minimax_rocm import reference as R
-from minimax_rocm.dist import expert_map
+from minimax_rocm.parallel import expert_map
 
 
 def test_rms_norm_hand_case():
@@ -149,7 +149,7 @@ def test_sum_over_ep_ranks_equals_unsharded_moe(ep):
     hidden, w13, w2, w, ids = _moe_inputs(E=8)
     full = R.fused_moe(hidden, w13, w2, w, ids, None, "swiglu_oai")
     total = torch.zeros_like(full)
-    from minimax_rocm.dist import local_expert_range
+    from minimax_rocm.parallel import local_expert_range
     for r in range(ep):
         lo, hi = local_expert_range(8, ep, r)
         total += R.fused_moe(hidden, w13[lo:hi], w2[lo:hi], w, ids, expert_map(8, ep, r), "swiglu_oai")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minimax_rocm import reference as R
-from minimax_rocm.dist import expert_map
+from minimax_rocm.parallel import expert_map
 from minimax_rocm.triton.topk_reduce import topk_reduce
 
 pytestmark = pytest.mark.interpreter  # CPU tensors to Triton kernels (conftest.py)

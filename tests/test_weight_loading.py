@@ -1,4 +1,4 @@
-"""Safetensors weight loading for PP / DP / EP / TP ranks (minimax_rocm.dist.weights),
+"""Safetensors weight loading for PP / DP / EP / TP ranks (minimax_rocm.parallel.weights),
 on real small checkpoints written to tmp_path: what each rank loads equals the
 right slice of the checkpoint, remote experts and other stages' layers are
 never read (counted through a wrapper around safetensors' safe_open), and
@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from minimax_rocm.dist import weights as W
-from minimax_rocm.dist.expert_map import local_expert_range
+from minimax_rocm.parallel import weights as W
+from minimax_rocm.parallel.expert_map import local_expert_range
 from minimax_rocm.models.config import preset
 
 bf = torch.bfloat16

@@ -305,7 +305,7 @@ def open_allreduce(group_name: str, max_tokens: int, cpu_group=None, device=None
     the same ranks as cpu_group, or None to create one (dist.new_group is
     collective over the WORLD: then every rank of the job must call)."""
     import torch.distributed as dist
-    from ..dist import resolve_group
+    from ..parallel import resolve_group
     if not available():
         raise RuntimeError("open_allreduce: AITER is not importable here (ROCm only)")
     group = resolve_group(group_name)

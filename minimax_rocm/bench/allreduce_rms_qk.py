@@ -22,7 +22,7 @@ import warnings
 import torch
 import torch.distributed as dist
 
-from ..dist import end_spawned_worker, local_init_method
+from ..parallel import end_spawned_worker, local_init_method
 from .harness import Context, Row, register_bench
 
 OP = "allreduce_rms_qk"
@@ -78,7 +78,7 @@ def _symm_mem_all_reduce(group_name: str, max_tokens: int):
 def measure(rank: int, world: int, quick: bool = False) -> tuple[list[Row], list[str]]:
     """Rows of this rank (every rank runs the same timings in the same order)."""
     import minimax_rocm as mm
-    from ..dist import LamportWorkspace
+    from ..parallel import LamportWorkspace
     from ..ops import _common
     from ..triton import dependent_launch
     from ..triton import rms_norm as tri

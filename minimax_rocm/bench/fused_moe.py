@@ -31,7 +31,7 @@ from typing import Optional
 import torch
 
 from .. import reference
-from ..dist import expert_map as make_expert_map
+from ..parallel import expert_map as make_expert_map
 from .harness import Context, Row, register_bench, time_us
 
 SHAPES = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .. import oracle, reference
-from ..dist import expert_map
+from ..parallel import expert_map
 from ..triton.moe_align import moe_align
 from .harness import Context, Row, register_bench, time_us
 

@@ -3,7 +3,7 @@
 (moe.py), pipeline stages (pipeline.py), and the multi-process demo (demo.py).
 
 Submodules load on first use (`minimax_rocm.models.moe`, ...): the weight
-loader in minimax_rocm.dist imports models.config, and the blocks import the
+loader in minimax_rocm.parallel imports models.config, and the blocks import the
 loader's weight containers, so nothing is imported eagerly here.
 """
 from __future__ import annotations

@@ -55,7 +55,7 @@ class QKNorm:
     """The QK-norm step of one layer on one TP rank.
 
     q_weight / k_weight: M2, this rank's slices of the `[q]` and `[kv]` norm
-    weights (minimax_rocm.dist.weights loads them so); M3, the `[head_dim]`
+    weights (minimax_rocm.parallel.weights loads them so); M3, the `[head_dim]`
     per-head weights. group_name names the TP group (M2 only; "" = TP1).
     """
 

@@ -27,7 +27,7 @@ from typing import Optional
 
 import torch
 
-from ..dist import end_spawned_worker, local_init_method
+from ..parallel import end_spawned_worker, local_init_method
 from .config import MiniMaxConfig, preset
 
 # The demo's shapes: the tiny presets, widened so TP8 and EP8 split evenly and
@@ -96,7 +96,7 @@ def _open_lamport(group, dev: torch.device, log: list):
     available (prebuilt, or MINIMAX_ROCM_JIT=1); None otherwise."""
     import torch.distributed as dist
     from ..build import ext
-    from ..dist.lamport import SUPPORTED_WORLD_SIZES, LamportWorkspace
+    from ..parallel.lamport import SUPPORTED_WORLD_SIZES, LamportWorkspace
     if dev.type != "cuda" or dist.get_world_size(group) not in SUPPORTED_WORLD_SIZES:
         return None
     ok = torch.tensor([1 if ext.available() else 0], device=dev)   # loaded before the group was made
@@ -113,8 +113,8 @@ def _worker(rank: int, world: int, ep: int, tp: int, init_method: str, ckpts: di
     import torch.distributed as dist
 
     from .. import ops, reference
-    from ..dist.expert_map import expert_map
-    from ..dist.weights import ParallelLayout, load_stage
+    from ..parallel.expert_map import expert_map
+    from ..parallel.weights import ParallelLayout, load_stage
     from ..ops import _common
     from .attention import QKNorm, qk_norm_reference, qkv_columns
     from .moe import MoEBlock, moe_reference
@@ -206,7 +206,7 @@ def run_demo(ep: int = 2, tp: int = 2, device: Optional[str] = None, tokens: int
     a DemoResult (op -> passed; truthy only when all passed)."""
     import torch.multiprocessing as mp
 
-    from ..dist.weights import random_checkpoint_tensors, save_checkpoint
+    from ..parallel.weights import random_checkpoint_tensors, save_checkpoint
 
     res = DemoResult()
     res.rows = []

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops, reference
-from ..dist.combine import ep_combine
-from ..dist.expert_map import expert_map, local_expert_range
-from ..dist.weights import DenseMLPWeights, LayerWeights, MoEWeights
+from ..parallel.combine import ep_combine
+from ..parallel.expert_map import expert_map, local_expert_range
+from ..parallel.weights import DenseMLPWeights, LayerWeights, MoEWeights
 from .config import MiniMaxConfig
 
 

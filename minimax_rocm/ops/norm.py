@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from .. import oracle, reference
-from ..dist import group_world_size, lamport_workspace, resolve_group
+from ..parallel import group_world_size, lamport_workspace, resolve_group
 from ._common import check_tensor, check_types, fail, on_gpu, run
 
 QK, ONE = "allreduce_rms_qk", "allreduce_rms"

@@ -114,7 +114,7 @@ def qk_norm_backend(tokens: int, width: int, dtype: torch.dtype, group_name: str
     path should run: across GPUs only a fused backend (Lamport kernel,
     AITER) within the workspace's token bound, since vLLM's path all-reduces
     with its own graph-safe communicator; on the CPU the reference."""
-    from ...dist import group_world_size, lamport_workspace
+    from ...parallel import group_world_size, lamport_workspace
     ws = lamport_workspace(group_name)
     problem = oracle.Problem("allreduce_rms_qk", tokens=tokens, hidden=width, dtype=str(dtype)[6:],
                              tp_size=group_world_size(group_name), on_gpu=on_gpu,
@@ -152,7 +152,7 @@ def qk_norm_(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, 
 
 
 def _world(group_name: str) -> int:
-    from ...dist import group_world_size
+    from ...parallel import group_world_size
     return group_world_size(group_name)
 
 

@@ -108,7 +108,7 @@ _original_forward_qkv = MiniMaxText01RMSNormTP.forward_qkv
 def _open_lamport(group) -> None:
     """The TP group's Lamport workspace, opened once (collective: every rank
     builds the same layers in the same order)."""
-    from ...dist import LamportWorkspace, lamport_workspace
+    from ...parallel import LamportWorkspace, lamport_workspace
     if lamport_workspace(group.group_name) is not None:
         return
     cfg = get_current_vllm_config_or_none()

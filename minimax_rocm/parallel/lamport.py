@@ -56,7 +56,7 @@ def _group_and_name(group) -> tuple:
 
 class LamportWorkspace:
     """Peer-mapped Lamport buffers for one process group (collective to open
-    and to close). Registers itself in `minimax_rocm.dist` under the group's
+    and to close). Registers itself in `minimax_rocm.parallel` under the group's
     name, which is what the `allreduce_rms*` ops look up.
 
         with LamportWorkspace(tp_group, max_tokens=8192):

@@ -4,7 +4,7 @@ Each rank reads only what it serves:
   - its pipeline stage's decoder layers (contiguous split; with an uneven count
     the first stages hold one layer more);
   - of each MoE layer, only its LOCAL experts (contiguous EP split, as
-    minimax_rocm.dist.expert_map), stacked for the fused MoE kernels:
+    minimax_rocm.parallel.expert_map), stacked for the fused MoE kernels:
         w13 `[E_loc, 2I, H]`: w1 (gate) rows then w3 (up) rows ("split" layout;
             "interleaved" puts gate in even and up in odd rows)
         w2  `[E_loc, H, I]`
