@@ -1,205 +1,13 @@
-// router_gemm: logits[M, E] (fp32) = x[M, H] (bf16 or fp32) @ W[E, H]^T (fp32),
-// for decode-sized M (<= 32).
-//
-// The op is bound by reading W once (3 MB for MiniMax-M2's 256 x 3072): each
-// block owns KE rows of W, its threads split K (16-byte loads of W and x),
-// and each thread keeps KE x MT accumulators, so every W element is loaded
-// once and used for all M rows. Partial sums meet in one block-wide
-// reduction (shuffles, then shared memory, in a fixed order: deterministic,
-// no atomics, no workspace). KE (1, 2 or 4 rows per block) trades the grid
-// size against how often x is re-read from L2 (one_pass_rows, host side).
-//
-// For M > 8 that layout leaves too few blocks (E / KE < SM count) and each
-// thread's FMA chain too long, so router_gemm_splitk also splits K across
-// blocks (see the split-K section below), and on NVIDIA sm90+ with bf16 x
-// router_gemm_tc does the products on the tensor cores and meets across a
-// thread-block cluster (the last section).
+// router_gemm_splitk and router_gemm_tc: K split across blocks, for the M
+// (up to 32) where the one-pass kernel (router_gemm_onepass.hip) leaves too
+// few blocks and too long FMA chains. Overview of the op: include/router_gemm.h.
 #include "mmr/mmr.h"
+#include "router_gemm.h"
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kVec = 8;  // K elements per thread step: 16 bytes of bf16 x, 2 x 16 bytes of W
-constexpr int kWaves = kThreads / mmr::kWave;
-
-template <typename XT>
-MMR_DEVICE void load_x8(const XT* p, float* v);
-
-template <>
-MMR_DEVICE void load_x8<uint16_t>(const uint16_t* p, float* v) {
-  const mmr::Vec16 a = mmr::load16(p);
-#pragma unroll
-  for (int q = 0; q < 4; ++q) {
-    v[2 * q] = mmr::bf16_lo(a.w[q]);
-    v[2 * q + 1] = mmr::bf16_hi(a.w[q]);
-  }
-}
-
-template <>
-MMR_DEVICE void load_x8<float>(const float* p, float* v) {
-  const float4 a = *reinterpret_cast<const float4*>(p);
-  const float4 b = *reinterpret_cast<const float4*>(p + 4);
-  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
-  v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-}
-
-// W rows [e0, e0 + KE) at K vector k (rows past E: zeros).
-template <int KE>
-MMR_DEVICE void load_w_rows(const float* __restrict__ w, int e0, int E, int H, int k, float (&wv)[KE][kVec]) {
-#pragma unroll
-  for (int r = 0; r < KE; ++r) {
-    if (e0 + r < E) {
-      load_x8<float>(w + int64_t(e0 + r) * H + k, wv[r]);
-    } else {
-#pragma unroll
-      for (int i = 0; i < kVec; ++i) wv[r][i] = 0.f;
-    }
-  }
-}
-
-// Rows [blockIdx.x * KE, +KE) of W against all M (<= MT) rows of x.
-// (One thread per K vector, up to 768 threads, was slower: benchmarks/history/router_gemm.md.)
-//
-// kPre: K vectors per thread whose W loads go out before the PDL wait (see
-// below). 3 covers hidden sizes to 3 x 8 x 256 = 6144 (both MiniMax gates);
-// 2 at 5-8 rows, where 3 would take two blocks per SM out of reach.
-template <typename XT, int MT, int KE,
-          int kPre = (sizeof(XT) == 2 && MT <= 4 ? 3 : sizeof(XT) == 2 && MT <= 8 ? 2 : 1)>
-MMR_DEVICE void router_block(const XT* __restrict__ x, const float* __restrict__ w, float* __restrict__ out, int M,
-                             int H, int E) {
-  __shared__ float partial[kWaves][KE * MT];
-  const int e0 = blockIdx.x * KE;
-  const int lane = mmr::lane_id(), wave = int(threadIdx.x) / mmr::kWave;
-  float acc[KE][MT];
-#pragma unroll
-  for (int r = 0; r < KE; ++r)
-#pragma unroll
-    for (int m = 0; m < MT; ++m) acc[r][m] = 0.f;
-
-  // One K vector (8 elements at k) of the W rows in wv against all x rows.
-  const auto step = [&](int k, const float (&wv)[KE][kVec]) {
-    // x rows in batches of kBatch whose loads are all issued before the
-    // first FMA: a branch on m < M per row would serialise them (one L2
-    // round trip per row). Rows past M re-read row M - 1 and are dropped.
-    // One batch up to 16 rows (faster than two batches of 8: benchmarks/history/router_gemm.md);
-    // 32 rows would not fit the registers beside 128 sums.
-    constexpr int kBatch = MT <= 16 ? MT : 8;
-#pragma unroll
-    for (int mb = 0; mb < MT; mb += kBatch) {
-      float xv[kBatch][kVec];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) load_x8<XT>(x + int64_t(min(mb + j, M - 1)) * H + k, xv[j]);
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j)
-#pragma unroll
-        for (int r = 0; r < KE; ++r)
-#pragma unroll
-          for (int i = 0; i < kVec; ++i) acc[r][mb + j] = fmaf(wv[r][i], xv[j][i], acc[r][mb + j]);
-    }
-  };
-  // W is a weight, written by no kernel while the model serves: a thread's
-  // first W vectors go out before the PDL wait and overlap the previous
-  // kernel's tail (x, which that kernel writes, only after it).
-  const int nvec = H / kVec;
-  int v = int(threadIdx.x);
-  if constexpr (kPre > 1) {
-    static_assert(sizeof(XT) == 2, "x vectors are loaded raw as bf16");
-    // bf16 x, few rows: kPre K vectors of W before the wait, then all their
-    // x vectors at once (raw, 4 registers each), so one L2 round trip after
-    // the wait covers them (M2's 3072 and M3's 6144 take 1.5 and 3 per thread).
-    float wv[kPre][KE][kVec];
-#pragma unroll
-    for (int p = 0; p < kPre; ++p) {
-      if (v + p * kThreads >= nvec) break;
-      load_w_rows<KE>(w, e0, E, H, (v + p * kThreads) * kVec, wv[p]);
-    }
-    mmr::pdl_wait();
-    mmr::pdl_launch_dependents();
-    mmr::Vec16 xr[kPre][MT];
-#pragma unroll
-    for (int p = 0; p < kPre; ++p) {
-      if (v + p * kThreads >= nvec) break;
-#pragma unroll
-      for (int j = 0; j < MT; ++j)  // rows past M re-read row M - 1 (dropped)
-        xr[p][j] = mmr::load16(x + int64_t(min(j, M - 1)) * H + (v + p * kThreads) * kVec);
-    }
-#pragma unroll
-    for (int p = 0; p < kPre; ++p) {
-      if (v + p * kThreads >= nvec) break;
-#pragma unroll
-      for (int j = 0; j < MT; ++j)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const float lo = mmr::bf16_lo(xr[p][j].w[q]), hi = mmr::bf16_hi(xr[p][j].w[q]);
-#pragma unroll
-          for (int r = 0; r < KE; ++r) {
-            acc[r][j] = fmaf(wv[p][r][2 * q], lo, acc[r][j]);
-            acc[r][j] = fmaf(wv[p][r][2 * q + 1], hi, acc[r][j]);
-          }
-        }
-    }
-    v += kPre * kThreads;
-  } else {
-    // The first iteration is peeled: a W buffer live across the loop spills at MT = 32.
-    float wv[KE][kVec];
-    if (v < nvec) load_w_rows<KE>(w, e0, E, H, v * kVec, wv);
-    mmr::pdl_wait();
-    mmr::pdl_launch_dependents();
-    if (v < nvec) step(v * kVec, wv);
-    v += kThreads;
-  }
-  for (; v < nvec; v += kThreads) {
-    float wv[KE][kVec];
-    load_w_rows<KE>(w, e0, E, H, v * kVec, wv);
-    step(v * kVec, wv);
-  }
-#pragma unroll
-  for (int r = 0; r < KE; ++r)
-#pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      const float s = mmr::wave_sum(acc[r][m]);
-      if (lane == 0) partial[wave][r * MT + m] = s;
-    }
-  __syncthreads();
-  for (int i = threadIdx.x; i < KE * MT; i += kThreads) {
-    const int r = i / MT, m = i % MT;
-    if (m >= M || e0 + r >= E) continue;
-    float s = 0.f;
-#pragma unroll
-    for (int q = 0; q < kWaves; ++q) s += partial[q][i];
-    out[int64_t(m) * E + e0 + r] = s;
-  }
-}
-
-// One kernel per (x dtype, M bucket): non-template entry points, so the
-// device-only gfx942 compile emits every one of them.
-#define MMR_ROUTER_KERNEL(NAME, XT, MT, KE)                                                            \
-  __global__ void __launch_bounds__(kThreads) NAME(const XT* __restrict__ x, const float* __restrict__ w, \
-                                                   float* __restrict__ out, int M, int H, int E) {      \
-    router_block<XT, MT, KE>(x, w, out, M, H, E);                                                      \
-  }
-
-// bf16 x, M <= 8: 1, 2 or 4 W rows per block, chosen by one_pass_rows (host).
-MMR_ROUTER_KERNEL(router_gemm_bf16_m1_r1, uint16_t, 1, 1)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m1_r2, uint16_t, 1, 2)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m1_r4, uint16_t, 1, 4)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m2_r1, uint16_t, 2, 1)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m2_r2, uint16_t, 2, 2)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m2_r4, uint16_t, 2, 4)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m4_r1, uint16_t, 4, 1)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m4_r2, uint16_t, 4, 2)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m4_r4, uint16_t, 4, 4)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m8_r1, uint16_t, 8, 1)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m8_r2, uint16_t, 8, 2)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m8_r4, uint16_t, 8, 4)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m16, uint16_t, 16, 2)
-MMR_ROUTER_KERNEL(router_gemm_bf16_m32, uint16_t, 32, 4)
-MMR_ROUTER_KERNEL(router_gemm_f32_m1, float, 1, 1)
-MMR_ROUTER_KERNEL(router_gemm_f32_m2, float, 2, 1)
-MMR_ROUTER_KERNEL(router_gemm_f32_m4, float, 4, 1)
-MMR_ROUTER_KERNEL(router_gemm_f32_m8, float, 8, 1)
-MMR_ROUTER_KERNEL(router_gemm_f32_m16, float, 16, 2)
-MMR_ROUTER_KERNEL(router_gemm_f32_m32, float, 32, 4)
+using router::kThreads;
+using router::kVec;
 
 // ---------------------------------------------------------------- split-K (8 < M <= 32)
 // grid (tiles = ceil(E / KE), S): block (t, s) multiplies W rows
@@ -724,106 +532,13 @@ MMR_TC_KERNEL(router_tc_bf16_m32_s3, 4, 3)
 }  // namespace
 
 #ifndef MMR_DEVICE_ONLY
-#include "mmr/torch_glue.h"
-
 namespace {
 
-constexpr int kMaxM = 32;
-
-template <typename XT>
-hipError_t launch(void (*kernel)(const XT*, const float*, float*, int, int, int), int rows_per_block, const void* x,
-                  const float* w, float* out, int M, int H, int E, hipStream_t stream, bool pdl) {
-  const int blocks = (E + rows_per_block - 1) / rows_per_block;
-  return mmr::launch_kernel(kernel, dim3(blocks), dim3(kThreads), 0, stream, pdl, static_cast<const XT*>(x), w, out,
-                            M, H, E);
-}
-
-struct Shape {
-  int M, H, E;
-};
-
-// x [M, H] bf16/fp32, w [E, H] fp32, out [M, E] fp32.
-Shape check_args(const char* op, const at::Tensor& x, const at::Tensor& w, const at::Tensor& out) {
-  MMR_CHECK(op, "x", x.is_cuda() && x.dim() == 2 && x.is_contiguous() &&
-                         (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kFloat),
-            "must be a contiguous [M, H] bf16 or fp32 GPU tensor");
-  const int M = int(x.size(0)), H = int(x.size(1));
-  MMR_CHECK(op, "x", M >= 1 && M <= kMaxM, "must have 1..32 rows (the native kernel is for decode batches)");
-  MMR_CHECK(op, "x", H % kVec == 0 && mmr::aligned16(x.data_ptr()), "hidden size must be a multiple of 8, 16-byte aligned");
-  MMR_CHECK(op, "w", w.is_cuda() && w.device() == x.device() && w.scalar_type() == at::kFloat && w.dim() == 2 &&
-                         w.is_contiguous() && w.size(1) == H && mmr::aligned16(w.data_ptr()),
-            "must be a contiguous, 16-byte aligned [E, H] fp32 tensor on x's device");
-  const int E = int(w.size(0));
-  MMR_CHECK(op, "w", E >= 1, "must have at least one row");
-  MMR_CHECK(op, "out", out.is_cuda() && out.device() == x.device() && out.scalar_type() == at::kFloat &&
-                           out.is_contiguous() && out.dim() == 2 && out.size(0) == M && out.size(1) == E,
-            "must be a contiguous [M, E] fp32 tensor on x's device");
-  return {M, H, E};
-}
-
-// W rows per block of the one-pass kernel for bf16 x and M <= 8: the most
-// (1, 2 or 4) whose W fits a byte budget. Every block reads all of x after
-// the PDL wait, so fewer blocks re-read x less often (M2 at M = 4: 256
-// blocks read 6 MB of x from L2, 128 blocks 3 MB); more W per block
-// lengthens the block's W stream, which overlaps the previous kernel only in
-// a PDL chain. 48 KB at M = 1 (M2: 4 rows, M3: 2), 24 KB above (M2: 2 rows,
-// M3: 1): measured on an H200 (benchmarks/history/router_gemm.md). AMD keeps
-// one row until measured: MI300X has 304 CUs, and 64 blocks would leave most
-// of them out of the W stream.
-int one_pass_rows(int M, int H) {
-#if MMR_AMD
-  (void)M;
-  (void)H;
-  return 1;
-#else
-  const int64_t budget = M == 1 ? 48 * 1024 : 24 * 1024;
-  int rows = 4;
-  while (rows > 1 && int64_t(rows) * H * int64_t(sizeof(float)) > budget) rows /= 2;
-  return rows;
-#endif
-}
-
-// pdl: launch with programmatic dependent launch (NVIDIA sm90+; the kernels
-// load only W before mmr::pdl_wait()).
-void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, bool pdl) {
-  const char* op = "router_gemm";
-  const auto [M, H, E] = check_args(op, x, w, out);
-  const c10::DeviceGuard guard(x.device());
-  const hipStream_t s = mmr::current_stream();
-  float* o = out.data_ptr<float>();
-  const float* wp = w.data_ptr<float>();
-  const void* xp = x.data_ptr();
-  const bool bf16 = x.scalar_type() == at::kBFloat16;
-#define MMR_ROUTER_LAUNCH(MT, KE)                                                                        \
-  (bf16 ? launch<uint16_t>(router_gemm_bf16_m##MT, KE, xp, wp, o, M, H, E, s, pdl)                       \
-        : launch<float>(router_gemm_f32_m##MT, KE, xp, wp, o, M, H, E, s, pdl))
-  hipError_t e;
-  if (M <= 8) {
-    const int mi = M <= 1 ? 0 : M <= 2 ? 1 : M <= 4 ? 2 : 3;  // kernels for 1, 2, 4, 8 rows of x
-    if (bf16) {
-      using Kernel = void (*)(const uint16_t*, const float*, float*, int, int, int);
-      static constexpr Kernel kernels[4][3] = {
-          {router_gemm_bf16_m1_r1, router_gemm_bf16_m1_r2, router_gemm_bf16_m1_r4},
-          {router_gemm_bf16_m2_r1, router_gemm_bf16_m2_r2, router_gemm_bf16_m2_r4},
-          {router_gemm_bf16_m4_r1, router_gemm_bf16_m4_r2, router_gemm_bf16_m4_r4},
-          {router_gemm_bf16_m8_r1, router_gemm_bf16_m8_r2, router_gemm_bf16_m8_r4}};
-      const int rows = one_pass_rows(M, H), ri = rows == 1 ? 0 : rows == 2 ? 1 : 2;
-      e = launch<uint16_t>(kernels[mi][ri], rows, xp, wp, o, M, H, E, s, pdl);
-    } else {  // fp32 x: one W row per block (one_pass_rows was measured for bf16 x only)
-      using Kernel = void (*)(const float*, const float*, float*, int, int, int);
-      static constexpr Kernel kernels[4] = {router_gemm_f32_m1, router_gemm_f32_m2, router_gemm_f32_m4,
-                                            router_gemm_f32_m8};
-      e = launch<float>(kernels[mi], 1, xp, wp, o, M, H, E, s, pdl);
-    }
-  } else if (M <= 16) e = MMR_ROUTER_LAUNCH(16, 2);
-  else e = MMR_ROUTER_LAUNCH(32, 4);
-#undef MMR_ROUTER_LAUNCH
-  MMR_CHECK_LAUNCH_RESULT(op, e);
-}
+using router::ceil_div;
+using router::check_args;
+using router::kMaxM;
 
 // ---------------------------------------------------------------- split-K host
-
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 int splitk_tiles(int E) { return ceil_div(E, kSplitKE); }
 
@@ -963,7 +678,14 @@ void router_gemm_tc(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, i
   const char* op = "router_gemm_tc";
   const auto [M, H, E] = check_args(op, x, w, out);
   MMR_CHECK(op, "x", x.scalar_type() == at::kBFloat16, "must be bf16 (fp32 activations take router_gemm_splitk)");
-  MMR_CHECK(op, "slices", slices >= 0 && slices <= int64_t(mmr::kMaxClusterBlocks),
+#if MMR_AMD
+  // mmr::kMaxClusterBlocks exists on NVIDIA only; AMD checks the same bound
+  // so that both vendors reject bad arguments alike.
+  constexpr int64_t kMaxSlices = 16;
+#else
+  constexpr int64_t kMaxSlices = mmr::kMaxClusterBlocks;
+#endif
+  MMR_CHECK(op, "slices", slices >= 0 && slices <= kMaxSlices,
             "must be 0 (automatic) or 1 to 16 blocks per cluster");
   MMR_CHECK(op, "steps", steps == 0 || steps == 2 || steps == 3, "must be 0 (automatic), 2 or 3 MMA steps per K unit");
   const c10::DeviceGuard guard(x.device());
@@ -994,7 +716,6 @@ void router_gemm_tc(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, i
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(minimax_rocm_ext, m) {
-  m.def("router_gemm(Tensor x, Tensor w, Tensor(a!) out, bool pdl=False) -> ()");
   m.def("router_gemm_splitk(Tensor x, Tensor w, Tensor(a!) out, Tensor(b!) partials, Tensor(c!) counters, "
         "int splits=0, bool pdl=False) -> ()");
   m.def("router_gemm_tc(Tensor x, Tensor w, Tensor(a!) out, int slices=0, bool pdl=False, int steps=0) -> ()");
@@ -1002,7 +723,6 @@ TORCH_LIBRARY_FRAGMENT(minimax_rocm_ext, m) {
 }
 
 TORCH_LIBRARY_IMPL(minimax_rocm_ext, CUDA, m) {
-  m.impl("router_gemm", &router_gemm);
   m.impl("router_gemm_splitk", &router_gemm_splitk);
   m.impl("router_gemm_tc", &router_gemm_tc);
 }
