@@ -188,6 +188,12 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     # every M <= 32 (1.25-6.4x), its size limit; the AMD entries take the same
     # kernel's range until an MI300X measurement replaces them.
     "router_native_max_m": {"gfx942": 32, "gfx950": 32, "sm90": 32, "sm100": 32, "cpu": 0},
+    # Without the extension, the Triton split-K router only where it beat
+    # cast + cuBLAS (H100, 2026-11-24: 12.8-12.9 us against 15.1-16.8 at M = 8
+    # and 16; slower at M = 1-4 (12.7 against 5.7 at M = 1) and at 32;
+    # benchmarks/history/router_gemm.md). AMD entries: not measured, the same.
+    "router_triton_min_m": {"gfx942": 8, "gfx950": 8, "sm90": 8, "sm100": 8, "cpu": 1 << 30},
+    "router_triton_max_m": {"gfx942": 16, "gfx950": 16, "sm90": 16, "sm100": 16, "cpu": 0},
     # Native MXFP8 for max_model_len at or under this; emulation above (issue 7,
     # from the MI300X memory policy: every layer keeps BF16 beside MXFP8 up to 4096).
     "mxfp8_native_max_model_len": {"gfx942": 4096, "gfx950": 4096, "sm90": 4096, "sm100": 4096, "cpu": 4096},
@@ -264,6 +270,11 @@ def _router_small(p, plat):
             and p.hidden % 8 == 0)
 
 
+def _router_triton(p, plat):
+    return (_router_small(p, plat) and threshold("router_triton_min_m", plat.arch) <= p.tokens
+            <= threshold("router_triton_max_m", plat.arch))
+
+
 def _align_native(p, plat):
     return (p.num_local_experts >= threshold("align_native_min_local_experts", plat.arch)
             and p.tokens * p.top_k <= threshold("align_native_max_routes", plat.arch))
@@ -329,7 +340,7 @@ RULES: tuple[Rule, ...] = (
     # router_gemm ---------------------------------------------------------------
     Rule("router_gemm", "hip", "small M: native kernel reads W once for all rows",
          lambda p, plat: _router_small(p, plat) and p.aligned16),
-    Rule("router_gemm", "triton", "small M: Triton split-K kernel (fp32 dot)", _router_small),
+    Rule("router_gemm", "triton", "M 8-16 without the extension: Triton split-K kernel (fp32 dot)", _router_triton),
     Rule("router_gemm", "torch", "large M or bias: cast + BLAS (F.linear)"),
     # QK norm all-reduce ----------------------------------------------------------
     Rule("allreduce_rms_qk", "hip", "one-shot Lamport exchange + norm in one kernel", _lamport_ok),

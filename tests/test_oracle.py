@@ -170,3 +170,11 @@ def test_moe_align_native_only_for_many_experts_and_few_routes(arch):
                                    (1, 8, experts - 1, "triton"), (216, 4, 16, "triton")):
         p = oracle.Problem("moe_align", tokens=tokens, top_k=k, num_local_experts=e_loc)
         assert oracle.decide(p, plat).chosen.backend == want, (arch, tokens, k, e_loc)
+
+
+@pytest.mark.parametrize("m,backend", [(1, "torch"), (4, "torch"), (8, "triton"), (16, "triton"), (17, "torch"),
+                                       (32, "torch")])
+def test_router_without_extension_takes_triton_only_where_it_was_faster(m, backend):
+    plat = oracle.simulated_platform("sm90", native_ext=False)
+    p = oracle.Problem("router_gemm", tokens=m, hidden=3072, num_experts=256)
+    assert oracle.decide(p, plat, check_impl=False).chosen.backend == backend
