@@ -1,7 +1,7 @@
 """minimax-rocm: builds the native extension when a GPU toolkit is present.
 
 - ROCm torch: the HIP sources in hip/ (PYTORCH_ROCM_ARCH, default gfx942;gfx950).
-- CUDA torch + nvcc: hip/ translated to CUDA first (minimax_rocm/build/hip2cuda.py),
+- CUDA torch + nvcc: hip/ translated to CUDA first (minimax_rocm/native/hip2cuda.py),
   TORCH_CUDA_ARCH_LIST default 9.0;10.0.
 - Otherwise: pure Python (Triton and torch backends). A missing toolkit is
   never a build failure. MINIMAX_ROCM_BUILD_EXT=0|1 forces the choice (1 makes
@@ -38,7 +38,7 @@ def native_extension():
     elif torch.version.cuda and cpp_extension.CUDA_HOME:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0;10.0")
         sys.path.insert(0, str(ROOT))
-        from minimax_rocm.build import hip2cuda
+        from minimax_rocm.native import hip2cuda
         out = ROOT / "build" / "cuda_src"
         hip2cuda.translate_tree(HIP / "include", out / "include")
         sources = [hip2cuda.translate_file(s, out) for s in sources]

@@ -26,7 +26,7 @@ def info() -> str:
              f"fp8={plat.fp8_dtype} mx_hw={plat.mx_hw}{' (simulated)' if plat.simulated else ''}",
              f"backends usable: {', '.join(plat.backends)}"]
     try:
-        from .build import ext
+        from .native import ext
         err = ext.load_error() if hasattr(ext, "load_error") else None
         lines.append(f"native extension: {'loaded' if plat.native_ext else 'not loaded'}"
                      + (f" ({err})" if err and not plat.native_ext else ""))

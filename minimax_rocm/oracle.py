@@ -99,7 +99,7 @@ def _aiter_usable() -> bool:
 
 def _native_ext_loaded() -> bool:
     try:
-        from .build import ext
+        from .native import ext
     except Exception:
         return False
     return ext.available()

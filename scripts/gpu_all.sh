@@ -12,7 +12,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 python3 - <<'PY' 2>&1 | tee "$OUT/build.log"
 import time
 t = time.time()
-from minimax_rocm.build import ext
+from minimax_rocm.native import ext
 m = ext.load(verbose=False)
 print("extension:", "loaded" if m is not None else f"FAILED: {ext.load_error()}", f"({time.time() - t:.0f} s)")
 PY

@@ -12,7 +12,7 @@ echo "build_ext: rc=${PIPESTATUS[0]} in $(( $(date +%s) - t0 )) s"
 ls minimax_rocm/_C*.so
 python3 -c "
 import minimax_rocm._C, torch
-from minimax_rocm.build import ext
+from minimax_rocm.native import ext
 print('prebuilt loads:', ext.available(), 'ops:', [o for o in dir(torch.ops.minimax_rocm_ext) if not o.startswith('_')][:8])
 "
 python3 -m minimax_rocm info | head -4

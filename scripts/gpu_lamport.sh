@@ -18,7 +18,7 @@ t0=$(date +%s)
 python3 - > "$OUT/build.log" 2>&1 <<'PY'
 import time
 t = time.time()
-from minimax_rocm.build import ext
+from minimax_rocm.native import ext
 m = ext.load(verbose=True)
 print("extension:", "loaded" if m is not None else f"FAILED: {ext.load_error()}", f"({time.time() - t:.0f} s)")
 if m is not None:

@@ -8,7 +8,7 @@ export MINIMAX_ROCM_JIT=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/mmr_out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 t0=$(date +%s)
-python3 -c "from minimax_rocm.build import ext; m = ext.load(verbose=True); print(m is not None, ext.load_error())" \
+python3 -c "from minimax_rocm.native import ext; m = ext.load(verbose=True); print(m is not None, ext.load_error())" \
     > "$OUT/build.log" 2>&1
 tail -3 "$OUT/build.log"
 echo "build: $(( $(date +%s) - t0 )) s"

@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED=1 MINIMAX_ROCM_JIT=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYT
 OUT=${OUT:-/tmp/mmr_out}; mkdir -p "$OUT"
 cat > "$OUT/router_cases.py" <<'PY'
 import sys, torch
-from minimax_rocm.build import ext
+from minimax_rocm.native import ext
 from minimax_rocm.bench.harness import time_us
 from minimax_rocm.ops.router_gemm import splitk_workspace
 profile = len(sys.argv) > 1
@@ -45,7 +45,7 @@ else:
     for label, fn in cases:
         print(f"{label:40s} graph {time_us(fn):6.2f} us   eager {time_us(fn, graph=False):6.2f} us", flush=True)
 PY
-python3 -c "from minimax_rocm.build import ext; assert ext.load() is not None, ext.load_error()"
+python3 -c "from minimax_rocm.native import ext; assert ext.load() is not None, ext.load_error()"
 python3 "$OUT/router_cases.py"
 ncu --clock-control none --nvtx --nvtx-include "case/" \
     --section SpeedOfLight --section LaunchStats --section WarpStateStats --section Occupancy \

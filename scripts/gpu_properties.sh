@@ -17,7 +17,7 @@ OUT=${OUT:-/tmp/mmr_out}; mkdir -p "$OUT"
 python3 -c "import hypothesis" 2>/dev/null || pip install -q hypothesis
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'gpus', torch.cuda.device_count(), torch.cuda.get_device_name(0))"
 python3 -c "
-from minimax_rocm.build import ext
+from minimax_rocm.native import ext
 m = ext.load(verbose=False)
 print('extension:', 'loaded' if m is not None else f'FAILED: {ext.load_error()}')" 2>&1 | tee "$OUT/build.log"
 marks="gpu"

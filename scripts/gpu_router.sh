@@ -11,7 +11,7 @@ OUT=${OUT:-/tmp/mmr_out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 t0=$(date +%s)
 python3 -c "
-from minimax_rocm.build import ext
+from minimax_rocm.native import ext
 m = ext.load(verbose=True)
 print('extension:', 'loaded' if m is not None else f'FAILED: {ext.load_error()}')" > "$OUT/build.log" 2>&1
 grep -E "error|extension:" "$OUT/build.log" | tail -25

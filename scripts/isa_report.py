@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minimax_rocm.build.compile_checks import main  # noqa: E402
+from minimax_rocm.native.compile_checks import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

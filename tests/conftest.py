@@ -61,7 +61,7 @@ def _fresh_seed(request):
 def native():
     """torch.ops.minimax_rocm_ext after loading (or JIT-building) the native
     extension; skips with the loader's reason where it is not available."""
-    from minimax_rocm.build import ext
+    from minimax_rocm.native import ext
     m = ext.load()
     if m is None:
         pytest.skip(f"native extension not loaded: {ext.load_error()}")

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from minimax_rocm.build import compile_checks as cc
+from minimax_rocm.native import compile_checks as cc
 
 SOURCES = cc.hip_sources()
 AMD_MISSING = cc.missing_amd_tools()

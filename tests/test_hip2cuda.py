@@ -1,8 +1,8 @@
 """The HIP -> CUDA translator."""
 import pytest
 
-from minimax_rocm.build import compile_checks, hip2cuda
-from minimax_rocm.build.hip2cuda import TranslationError, translate_text
+from minimax_rocm.native import compile_checks, hip2cuda
+from minimax_rocm.native.hip2cuda import TranslationError, translate_text
 
 HIP_FILES = sorted(compile_checks.HIP_DIR.rglob("*.hip")) + sorted(compile_checks.HIP_DIR.rglob("*.h"))
 

@@ -408,7 +408,7 @@ def _worker(rank, world, init_method, stress_calls):
         if rank == 0:
             print(f"[lamport rank 0 +{time.time() - t_start:5.1f}s] {msg}", flush=True)
 
-    from minimax_rocm.build import ext
+    from minimax_rocm.native import ext
     if ext.load() is None:
         raise RuntimeError(f"native extension: {ext.load_error()}")
     from minimax_rocm.parallel import LamportWorkspace

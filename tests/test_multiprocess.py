@@ -108,7 +108,7 @@ def check_tp2_qk(ctx):
 
 def check_tp2_qk_lamport(ctx):
     """The fused one-shot Lamport kernel (GPU, native extension)."""
-    from minimax_rocm.build import ext
+    from minimax_rocm.native import ext
     from minimax_rocm.parallel.lamport import LamportWorkspace
     ok = torch.tensor([1 if ext.available() and ext.load() is not None else 0], device=ctx.dev)
     dist.all_reduce(ok, op=dist.ReduceOp.MIN)         # every rank takes the same branch
@@ -213,7 +213,7 @@ def _worker(rank, world, use_cuda, init_method, ckpts, out_dir, seed, checks):
     dev = torch.device("cuda", rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
-        from minimax_rocm.build import ext
+        from minimax_rocm.native import ext
         if ext.available():
             ext.load()      # before any collective: a JIT build (file-locked) must not outlast a peer's wait
     dist.init_process_group("nccl" if use_cuda else "gloo", init_method=init_method, rank=rank,

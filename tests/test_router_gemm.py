@@ -508,7 +508,7 @@ def test_op_takes_tc_for_bf16_past_the_threshold(native, monkeypatch):
                 return lambda *a: (calls.append(a[0].shape[0]), real(*a))[1]
             return getattr(native, name)
 
-    from minimax_rocm.build import ext
+    from minimax_rocm.native import ext
     monkeypatch.setattr(ext, "ops", lambda: Spy())
     taken = []
     # M2's gate keeps the one-pass kernel to 8 rows, M3's (twice the hidden

@@ -156,7 +156,7 @@ def _rank_main(rank: int, world: int, init_method: str, quick: bool, out_path: s
     dist.init_process_group("nccl", init_method=init_method, rank=rank, world_size=world,
                             device_id=torch.device("cuda", rank), timeout=datetime.timedelta(seconds=180))
     try:
-        from ..build import ext
+        from ..native import ext
         if ext.load() is None:
             raise RuntimeError(f"native extension not available: {ext.load_error()}")
         rows, notes = measure(rank, world, quick)

@@ -55,7 +55,7 @@ def bench(ctx: Context) -> list[Row]:
 
 def _native_ops():
     """The native extension's ops, loaded (or JIT-built); an error where it is not available."""
-    from ..build import ext
+    from ..native import ext
     if ext.load() is None:
         raise RuntimeError(f"native extension not loaded: {ext.load_error()}")
     return ext.ops()

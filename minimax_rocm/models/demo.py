@@ -95,7 +95,7 @@ def _open_lamport(group, dev: torch.device, log: list):
     """A Lamport workspace for the TP group where the native extension is
     available (prebuilt, or MINIMAX_ROCM_JIT=1); None otherwise."""
     import torch.distributed as dist
-    from ..build import ext
+    from ..native import ext
     from ..parallel.lamport import SUPPORTED_WORLD_SIZES, LamportWorkspace
     if dev.type != "cuda" or dist.get_world_size(group) not in SUPPORTED_WORLD_SIZES:
         return None
@@ -122,7 +122,7 @@ def _worker(rank: int, world: int, ep: int, tp: int, init_method: str, ckpts: di
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     if use_cuda:
         torch.cuda.set_device(rank)
-        from ..build import ext
+        from ..native import ext
         ext.available()          # loads (or JIT-builds, file-locked) before any collective can time out
     dev = torch.device("cuda", rank) if use_cuda else torch.device("cpu")
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")   # NVLink multicast stays off on the lent machines

@@ -98,7 +98,7 @@ def _align_triton(topk_ids, block_m, expert_map, num_local_experts):
 
 @oracle.register_impl(ALIGN, "hip")
 def _align_hip(topk_ids, block_m, expert_map, num_local_experts):
-    from ..build import ext
+    from ..native import ext
     n = reference.align_buffer_size(topk_ids.numel(), block_m, num_local_experts)
     i32 = dict(dtype=torch.int32, device=topk_ids.device)
     sorted_ids, block_ids, npp = torch.empty(n, **i32), torch.empty(n // block_m, **i32), torch.empty(1, **i32)

@@ -56,7 +56,7 @@ def _quant_triton(x, fp8_dtype):
 def _quant_hip(x, fp8_dtype):
     # bf16 input only (the oracle's rule says so); the kernel writes bytes, the
     # fp8 flavour is a view.
-    from ..build import ext
+    from ..native import ext
     q = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
     s = torch.empty((*x.shape[:-1], x.shape[-1] // reference.MX_BLOCK), dtype=torch.uint8, device=x.device)
     ext.ops().mxfp8_quant(x, fp8_dtype == "e4m3fnuz", q, s)

@@ -79,7 +79,7 @@ _SPLITK_LAST_EAGER: dict[tuple, tuple] = {}
 
 def splitk_workspace(device: torch.device, num_experts: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(partials fp32, counters int32) for router_gemm_splitk on the current stream."""
-    from ..build import ext
+    from ..native import ext
     stream = torch.cuda.current_stream(device)
     key = (device.index, num_experts, stream.cuda_stream)
     capturing = torch.cuda.is_current_stream_capturing()
@@ -136,7 +136,7 @@ def tc_available(device: torch.device) -> bool:
 
 @oracle.register_impl(OP, "hip")
 def _hip(x, w, bias):
-    from ..build import ext
+    from ..native import ext
     from ..triton import dependent_launch
     out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32, device=x.device)
     # PDL (NVIDIA sm90+): in a chain of short kernels the launch hides behind

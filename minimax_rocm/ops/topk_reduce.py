@@ -48,7 +48,7 @@ def _triton(x, weights):
 
 @oracle.register_impl(OP, "hip")
 def _hip(x, weights):
-    from ..build import ext
+    from ..native import ext
     out = torch.empty((x.shape[0], x.shape[2]), dtype=x.dtype, device=x.device)
     ext.ops().topk_reduce(x, None if weights is None else weights.float(), out)
     return out

@@ -66,7 +66,7 @@ class LamportWorkspace:
     def __init__(self, group: Union[None, str, "dist.ProcessGroup"] = None, max_tokens: int = 8192,
                  device: Optional[Union[int, torch.device]] = None, register: bool = True,
                  timeout_s: float = 600.0):
-        from ..build import ext
+        from ..native import ext
         self.group, self.group_name = _group_and_name(group)
         self.world = dist.get_world_size(self.group)
         self.rank = dist.get_rank(self.group)

@@ -16,7 +16,7 @@ looks HIP-specific (hip*, HIP*, __hip*, __HIP*, __builtin_amdgcn*) and has no
 mapping is an error naming file, line and identifier. Comments and string
 literals are neither translated nor checked.
 
-CLI: python -m minimax_rocm.build.hip2cuda FILE_OR_DIR... -o OUTDIR
+CLI: python -m minimax_rocm.native.hip2cuda FILE_OR_DIR... -o OUTDIR
 (.hip -> .cu, headers keep their names; a directory translates its tree).
 """
 from __future__ import annotations
@@ -217,7 +217,7 @@ def translate_tree(root: Path, out_dir: Path) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minimax_rocm.build.hip2cuda", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m minimax_rocm.native.hip2cuda", description=__doc__.split("\n")[0])
     p.add_argument("inputs", nargs="+")
     p.add_argument("-o", "--out", required=True)
     a = p.parse_args(argv)
