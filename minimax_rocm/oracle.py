@@ -601,6 +601,8 @@ SEAM_DECLINES: tuple[SeamDecline, ...] = (
     SeamDecline(("gate", "qk_norm", "moe_bf16", "moe_mxfp8"), "not a MiniMax-M2/M3 model",
                 lambda f, plat: not _served(f)),
     SeamDecline(("gate",), "quantised or biased gate", lambda f, plat: f.quantized or f.has_bias),
+    SeamDecline(("gate",), "gate weight not fp32 (router_gemm reads an fp32 W)",
+                lambda f, plat: f.weight_dtype != "float32"),
     SeamDecline(("gate",), "no native router kernel on this GPU (the engine's GateLinear tiers)",
                 lambda f, plat: plat.vendor != "cpu" and not plat.native_ext),
     SeamDecline(("qk_norm",), "TP1: no all-reduce (the engine's compiled norm)",

@@ -33,6 +33,7 @@ def test_gpu_picks(arch):
     (dict(model_type="minimax_text_01"), "qk_norm", "not a MiniMax"),
     (dict(model_type="", architectures=("MiniMaxM3SparseForCausalLM",)), None, None),
     (dict(quantized=True), "gate", "quantised or biased gate"),
+    (dict(weight_dtype="bfloat16"), "gate", "gate weight not fp32"),
     (dict(tp_size=1), "qk_norm", "TP1"),
     (dict(tp_size=16), "qk_norm", "no fused all-reduce"),
     (dict(all2all=True), "moe_bf16", "all-to-all"),

@@ -159,3 +159,28 @@ def test_mxfp8_moe(m3, monkeypatch, max_model_len, layer, fmt):
     ref = reference.fused_moe_mxfp8(x.double(), q13, s13, q2, s2, w, ids, None, "swiglu_oai", "split",
                                     quantize_activations=False) * 2.0
     assert rel(out, ref) < 2e-2
+
+
+def test_m2_qk_norm_through_vllms_class(monkeypatch, vllm_ctx):
+    """vLLM's own MiniMaxText01RMSNormTP (TP1 here): the patched forward_qkv
+    runs our op, and the engine path the adapter hands declined calls to is
+    vLLM's own, bit for bit."""
+    from vllm.model_executor.layers.minimax_rms_norm import MiniMaxText01RMSNormTP
+
+    from minimax_rocm.integrations.vllm import seams
+    monkeypatch.setattr(seams, "model_facts",
+                        lambda: dict(model_type="minimax_m2", architectures=(), max_model_len=4096))
+    q, kv = 4 * 64, 2 * 64
+    qn, kn = MiniMaxText01RMSNormTP(q, eps=1e-6), MiniMaxText01RMSNormTP(kv, eps=1e-6)
+    assert type(qn).__name__ == "MiniMaxQKNorm" and qn.minimax_rocm and kn.minimax_rocm
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        qn.weight.copy_(1 + 0.1 * torch.randn(q, generator=g))
+        kn.weight.copy_(1 + 0.1 * torch.randn(kv, generator=g))
+    qkv = torch.randn(5, q + 2 * kv, generator=g).to(torch.bfloat16)
+    vq, vk, _ = seams._original_forward_qkv(qn, kn, qkv.clone(), q, kv)
+    eq, ek = qn._engine_path(qkv.clone(), qn.weight, kn.weight, 1e-6)
+    assert torch.equal(eq, vq) and torch.equal(ek, vk)
+    oq, ok, ov = MiniMaxText01RMSNormTP.forward_qkv(qn, kn, qkv.clone(), q, kv)
+    assert oq.shape == vq.shape and ok.shape == vk.shape and torch.equal(ov, qkv[:, q + kv:])
+    assert rel(oq, vq) < 2 ** -7 and rel(ok, vk) < 2 ** -7

@@ -99,13 +99,15 @@ def _(x, weight):
 # M2 QK norm across the TP group
 # --------------------------------------------------------------------------- #
 
-# layer key -> the engine's own norm for that layer, `fn(qkv) -> (q, k)`: what
+# layer key -> the engine's own norm for that layer,
+# `fn(qkv, q_weight, k_weight, eps) -> (q, k)`: what
 # runs where our op does not (above the Lamport workspace's token bound, or
 # where no fused backend serves the call).
-_QK_FALLBACKS: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = {}
+QKFallback = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
+_QK_FALLBACKS: dict[str, QKFallback] = {}
 
 
-def register_qk_fallback(key: str, fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
+def register_qk_fallback(key: str, fn: QKFallback) -> None:
     _QK_FALLBACKS[key] = fn
 
 
@@ -140,7 +142,7 @@ def qk_norm_(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, 
         fallback = _QK_FALLBACKS.get(fallback_key)
         if fallback is None:
             raise RuntimeError(f"minimax_rocm.vllm_qk_norm: no engine path registered for {fallback_key!r}")
-        q_out, k_out = fallback(qkv)
+        q_out, k_out = fallback(qkv, q_weight, k_weight, eps)
         qkv[:, :q].copy_(q_out)
         qkv[:, q:q + kv].copy_(k_out)
         LAST_BACKEND["allreduce_rms_qk"] = "engine"

@@ -81,8 +81,7 @@ class MiniMaxGate(GateLinear):
         facts = oracle.SeamFacts("gate", **model_facts(), hidden=input_size, num_experts=output_size,
                                  quantized=not self.is_unquantized, has_bias=self.bias is not None,
                                  weight_dtype=_dtype(self.weight.dtype) if self.is_unquantized else "")
-        self.minimax_rocm = _announce(oracle.decide_seam(facts), self.prefix or "gate") and \
-            self.weight.dtype == torch.float32
+        self.minimax_rocm = _announce(oracle.decide_seam(facts), self.prefix or "gate")
         if self.minimax_rocm:
             # Keep the fp32 weight as it is: vLLM's CPU path would repack and
             # drop it, gfx950's would build a bf16x3 split we never read.
