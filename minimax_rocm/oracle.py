@@ -90,11 +90,26 @@ def _triton_usable() -> bool:
         return False
 
 
+# Limits a backend adapter declares about itself (backends/aiter.py registers
+# "available", "fused_moe" and "allreduce"): the oracle imports no backend.
+_BACKEND_LIMITS: dict[str, dict[str, Callable]] = {}
+
+
+def register_backend_limits(backend: str, **limits: Callable) -> None:
+    """available() -> bool; <kind>(problem) -> why it declines, or None."""
+    _BACKEND_LIMITS.setdefault(backend, {}).update(limits)
+
+
+def _declines(backend: str, kind: str, p: "Problem") -> Optional[str]:
+    fn = _BACKEND_LIMITS.get(backend, {}).get(kind)
+    return f"no {backend} adapter registered" if fn is None else fn(p)
+
+
 def _aiter_usable() -> bool:
     if not torch.version.hip:
         return False  # AITER's import fails without ROCm: never probe it elsewhere
-    from .backends import aiter as aiter_backend
-    return aiter_backend.available()
+    fn = _BACKEND_LIMITS.get("aiter", {}).get("available")
+    return bool(fn and fn())
 
 
 def _native_ext_loaded() -> bool:
@@ -316,16 +331,14 @@ def _mxfp8(p, plat):
     return p.weight_format == "mxfp8"
 
 
-# AITER rules: the adapter module declares its own limits (it imports nothing
+# AITER rules: the adapter module registers its own limits (it imports nothing
 # from AITER at load, so this is safe on every platform).
 def _aiter_moe(p, plat):
-    from .backends import aiter as aiter_backend
-    return aiter_backend.moe_problem_declines(p) is None
+    return _declines("aiter", "fused_moe", p) is None
 
 
 def _aiter_allreduce(p, plat):
-    from .backends import aiter as aiter_backend
-    return aiter_backend.allreduce_problem_declines(p) is None
+    return _declines("aiter", "allreduce", p) is None
 
 
 def _bf16(p, plat):
@@ -409,18 +422,14 @@ def register_impl(op: str, backend: str):
     return deco
 
 
+# (Importing the package imports minimax_rocm.ops, which fills _IMPLS before
+# any op can be called: the oracle itself imports no op.)
 def implemented(op: str) -> tuple[str, ...]:
-    _ensure_ops_loaded()
     return tuple(b for b in BACKENDS if b in _IMPLS.get(op, {}))
 
 
 def impl(op: str, backend: str) -> Callable:
-    _ensure_ops_loaded()
     return _IMPLS[op][backend]
-
-
-def _ensure_ops_loaded():
-    from . import ops  # noqa: F401  (imports every op module, which registers impls)
 
 
 # --------------------------------------------------------------------------- #

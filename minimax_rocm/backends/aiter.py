@@ -412,3 +412,5 @@ def register() -> None:
     from .. import oracle
     for op, fn in IMPLS.items():
         oracle.register_impl(op, "aiter")(fn)
+    oracle.register_backend_limits("aiter", available=available, fused_moe=moe_problem_declines,
+                                   allreduce=allreduce_problem_declines)

@@ -24,6 +24,7 @@ import torch
 from . import fused_moe as bf16_bench
 from .fused_moe import TOKENS, _l2_bytes, make_weights, rank_step, touched_bytes
 from .harness import Context, Row, register_bench, time_us
+from ..ops.mxfp8 import quantize_tokens
 
 SHAPES = tuple(s for s in bf16_bench.SHAPES if s[0] in ("M3 EP8", "M2 EP8"))
 
@@ -103,7 +104,8 @@ def bench(ctx: Context) -> list[Row]:
 
                 def fn(kw=kw, on=on):
                     with dependent_launch.forced(on):
-                        return tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act, **kw)
+                        return tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act,
+                                                   quantize=quantize_tokens, **kw)
                 q = tri.plan(hidden, w13_q, ids, emap, **kw)
                 err = (fn().float() - ref).norm() / ref.norm().clamp_min(1e-30)
                 cfg = (f"BM={q['block_m']} BN={q['tile1'].block_n}/{q['tile2'].block_n} "

@@ -7,17 +7,10 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 
 from .. import oracle
+from ..errors import OpInputError, fail  # noqa: F401  (re-exported for the op modules)
 
 # op -> backend that ran it last (the demo and `info` print this).
 LAST_BACKEND: dict[str, str] = {}
-
-
-class OpInputError(ValueError):
-    """Bad input to a minimax_rocm op; the message names the op and the argument."""
-
-
-def fail(op: str, arg: str, msg: str):
-    raise OpInputError(f"minimax_rocm.{op}: argument '{arg}' {msg}")
 
 
 DTypes = Union[torch.dtype, Sequence[torch.dtype]]

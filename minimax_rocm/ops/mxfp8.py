@@ -164,6 +164,11 @@ def _moe_torch(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_
                                      quantize_activations=False).to(hidden.dtype)
 
 
+def quantize_tokens(x: torch.Tensor, fp8_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The native MXFP8 MoE's token quantisation: mxfp8_quant by the oracle's choice."""
+    return mxfp8_quant(x, "e4m3fnuz" if fp8_dtype == torch.float8_e4m3fnuz else "e4m3fn")
+
+
 @oracle.register_impl(MOE, "triton")
 def _moe_triton(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, activation, layout,
                 alpha, limit, w13_bf16, w2_bf16, path=""):
@@ -171,7 +176,7 @@ def _moe_triton(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert
     if path == "native_mxfp8":
         from ..triton import fused_moe_mxfp8 as tri
         return tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map,
-                                   activation, layout, alpha, limit)
+                                   activation, layout, alpha, limit, quantize=quantize_tokens)
     if path == "bf16_copy":
         w13, w2 = w13_bf16, w2_bf16
     else:   # emulation: dequantise, then the sparse-local BF16 path

@@ -20,7 +20,7 @@ def ep_combine(partial: torch.Tensor, group_name: str = "", out_dtype: Optional[
     group of one: no communication). Returns a new tensor in out_dtype
     (default: partial's dtype); partial itself is left unchanged unless it
     already has accumulate_dtype, in which case it is reduced in place."""
-    from . import group_world_size, resolve_group
+    from .groups import group_world_size, resolve_group
     out_dtype = out_dtype or partial.dtype
     if not group_name or group_world_size(group_name) == 1:
         return partial.to(out_dtype)

@@ -46,7 +46,7 @@ def size_bytes(world: int, max_tokens: int) -> int:
 
 
 def _group_and_name(group) -> tuple:
-    from . import resolve_group
+    from .groups import resolve_group
     if group is None:
         group = dist.group.WORLD
     elif isinstance(group, str):
@@ -116,14 +116,14 @@ class LamportWorkspace:
             self._release()
             raise
         if register:
-            from . import register_lamport_workspace
+            from .groups import register_lamport_workspace
             register_lamport_workspace(self.group_name, self)
             self._registered = True
 
     # ------------------------------------------------------------------ calls
     def check_tokens(self, op: str, arg: str, tokens: int) -> None:
         if tokens > self.max_tokens:
-            from ..ops._common import fail
+            from ..errors import fail
             fail(op, arg, f"has {tokens} tokens; the Lamport workspace of group {self.group_name!r} holds at most "
                           f"{self.max_tokens} (open it with a larger max_tokens)")
 
@@ -177,7 +177,7 @@ class LamportWorkspace:
         if self.closed:
             return
         if self._registered:
-            from . import lamport_workspace, unregister_lamport_workspace
+            from .groups import lamport_workspace, unregister_lamport_workspace
             if lamport_workspace(self.group_name) is self:
                 unregister_lamport_workspace(self.group_name)
             self._registered = False

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import triton
@@ -477,13 +477,18 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
                     limit: float = reference.SWIGLU_OAI_LIMIT, block_m: Optional[int] = None,
                     dot: Optional[str] = None, tile: Optional[dict] = None,
                     fuse_act: Optional[bool] = None, bf16_atomics: Optional[bool] = None,
-                    overlap_rounding: Optional[bool] = None) -> torch.Tensor:
+                    overlap_rounding: Optional[bool] = None,
+                    quantize: Optional[Callable] = None) -> torch.Tensor:
     """This rank's partial `[T, H]` (hidden's dtype) from MXFP8 expert weights
-    (inputs as the op checks them; w*_q fp8, w*_s uint8 e8m0 `[..., K/32]`)."""
+    (inputs as the op checks them; w*_q fp8, w*_s uint8 e8m0 `[..., K/32]`).
+    `quantize(x, fp8_dtype) -> (q, scales)` quantises the tokens for the fp8
+    dots: the op layer passes the oracle's choice, the default is this
+    package's Triton quantiser (both bit-exact OCP MX)."""
     T, H = hidden.shape
     if T == 0:
         return hidden.new_empty((0, H))
-    from ..ops.mxfp8 import mxfp8_quant
+    from .mxfp8_quant import mxfp8_quant
+    quantize = quantize or mxfp8_quant
     E_loc, two_i, _ = w13_q.shape
     k = topk_ids.shape[1]
     routes = topk_ids.numel()
@@ -512,7 +517,7 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
     else:
         sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
         out = torch.zeros((T, H), dtype=acc_dtype, device=hidden.device)
-        xq, xs = mxfp8_quant(hidden.contiguous(), "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn")
+        xq, xs = quantize(hidden.contiguous(), fp8)
     rows = sorted_ids.shape[0]
     g = dict(num_routes=routes, top_k=k, dot=p["dot"])
     if p["fuse_act"]:

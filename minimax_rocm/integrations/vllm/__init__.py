@@ -9,8 +9,9 @@ one log line per layer.
 """
 from __future__ import annotations
 
-import logging
 import os
+
+from .log import logger
 
 # vLLM releases whose layer classes and call signatures the seams were built
 # and tested against: [first, end).
@@ -18,11 +19,6 @@ TESTED_VLLM = ((0, 32), (0, 34))
 ENV_SWITCH = "MINIMAX_ROCM_VLLM"
 
 _state = {"done": False, "installed": False, "why": ""}
-
-
-def logger() -> logging.Logger:
-    # A child of vLLM's logger, so our lines come out in vLLM's format.
-    return logging.getLogger("vllm.minimax_rocm")
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:

@@ -29,7 +29,8 @@ from typing import Optional
 import torch
 
 from ... import oracle
-from . import adapters, logger
+from . import adapters
+from .log import logger
 
 from vllm.config import get_current_vllm_config_or_none  # noqa: E402
 from vllm.distributed import parallel_state  # noqa: E402
