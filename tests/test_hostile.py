@@ -123,7 +123,10 @@ def test_router_gemm_off_16_bytes_skips_the_native_kernel(which):
     assert oracle.decide(dataclasses.replace(p, aligned16=True), oracle.simulated_platform("sm90"),
                          check_impl=False).chosen.backend == "hip"
     for arch in ("gfx942", "sm90"):
+        # off the native kernel, to the Triton router's band (M 8-16) or torch
         d = oracle.decide(p, oracle.simulated_platform(arch), check_impl=False)
+        assert d.chosen.backend == "torch" and "hip" not in [c.backend for c in d.fallbacks]
+        d = oracle.decide(dataclasses.replace(p, tokens=8), oracle.simulated_platform(arch), check_impl=False)
         assert d.chosen.backend == "triton" and "hip" not in [c.backend for c in d.fallbacks]
     ref = R.router_gemm(x.double(), w.double())
     for out in (mm.router_gemm(x, w), oracle.impl("router_gemm", "triton")(x, w, None)):
