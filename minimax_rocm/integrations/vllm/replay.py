@@ -6,7 +6,7 @@ This rebuilds every recorded call with fresh random values in exactly that
 geometry, on any device, runs it through the same adapter code (`adapters`)
 and compares with `minimax_rocm.reference` in float64. No vLLM needed:
 
-    python -m minimax_rocm.integrations.vllm.replay RECORD.jsonl [--device cuda]
+    python -m minimax_rocm.integrations.vllm.replay RECORD.jsonl [...] [--device cuda] [--graph]
 
 Calls recorded at TP > 1 replay at TP1 here (the QK norm's all-reduce needs
 the group); their shapes, dtypes and strides are still the engine's.
@@ -170,14 +170,16 @@ def replay(path: str, device: str = "cpu", seed: int = 0, graph: bool = False) -
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m minimax_rocm.integrations.vllm.replay")
-    ap.add_argument("record")
+    ap.add_argument("records", nargs="+", metavar="RECORD")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--graph", action="store_true", help="also each call captured in a CUDA graph and replayed")
     args = ap.parse_args(argv)
-    outcomes = replay(args.record, args.device, args.seed)
-    if args.graph:
-        outcomes += replay(args.record, args.device, args.seed, graph=True)
+    outcomes = []
+    for record in args.records:
+        outcomes += replay(record, args.device, args.seed)
+        if args.graph:
+            outcomes += replay(record, args.device, args.seed, graph=True)
     for o in outcomes:
         print(o.line())
     bad = sum(not o.ok for o in outcomes)
