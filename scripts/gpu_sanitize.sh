@@ -24,8 +24,6 @@ TESTS="tests/test_router_gemm.py tests/test_topk_reduce_native.py tests/test_moe
 rc=0
 for tool in $tools; do
   extra=""
-  # initcheck flags the Lamport buffers' sentinel reads of peers' slots by
-  # design only across GPUs; on one GPU every tested buffer is written first.
   [ "$tool" = memcheck ] && extra="--leak-check full"
   "$CS" --tool "$tool" $extra --target-processes all --print-limit 50 \
     python3 -m pytest -q -x -m gpu -p no:cacheprovider $TESTS > "$OUT/sanitize_$tool.log" 2>&1 || rc=1
