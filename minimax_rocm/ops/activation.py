@@ -1,13 +1,11 @@
 """swiglu_oai: the MiniMax-M3 expert activation on a `[..., 2I]` GEMM1 output."""
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .. import oracle, reference
 from ._common import check_choice, check_tensor, check_types, fail, on_gpu, run
-from .moe import FLOAT_DTYPES, LAYOUTS
+from .moe import FLOAT_DTYPES, LAYOUTS, check_swiglu_params
 
 OP = "swiglu_oai"
 
@@ -17,10 +15,7 @@ def check(x, alpha, limit, layout):
     check_tensor(OP, "x", x, dtype=FLOAT_DTYPES, last_multiple=2)
     if x.dim() < 1:
         fail(OP, "x", "must have at least one dim")
-    if not limit > 0:
-        fail(OP, "limit", f"is {limit}; expected > 0")
-    if not math.isfinite(alpha):
-        fail(OP, "alpha", f"is {alpha}; expected a finite number")
+    check_swiglu_params(OP, alpha, limit)
 
 
 @torch.library.custom_op("minimax_rocm::swiglu_oai", mutates_args=())

@@ -123,6 +123,14 @@ def moe_align(topk_ids: torch.Tensor, block_m: int, expert_map: Optional[torch.T
 MOE = "fused_moe"
 
 
+def check_swiglu_params(op: str, alpha, limit) -> None:
+    """SwiGLU-OAI's alpha and limit, for the activation op and the MoE ops that fuse it."""
+    if not limit > 0:
+        fail(op, "limit", f"is {limit}; expected > 0")
+    if not math.isfinite(alpha):
+        fail(op, "alpha", f"is {alpha}; expected a finite number")
+
+
 def check_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, variant="auto",
               op=MOE, weight_dtypes=None, names=("w13", "w2"), alpha=None, limit=None):
     """Checks shared by fused_moe and fused_moe_mxfp8 (whose weights are fp8:
@@ -130,11 +138,8 @@ def check_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, l
     check_choice(op, "activation", activation, ACTIVATIONS)
     check_choice(op, "layout", layout, LAYOUTS)
     check_choice(op, "variant", variant, VARIANTS)
-    if activation == "swiglu_oai":
-        if limit is not None and not limit > 0:
-            fail(op, "limit", f"is {limit}; expected > 0")
-        if alpha is not None and not math.isfinite(alpha):
-            fail(op, "alpha", f"is {alpha}; expected a finite number")
+    if activation == "swiglu_oai" and alpha is not None and limit is not None:
+        check_swiglu_params(op, alpha, limit)
     check_tensor(op, "hidden", hidden, dtype=FLOAT_DTYPES, dim=2)
     T, H = hidden.shape
     wd = weight_dtypes or hidden.dtype
