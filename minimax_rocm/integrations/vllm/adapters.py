@@ -25,6 +25,7 @@ import torch
 from ... import oracle
 from ...ops import allreduce_rms_qk, fused_moe, fused_moe_mxfp8, router_gemm
 from ...ops._common import LAST_BACKEND
+from ...parallel import group_world_size, lamport_workspace
 
 RECORD_ENV = "MINIMAX_ROCM_VLLM_RECORD"
 
@@ -116,7 +117,6 @@ def qk_norm_backend(tokens: int, width: int, dtype: torch.dtype, group_name: str
     path should run: across GPUs only a fused backend (Lamport kernel,
     AITER) within the workspace's token bound, since vLLM's path all-reduces
     with its own graph-safe communicator; on the CPU the reference."""
-    from ...parallel import group_world_size, lamport_workspace
     ws = lamport_workspace(group_name)
     problem = oracle.Problem("allreduce_rms_qk", tokens=tokens, hidden=width, dtype=str(dtype)[6:],
                              tp_size=group_world_size(group_name), on_gpu=on_gpu,
@@ -150,12 +150,7 @@ def qk_norm_(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, 
         allreduce_rms_qk(qkv, q_weight, k_weight, eps, group_name)
     if recording():
         record("qk_norm", "allreduce_rms_qk", dict(qkv=qkv, q_weight=q_weight, k_weight=k_weight, eps=eps),
-               dict(tp_size=_world(group_name)))
-
-
-def _world(group_name: str) -> int:
-    from ...parallel import group_world_size
-    return group_world_size(group_name)
+               dict(tp_size=group_world_size(group_name)))
 
 
 @torch.library.custom_op("minimax_rocm::vllm_qk_norm", mutates_args=("qkv",))

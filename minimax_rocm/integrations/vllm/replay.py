@@ -67,6 +67,17 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).abs().max().item() / denom) if out.numel() else 0.0
 
 
+def _routing(entry: dict, tokens: int, num_local: int, device, gen):
+    """(expert_map as recorded, topk_ids, topk_weights, global expert count):
+    fresh routes of distinct experts per token in the recorded dtypes."""
+    a, emap = entry["args"], entry["values"].get("expert_map")
+    expert_map = None if emap is None else torch.tensor(emap, dtype=getattr(torch, a["expert_map"]["dtype"]),
+                                                        device=device)
+    num_global = num_local if expert_map is None else expert_map.shape[0]
+    ids, w = _routes(tokens, a["topk_ids"]["shape"][1], num_global, a, device, gen)
+    return expert_map, ids, w, num_global
+
+
 def _routes(T: int, k: int, num_global: int, desc: dict, device, gen) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.stack([torch.randperm(num_global, generator=gen)[:k] for _ in range(T)]) if T else \
         torch.zeros(0, k, dtype=torch.int64)
@@ -121,11 +132,7 @@ def replay_one(entry: dict, device: torch.device, gen: torch.Generator, graph: b
         H = x.shape[1]
         w13 = build(a["w13"], device, gen, H ** -0.5)
         w2 = build(a["w2"], device, gen, a["w2"]["shape"][2] ** -0.5)
-        emap = entry["values"].get("expert_map")
-        expert_map = None if emap is None else torch.tensor(
-            emap, dtype=getattr(torch, a["expert_map"]["dtype"]), device=device)
-        num_global = w13.shape[0] if expert_map is None else expert_map.shape[0]
-        ids, tw = _routes(x.shape[0], a["topk_ids"]["shape"][1], num_global, a, device, gen)
+        expert_map, ids, tw, num_global = _routing(entry, x.shape[0], w13.shape[0], device, gen)
         out = run(lambda: adapters.moe(x, w13, w2, tw, ids, expert_map, a["activation"], a["alpha"], a["limit"]))
         kind, layout = oracle.SERVING_ACTIVATIONS[a["activation"]]
         ref = reference.fused_moe(x.double(), w13.double(), w2.double(), tw.double(), ids, expert_map, kind, layout,
@@ -139,11 +146,7 @@ def replay_one(entry: dict, device: torch.device, gen: torch.Generator, graph: b
         w2 = torch.randn(E, H, two_i // 2, generator=gen, dtype=torch.float64) * (two_i // 2) ** -0.5
         q13, s13 = (t.to(device) for t in reference.mxfp8_quant(w13, fp8))
         q2, s2 = (t.to(device) for t in reference.mxfp8_quant(w2, fp8))
-        emap = entry["values"].get("expert_map")
-        expert_map = None if emap is None else torch.tensor(
-            emap, dtype=getattr(torch, a["expert_map"]["dtype"]), device=device)
-        num_global = E if expert_map is None else expert_map.shape[0]
-        ids, tw = _routes(x.shape[0], a["topk_ids"]["shape"][1], num_global, a, device, gen)
+        expert_map, ids, tw, num_global = _routing(entry, x.shape[0], E, device, gen)
         copies = (reference.mxfp8_dequant(q13, s13, torch.bfloat16), reference.mxfp8_dequant(q2, s2, torch.bfloat16)) \
             if a["bf16_copy"] else (None, None)
         out = run(lambda: adapters.moe_mxfp8(x, q13, s13, q2, s2, tw, ids, expert_map, a["activation"], a["alpha"],

@@ -130,10 +130,9 @@ class MiniMaxQKNorm(MiniMaxText01RMSNormTP):
         if self.tp_world > 1:
             group = parallel_state.get_tp_group().device_group
             self.minimax_rocm_group = group.group_name
-            if self.weight.is_cuda or torch.cuda.is_available():
-                plat = oracle.detect_platform()
-                if plat.native_ext and plat.vendor != "cpu":
-                    _open_lamport(group)
+            plat = oracle.detect_platform()  # cpu where torch sees no GPU
+            if plat.native_ext and plat.vendor != "cpu":
+                _open_lamport(group)
         self.minimax_rocm_key = f"{id(self):x}"
         adapters.register_qk_fallback(self.minimax_rocm_key, self._engine_path)
 
