@@ -559,6 +559,9 @@ SEAM_OPS = {"gate": "router_gemm", "qk_norm": "allreduce_rms_qk", "moe_bf16": "f
 # The Lamport workspace a serving engine opens per TP group holds at most this
 # many tokens (24 MiB per rank at TP8); larger steps take the engine's path.
 SERVING_LAMPORT_MAX_TOKENS = 16384
+# QK-norm backends that all-reduce inside one kernel (no separate collective
+# that the engine's graph capture would have to hold).
+FUSED_ALLREDUCE_BACKENDS = ("hip", "aiter")
 
 
 @dataclass(frozen=True)
@@ -620,7 +623,7 @@ SEAM_DECLINES: tuple[SeamDecline, ...] = (
                               "graph-safe all-reduce)",
                 lambda f, plat: plat.vendor != "cpu" and decide(
                     Problem("allreduce_rms_qk", tokens=1, hidden=f.hidden, dtype=f.act_dtype, tp_size=f.tp_size),
-                    plat, check_impl=False).chosen.backend not in ("hip", "aiter")),
+                    plat, check_impl=False).chosen.backend not in FUSED_ALLREDUCE_BACKENDS),
     SeamDecline(("moe_bf16", "moe_mxfp8"), "all-to-all / data-parallel expert dispatch (the engine's backend)",
                 lambda f, plat: f.all2all or f.dp_size > 1),
     SeamDecline(("moe_bf16", "moe_mxfp8"), "expert load balancing moves experts (the engine's kernels)",

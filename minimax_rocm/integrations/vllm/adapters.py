@@ -124,7 +124,7 @@ def qk_norm_backend(tokens: int, width: int, dtype: torch.dtype, group_name: str
     chosen = oracle.decide(problem).chosen.backend
     if not on_gpu or problem.tp_size == 1:  # no all-reduce in the call
         return chosen
-    if chosen not in ("hip", "aiter") or (ws is not None and tokens > ws.max_tokens):
+    if chosen not in oracle.FUSED_ALLREDUCE_BACKENDS or (ws is not None and tokens > ws.max_tokens):
         return None
     return chosen
 
