@@ -8,7 +8,7 @@ are the fallback ladder. Thresholds live in `THRESHOLDS`, per arch, never as
 literals in code.
 
 Environment:
-  MINIMAX_ROCM_ARCH=gfx942|gfx950|sm90|sm100|cpu   simulate a platform (explain, CI)
+  MINIMAX_ROCM_ARCH=gfx942|gfx950|sm90|sm100|cpu   simulate a platform (platform.py)
   MINIMAX_ROCM_FORCE="op=backend,op2=backend"      force backends; forcing one that
                                                    is unavailable is an error
   MINIMAX_ROCM_FORCE_<OP>=backend                  the same, one op
@@ -22,64 +22,12 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
-BACKENDS = ("hip", "aiter", "triton", "torch")
+from .platform import (ARCHS as _ARCHS, BACKENDS, Platform, arch_family, gpu_arch,  # noqa: F401
+                       simulated_arch, simulated_platform)
 
 # --------------------------------------------------------------------------- #
-# platform
+# the detected platform (what each arch is: platform.py)
 # --------------------------------------------------------------------------- #
-
-# What each arch has. cu_count is the production part (MI300X 304 CUs, MI355X
-# 256, H100/H200 132 SMs, B200 148).
-_ARCHS = {
-    "gfx942": dict(vendor="amd", wave_size=64, cu_count=304, fp8_dtype="e4m3fnuz", mx_hw=False),
-    "gfx950": dict(vendor="amd", wave_size=64, cu_count=256, fp8_dtype="e4m3fn", mx_hw=True),
-    "sm90": dict(vendor="nvidia", wave_size=32, cu_count=132, fp8_dtype="e4m3fn", mx_hw=False),
-    "sm100": dict(vendor="nvidia", wave_size=32, cu_count=148, fp8_dtype="e4m3fn", mx_hw=True),
-    "cpu": dict(vendor="cpu", wave_size=1, cu_count=0, fp8_dtype="e4m3fn", mx_hw=False),
-}
-
-
-@dataclass(frozen=True)
-class Platform:
-    vendor: str                 # amd | nvidia | cpu
-    arch: str                   # gfx942, gfx950, sm90, sm100, sm89, ..., cpu
-    wave_size: int
-    cu_count: int
-    fp8_dtype: str              # e4m3fnuz (gfx942) | e4m3fn
-    mx_hw: bool                 # native MX matrix instructions (gfx950, sm100)
-    native_ext: bool            # the hip/ extension loaded (HIP or translated CUDA)
-    aiter: bool                 # AITER importable (ROCm only)
-    triton: bool                # Triton importable and a GPU to run it on
-    simulated: bool = False
-
-    @property
-    def backends(self) -> tuple[str, ...]:
-        have = {"hip": self.native_ext, "aiter": self.aiter, "triton": self.triton, "torch": True}
-        return tuple(b for b in BACKENDS if have[b])
-
-    @property
-    def torch_fp8_dtype(self) -> torch.dtype:
-        return torch.float8_e4m3fnuz if self.fp8_dtype == "e4m3fnuz" else torch.float8_e4m3fn
-
-
-def simulated_platform(arch: str, native_ext: bool = True, aiter: Optional[bool] = None,
-                       triton: bool = True) -> Platform:
-    """A platform as a full install on `arch` would see it (for explain and tests)."""
-    if arch not in _ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(_ARCHS)}")
-    a = _ARCHS[arch]
-    gpu = a["vendor"] != "cpu"
-    return Platform(arch=arch, native_ext=native_ext and gpu,
-                    aiter=(a["vendor"] == "amd") if aiter is None else (aiter and a["vendor"] == "amd"),
-                    triton=triton and gpu, simulated=True, **a)
-
-
-def _arch_of_device(index: int) -> str:
-    if torch.version.hip:
-        name = torch.cuda.get_device_properties(index).gcnArchName
-        return name.split(":")[0]
-    major, minor = torch.cuda.get_device_capability(index)
-    return f"sm{major}{minor}" if minor else f"sm{major}0"
 
 
 def _triton_usable() -> bool:
@@ -127,7 +75,7 @@ def detect_platform(refresh: bool = False) -> Platform:
     """The platform of the current GPU (device 0 or the current device), or the
     simulated one named by MINIMAX_ROCM_ARCH."""
     global _DETECTED
-    sim = os.environ.get("MINIMAX_ROCM_ARCH")
+    sim = simulated_arch()
     if sim:
         return simulated_platform(sim)
     if _DETECTED is not None and not refresh:
@@ -137,7 +85,7 @@ def detect_platform(refresh: bool = False) -> Platform:
                         mx_hw=False, native_ext=False, aiter=False, triton=False)
     else:
         idx = torch.cuda.current_device()
-        arch = _arch_of_device(idx)
+        arch = gpu_arch(idx)
         known = _ARCHS.get(arch)
         vendor = "amd" if torch.version.hip else "nvidia"
         props = torch.cuda.get_device_properties(idx)
@@ -150,22 +98,6 @@ def detect_platform(refresh: bool = False) -> Platform:
             native_ext=_native_ext_loaded(), aiter=_aiter_usable(), triton=_triton_usable())
     _DETECTED = plat
     return plat
-
-
-def arch_family(arch: str) -> str:
-    """The key of the per-arch tables: gfx942 also serves gfx940/941; unknown
-    NVIDIA archs use sm90's entries, unknown AMD ones gfx942's."""
-    if arch in _ARCHS:
-        return arch
-    if arch.startswith("gfx94"):
-        return "gfx942"
-    if arch.startswith("gfx95"):
-        return "gfx950"
-    if arch.startswith("sm1"):
-        return "sm100"
-    if arch.startswith("sm"):
-        return "sm90"
-    return "cpu"
 
 
 # --------------------------------------------------------------------------- #

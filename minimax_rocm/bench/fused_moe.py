@@ -31,6 +31,7 @@ from typing import Optional
 import torch
 
 from .. import reference
+from ..ops.moe import align_routes
 from ..parallel import expert_map as make_expert_map
 from .harness import Context, Row, register_bench, time_us
 
@@ -148,7 +149,7 @@ def bench(ctx: Context) -> list[Row]:
             tk = dict(iters=20, inner=10) if big else {}
             p = tri.plan(hidden, w13, ids, emap, "sparse_local")
             ours = lambda f=p["fuse_act"]: tri.fused_moe(hidden, w13, w2, tw, ids, emap, act, variant="sparse_local",
-                                                         fuse_act=f)
+                                                         fuse_act=f, align=align_routes)
             label = "fused" if p["fuse_act"] else "separate act"
             rows.append(Row("fused_moe", case, f"ours sparse_local BM={p['block_m']} ({label})",
                             time_us(ours, **tk), nbytes, note=note))
@@ -162,7 +163,8 @@ def bench(ctx: Context) -> list[Row]:
                 return ("" if err < 2e-2 else f"MISMATCH rel {err:.1e}") if ref.abs().max() > 0 else \
                     ("" if out.abs().max() == 0 else "MISMATCH: nonzero")
 
-            before_fn = lambda: tri.fused_moe(hidden, w13, w2, tw, ids, emap, act, variant="before")
+            before_fn = lambda: tri.fused_moe(hidden, w13, w2, tw, ids, emap, act, variant="before",
+                                              align=align_routes)
             rows.append(Row("fused_moe", case, "before (global align, BM=64, sep. act)", time_us(before_fn, **tk),
                             nbytes, baseline=True, note=" ".join(filter(None, (note, agree(before_fn()))))))
             if grouped_mm_available() and grp["experts"]:

@@ -24,6 +24,7 @@ import torch
 from . import fused_moe as bf16_bench
 from .fused_moe import TOKENS, _l2_bytes, make_weights, rank_step, touched_bytes
 from .harness import Context, Row, register_bench, time_us
+from ..ops.moe import align_routes
 from ..ops.mxfp8 import quantize_tokens
 
 SHAPES = tuple(s for s in bf16_bench.SHAPES if s[0] in ("M3 EP8", "M2 EP8"))
@@ -79,7 +80,7 @@ def bench(ctx: Context) -> list[Row]:
             bf16_bytes = touched_bytes(grp, H, I)
             note = "weights fit in L2" if 0 < bf16_bytes <= _l2_bytes() else ""
 
-            bf16 = lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act)  # noqa: E731
+            bf16 = lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act, align=align_routes)  # noqa: E731
             ref = bf16().float()
             rows.append(Row("fused_moe_mxfp8", case, "BF16 (sparse-local, BF16 weights)", time_us(bf16, **tk),
                             bf16_bytes, baseline=True, note=note))
@@ -105,7 +106,7 @@ def bench(ctx: Context) -> list[Row]:
                 def fn(kw=kw, on=on):
                     with dependent_launch.forced(on):
                         return tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act,
-                                                   quantize=quantize_tokens, **kw)
+                                                   quantize=quantize_tokens, align=align_routes, **kw)
                 q = tri.plan(hidden, w13_q, ids, emap, **kw)
                 err = (fn().float() - ref).norm() / ref.norm().clamp_min(1e-30)
                 cfg = (f"BM={q['block_m']} BN={q['tile1'].block_n}/{q['tile2'].block_n} "
@@ -120,7 +121,7 @@ def bench(ctx: Context) -> list[Row]:
             def emulation():
                 a = tq.mxfp8_dequant(w13_q, w13_s, torch.bfloat16)
                 b = tq.mxfp8_dequant(w2_q, w2_s, torch.bfloat16)
-                return bf16_moe.fused_moe(hidden, a, b, tw, ids, emap, act)
+                return bf16_moe.fused_moe(hidden, a, b, tw, ids, emap, act, align=align_routes)
             emu_bytes = E_loc * per_expert * (33 + 64) // 32 + bf16_bytes  # fp8 in, BF16 out, BF16 MoE
             rows.append(Row("fused_moe_mxfp8", case, "emulation (dequantise all local + BF16)",
                             time_us(emulation, **tk), emu_bytes, note=note))

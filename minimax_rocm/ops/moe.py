@@ -68,13 +68,28 @@ def check_align(topk_ids, block_m, expert_map, num_local_experts):
     check_routing(ALIGN, topk_ids, expert_map, num_local_experts, topk_ids.device)
 
 
+def align_problem(topk_ids, expert_map, num_local_experts) -> oracle.Problem:
+    return oracle.Problem(ALIGN, tokens=topk_ids.shape[0], top_k=topk_ids.shape[1],
+                          num_local_experts=num_local_experts, on_gpu=on_gpu(topk_ids, expert_map))
+
+
 @torch.library.custom_op("minimax_rocm::moe_align", mutates_args=())
 def _moe_align(topk_ids: torch.Tensor, block_m: int, expert_map: Optional[torch.Tensor],
                num_local_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     check_align(topk_ids, block_m, expert_map, num_local_experts)
-    p = oracle.Problem(ALIGN, tokens=topk_ids.shape[0], top_k=topk_ids.shape[1],
-                       num_local_experts=num_local_experts, on_gpu=on_gpu(topk_ids, expert_map))
-    return run(p, topk_ids, block_m, expert_map, num_local_experts)
+    return run(align_problem(topk_ids, expert_map, num_local_experts), topk_ids, block_m, expert_map,
+               num_local_experts)
+
+
+def align_routes(topk_ids, block_m, expert_map, num_local_experts):
+    """The MoE backends' route alignment: the oracle's choice on a GPU (no
+    custom-op hop: the MoE op has checked the routing); off the GPU the Triton
+    kernels' own, which the interpreter runs together with the MoE kernels."""
+    if not topk_ids.is_cuda:
+        from ..triton import moe_align as tri
+        return tri.moe_align(topk_ids, block_m, expert_map, num_local_experts)
+    return run(align_problem(topk_ids, expert_map, num_local_experts), topk_ids.contiguous(), block_m,
+               expert_map, num_local_experts)
 
 
 @_moe_align.register_fake
@@ -196,7 +211,7 @@ def _moe_triton(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation,
     # generic rule's larger batches); "before" only for the benchmark.
     from ..triton import fused_moe as tri
     return tri.fused_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit,
-                         variant="sparse_local" if variant == "auto" else variant)
+                         variant="sparse_local" if variant == "auto" else variant, align=align_routes)
 
 
 def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,

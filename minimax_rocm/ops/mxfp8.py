@@ -8,7 +8,7 @@ import torch
 
 from .. import oracle, reference
 from ._common import check_choice, check_tensor, check_types, fail, on_gpu, run
-from .moe import FLOAT_DTYPES, check_moe, moe_problem
+from .moe import FLOAT_DTYPES, align_routes, check_moe, moe_problem
 
 FP8_DTYPES = {"e4m3fn": torch.float8_e4m3fn, "e4m3fnuz": torch.float8_e4m3fnuz}
 QUANT, DEQUANT, MOE = "mxfp8_quant", "mxfp8_dequant", "fused_moe_mxfp8"
@@ -176,7 +176,7 @@ def _moe_triton(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert
     if path == "native_mxfp8":
         from ..triton import fused_moe_mxfp8 as tri
         return tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map,
-                                   activation, layout, alpha, limit, quantize=quantize_tokens)
+                                   activation, layout, alpha, limit, quantize=quantize_tokens, align=align_routes)
     if path == "bf16_copy":
         w13, w2 = w13_bf16, w2_bf16
     else:   # emulation: dequantise, then the sparse-local BF16 path
@@ -184,7 +184,7 @@ def _moe_triton(hidden, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert
         w13 = tq.mxfp8_dequant(w13_q, w13_s, hidden.dtype)
         w2 = tq.mxfp8_dequant(w2_q, w2_s, hidden.dtype)
     return bf16_moe.fused_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha,
-                              limit)
+                              limit, align=align_routes)
 
 
 def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor,

@@ -26,16 +26,17 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import triton
 import triton.language as tl
 
 from .. import reference
+from ..platform import device_arch
 from . import moe_configs
 from .elementwise import ACT_IDS, act_math, glu
-from .moe_align import local_expert, moe_align_for
+from .moe_align import local_expert, moe_align
 from .topk_reduce import topk_reduce
 
 # Interpreter pitfall (Triton 3.6/3.9): tl.dot on bf16 operands is garbage
@@ -220,13 +221,6 @@ def persistent_grid(items: int, tile: moe_configs.Tile, device: torch.device) ->
     return max(1, min(items, tile.progs_per_cu * cu_count(device)))
 
 
-def _arch(device: torch.device) -> str:
-    if device.type != "cuda":
-        return "cpu"
-    from ..oracle import detect_platform
-    return detect_platform().arch
-
-
 def gemm(a, w, c, sorted_ids, block_ids, npost, expert_map, topk_w, *, num_routes: int, top_k: int, N: int,
          tile: moe_configs.Tile, a_by_token: bool, c_by_route: bool, act: int = 0, interleaved: bool = False,
          mul_weight: bool = False, zero_remote: bool = False, map_blocks: bool = False, num_global: int = 0,
@@ -265,7 +259,7 @@ def plan(hidden: torch.Tensor, w13: torch.Tensor, topk_ids: torch.Tensor, expert
     I = two_i // 2
     E_glob = E_loc if expert_map is None else expert_map.shape[0]
     routes = topk_ids.numel()
-    arch = _arch(hidden.device)
+    arch = device_arch(hidden.device)
     ent = moe_configs.arch_entry(arch)
     cus = cu_count(hidden.device)
     before = variant == "before"
@@ -291,11 +285,15 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
               layout: str = "split", alpha: float = reference.SWIGLU_OAI_ALPHA,
               limit: float = reference.SWIGLU_OAI_LIMIT, variant: str = "sparse_local",
               fuse_act: Optional[bool] = None, block_m: Optional[int] = None,
-              tile1: Optional[moe_configs.Tile] = None, tile2: Optional[moe_configs.Tile] = None) -> torch.Tensor:
+              tile1: Optional[moe_configs.Tile] = None, tile2: Optional[moe_configs.Tile] = None,
+              align: Optional[Callable] = None) -> torch.Tensor:
     """This rank's partial `[T, H]` (hidden's dtype). Inputs as the op checks
     them (contiguous; topk_ids GLOBAL ids; expert_map global -> local or -1).
     variant "sparse_local" (default; "auto" means the same) or "before";
-    fuse_act / block_m / tile1 / tile2 override the per-arch table."""
+    fuse_act / block_m / tile1 / tile2 override the per-arch table.
+    `align(topk_ids, block_m, expert_map, num_local_experts)` aligns the
+    routes: the op layer passes the oracle's choice, the default is this
+    package's Triton alignment."""
     T, H = hidden.shape
     if T == 0:
         return hidden.new_empty((0, H))
@@ -315,10 +313,11 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
     inter = layout == "interleaved"
     tw = topk_weights.reshape(-1)
 
+    align = align or moe_align
     if before:   # global alignment: blocks carry GLOBAL expert ids
-        sorted_ids, block_ids, npost = moe_align_for(topk_ids, bm, None, E_glob)
+        sorted_ids, block_ids, npost = align(topk_ids, bm, None, E_glob)
     else:
-        sorted_ids, block_ids, npost = moe_align_for(topk_ids, bm, expert_map, E_loc)
+        sorted_ids, block_ids, npost = align(topk_ids, bm, expert_map, E_loc)
     rows = sorted_ids.shape[0]
     g = dict(expert_map=expert_map, num_routes=routes, top_k=k, map_blocks=before, num_global=E_glob,
              alpha=alpha, limit=limit)

@@ -57,11 +57,12 @@ import triton
 import triton.language as tl
 
 from .. import reference
+from ..platform import device_arch
 from . import dependent_launch, moe_configs
 from .dependent_launch import pdl_enter
 from .elementwise import ACT_IDS, act_math
-from .fused_moe import _arch, _buffer, cu_count, item_tile, persistent_grid
-from .moe_align import moe_align_for
+from .fused_moe import _buffer, cu_count, item_tile, persistent_grid
+from .moe_align import moe_align
 from .mxfp8_quant import (bf16_block_multiplier, e8m0_decode, flavour_constexprs, fp8_bits_as_bf16, fp8_decode,
                           hw_fp8_cvt, mx_quantize, mx_round)
 
@@ -441,7 +442,7 @@ def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expe
     I = two_i // 2
     E_glob = E_loc if expert_map is None else expert_map.shape[0]
     routes = topk_ids.numel()
-    arch = _arch(hidden.device)
+    arch = device_arch(hidden.device)
     bm = block_m or moe_configs.choose_block_m(arch, routes, E_glob, E_loc)
     ent = moe_configs.arch_entry(arch)
     if ent.mxfp8_tile is not None and bm < 64:
@@ -478,17 +479,18 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
                     dot: Optional[str] = None, tile: Optional[dict] = None,
                     fuse_act: Optional[bool] = None, bf16_atomics: Optional[bool] = None,
                     overlap_rounding: Optional[bool] = None,
-                    quantize: Optional[Callable] = None) -> torch.Tensor:
+                    quantize: Optional[Callable] = None, align: Optional[Callable] = None) -> torch.Tensor:
     """This rank's partial `[T, H]` (hidden's dtype) from MXFP8 expert weights
     (inputs as the op checks them; w*_q fp8, w*_s uint8 e8m0 `[..., K/32]`).
     `quantize(x, fp8_dtype) -> (q, scales)` quantises the tokens for the fp8
-    dots: the op layer passes the oracle's choice, the default is this
-    package's Triton quantiser (both bit-exact OCP MX)."""
+    dots and `align(topk_ids, block_m, expert_map, num_local_experts)` aligns
+    the routes: the op layer passes the oracle's choices, the defaults are
+    this package's Triton kernels (the quantisers are both bit-exact OCP MX)."""
     T, H = hidden.shape
     if T == 0:
         return hidden.new_empty((0, H))
     from .mxfp8_quant import mxfp8_quant
-    quantize = quantize or mxfp8_quant
+    quantize, align = quantize or mxfp8_quant, align or moe_align
     E_loc, two_i, _ = w13_q.shape
     k = topk_ids.shape[1]
     routes = topk_ids.numel()
@@ -509,13 +511,13 @@ def fused_moe_mxfp8(hidden: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tens
             side.wait_stream(main)
             with torch.cuda.stream(side):
                 mxfp8_round(x, fp8, zero=out, out=xq)
-            sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
+            sorted_ids, block_ids, npost = align(topk_ids, p["block_m"], expert_map, E_loc)
             main.wait_stream(side)
         else:
-            sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
+            sorted_ids, block_ids, npost = align(topk_ids, p["block_m"], expert_map, E_loc)
             mxfp8_round(x, fp8, zero=out, out=xq)
     else:
-        sorted_ids, block_ids, npost = moe_align_for(topk_ids, p["block_m"], expert_map, E_loc)
+        sorted_ids, block_ids, npost = align(topk_ids, p["block_m"], expert_map, E_loc)
         out = torch.zeros((T, H), dtype=acc_dtype, device=hidden.device)
         xq, xs = quantize(hidden.contiguous(), fp8)
     rows = sorted_ids.shape[0]

@@ -186,19 +186,3 @@ def aot_specs():
         AotSpec("moe_align.place[EP8,BM=16]", _place_kernel, sig_place,
                 dict(HAS_MAP=True, BLOCK_M=16, CHUNK=64, PAD_BLOCK=1024)),
     ]
-
-
-def moe_align_for(topk_ids: torch.Tensor, block_m: int, expert_map, num_local_experts: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """moe_align of `[T, k]` topk_ids by the backend the oracle picks for this
-    many routes and local experts: the MoE paths' entry. The native one-launch
-    kernel, where it is built, for many local experts and not too many routes
-    (align_native_min_local_experts, align_native_max_routes); these Triton
-    kernels everywhere else."""
-    if topk_ids.is_cuda:
-        from .. import oracle
-        p = oracle.Problem("moe_align", tokens=topk_ids.shape[0], top_k=topk_ids.shape[1],
-                           num_local_experts=num_local_experts, on_gpu=True)
-        if oracle.decide(p).chosen.backend == "hip":
-            return oracle.impl("moe_align", "hip")(topk_ids.contiguous(), block_m, expert_map, num_local_experts)
-    return moe_align(topk_ids.reshape(-1), block_m, expert_map, num_local_experts)

@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
+from ..platform import arch_family
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -207,7 +209,6 @@ ARCHS: dict[str, ArchMoe] = {
 
 
 def arch_entry(arch: str) -> ArchMoe:
-    from ..oracle import arch_family
     return ARCHS[arch_family(arch)]
 
 
