@@ -5,7 +5,7 @@
 // once and used for all M rows. Partial sums meet in one block-wide
 // reduction (shuffles, then shared memory, in a fixed order: deterministic,
 // no atomics, no workspace). KE (1, 2 or 4 rows per block) trades the grid
-// size against how often x is re-read from L2 (one_pass_rows, host side).
+// size against how often x is re-read from L2 (the oracle picks it).
 //
 // For M > 8 that layout leaves too few blocks (E / KE < SM count) and each
 // thread's FMA chain too long, so router_gemm_splitk.hip splits K across
@@ -176,13 +176,13 @@ MMR_DEVICE void router_block(const XT* __restrict__ x, const float* __restrict__
     router_block<XT, MT, KE>(x, w, out, M, H, E);                                                      \
   }
 
-// bf16 x, M <= 8: 1, 2 or 4 W rows per block, chosen by one_pass_rows (host).
+// bf16 x, M <= 8: 1, 2 or 4 W rows per block, chosen by the oracle (router_onepass_rows).
 MMR_ROUTER_KERNEL(router_gemm_bf16_m1_r1, uint16_t, 1, 1)
 MMR_ROUTER_KERNEL(router_gemm_bf16_m2_r1, uint16_t, 2, 1)
 MMR_ROUTER_KERNEL(router_gemm_bf16_m4_r1, uint16_t, 4, 1)
 MMR_ROUTER_KERNEL(router_gemm_bf16_m8_r1, uint16_t, 8, 1)
 #if MMR_AMD
-// one_pass_rows is 1 on AMD: the 2- and 4-row kernels could never run there.
+// AMD keeps one W row per block (router_onepass_rows): the 2- and 4-row kernels could never run there.
 #else
 MMR_ROUTER_KERNEL(router_gemm_bf16_m1_r2, uint16_t, 1, 2)
 MMR_ROUTER_KERNEL(router_gemm_bf16_m1_r4, uint16_t, 1, 4)
@@ -217,33 +217,30 @@ hipError_t launch(void (*kernel)(const XT*, const float*, float*, int, int, int)
                             M, H, E);
 }
 
-// W rows per block of the one-pass kernel for bf16 x and M <= 8: the most
-// (1, 2 or 4) whose W fits a byte budget. Every block reads all of x after
-// the PDL wait, so fewer blocks re-read x less often (M2 at M = 4: 256
-// blocks read 6 MB of x from L2, 128 blocks 3 MB); more W per block
-// lengthens the block's W stream, which overlaps the previous kernel only in
-// a PDL chain. 48 KB at M = 1 (M2: 4 rows, M3: 2), 24 KB above (M2: 2 rows,
-// M3: 1): measured on an H200 (benchmarks/history/router_gemm.md). AMD keeps
-// one row until measured: MI300X has 304 CUs, and 64 blocks would leave most
-// of them out of the W stream.
-int one_pass_rows(int M, int H) {
+// Whether a one-pass kernel with `rows` W rows per block is built for this x:
+// bf16 x with M <= 8 has 1, 2 and 4 (AMD: 1); every other M bucket and dtype
+// has the one in its MMR_ROUTER_KERNEL line. The oracle picks among them
+// (router_onepass_rows): the kernels choose nothing.
+bool rows_built(bool bf16, int M, int rows) {
+  if (M > 16) return rows == 4;
+  if (M > 8) return rows == 2;
+  if (!bf16) return rows == 1;
 #if MMR_AMD
-  (void)M;
-  (void)H;
-  return 1;
+  return rows == 1;
 #else
-  const int64_t budget = M == 1 ? 48 * 1024 : 24 * 1024;
-  int rows = 4;
-  while (rows > 1 && int64_t(rows) * H * int64_t(sizeof(float)) > budget) rows /= 2;
-  return rows;
+  return rows == 1 || rows == 2 || rows == 4;
 #endif
 }
 
-// pdl: launch with programmatic dependent launch (NVIDIA sm90+; the kernels
-// load only W before mmr::pdl_wait()).
-void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, bool pdl) {
+// rows: W rows per block (rows_built); pdl: launch with programmatic
+// dependent launch (NVIDIA sm90+; the kernels load only W before
+// mmr::pdl_wait()).
+void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, int64_t rows, bool pdl) {
   const char* op = "router_gemm";
   const auto [M, H, E] = check_args(op, x, w, out);
+  MMR_CHECK(op, "rows", rows_built(x.scalar_type() == at::kBFloat16, M, int(rows)),
+            "names no one-pass kernel built for this x (bf16 M <= 8: 1, 2, 4 on NVIDIA, 1 on AMD; fp32 M <= 8: 1; "
+            "M 9-16: 2; M 17-32: 4)");
   const c10::DeviceGuard guard(x.device());
   const hipStream_t s = mmr::current_stream();
   float* o = out.data_ptr<float>();
@@ -258,12 +255,11 @@ void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, bool
     const int mi = M <= 1 ? 0 : M <= 2 ? 1 : M <= 4 ? 2 : 3;  // kernels for 1, 2, 4, 8 rows of x
     if (bf16) {
       using Kernel = void (*)(const uint16_t*, const float*, float*, int, int, int);
-      const int rows = one_pass_rows(M, H);
 #if MMR_AMD
-      // rows is 1: only the 1-row kernels are built for AMD.
+      // rows is 1 (checked): only the 1-row kernels are built for AMD.
       static constexpr Kernel kernels[4] = {router_gemm_bf16_m1_r1, router_gemm_bf16_m2_r1, router_gemm_bf16_m4_r1,
                                             router_gemm_bf16_m8_r1};
-      e = launch<uint16_t>(kernels[mi], rows, xp, wp, o, M, H, E, s, pdl);
+      e = launch<uint16_t>(kernels[mi], 1, xp, wp, o, M, H, E, s, pdl);
 #else
       static constexpr Kernel kernels[4][3] = {
           {router_gemm_bf16_m1_r1, router_gemm_bf16_m1_r2, router_gemm_bf16_m1_r4},
@@ -271,9 +267,9 @@ void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, bool
           {router_gemm_bf16_m4_r1, router_gemm_bf16_m4_r2, router_gemm_bf16_m4_r4},
           {router_gemm_bf16_m8_r1, router_gemm_bf16_m8_r2, router_gemm_bf16_m8_r4}};
       const int ri = rows == 1 ? 0 : rows == 2 ? 1 : 2;
-      e = launch<uint16_t>(kernels[mi][ri], rows, xp, wp, o, M, H, E, s, pdl);
+      e = launch<uint16_t>(kernels[mi][ri], int(rows), xp, wp, o, M, H, E, s, pdl);
 #endif
-    } else {  // fp32 x: one W row per block (one_pass_rows was measured for bf16 x only)
+    } else {  // fp32 x: one W row per block
       using Kernel = void (*)(const float*, const float*, float*, int, int, int);
       static constexpr Kernel kernels[4] = {router_gemm_f32_m1, router_gemm_f32_m2, router_gemm_f32_m4,
                                             router_gemm_f32_m8};
@@ -288,7 +284,7 @@ void router_gemm(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, bool
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(minimax_rocm_ext, m) {
-  m.def("router_gemm(Tensor x, Tensor w, Tensor(a!) out, bool pdl=False) -> ()");
+  m.def("router_gemm(Tensor x, Tensor w, Tensor(a!) out, int rows, bool pdl=False) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(minimax_rocm_ext, CUDA, m) { m.impl("router_gemm", &router_gemm); }

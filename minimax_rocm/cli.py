@@ -93,10 +93,12 @@ def explain(arch: str | None = None, model: str = "minimax-m2", ep: int = 1, tp:
             f"# backends on this platform: {', '.join(plat.backends)}")
     if MODEL_SHAPES[model]["qk_norm"] == "per-head":
         head += "\n# QK norm: per-head (Gemma) RMSNorm, local to each rank: no cross-rank all-reduce"
-    table = [("op", "backend", "path", "reason", "fallbacks")]
+    table = [("op", "backend", "path", "kernel", "reason", "fallbacks")]
     for r in rows:
+        reason = r["reason"] + (f"; {r['kernel_reason']}" if r["kernel_reason"] else "")
         table.append((r["op"], r["backend"] + (" (forced)" if r["forced"] else ""), r["path"] or "-",
-                      r["reason"], " > ".join(r["fallbacks"]) or "-"))
-    w = [max(len(t[i]) for t in table) for i in range(4)]
-    body = ["  ".join(c.ljust(w[i]) if i < 4 else c for i, c in enumerate(t)) for t in table]
+                      r["kernel"] or "-", reason, " > ".join(r["fallbacks"]) or "-"))
+    n = len(table[0]) - 1
+    w = [max(len(t[i]) for t in table) for i in range(n)]
+    body = ["  ".join(c.ljust(w[i]) if i < n else c for i, c in enumerate(t)) for t in table]
     return head + "\n" + "\n".join(body)

@@ -141,6 +141,28 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     # benchmarks/history/router_gemm.md). AMD entries: not measured, the same.
     "router_triton_min_m": {"gfx942": 8, "gfx950": 8, "sm90": 8, "sm100": 8, "cpu": 1 << 30},
     "router_triton_max_m": {"gfx942": 16, "gfx950": 16, "sm90": 16, "sm100": 16, "cpu": 0},
+    # Which native router kernel (KERNEL_RULES): the tensor-core cluster
+    # kernel for bf16 x where the GPU has clusters, from router_tc_min_m rows,
+    # and from router_tc_min_m_wide rows once M x H reaches router_tc_min_mh;
+    # else split-K once M x H reaches router_splitk_min_mh; else one-pass.
+    # H200 (benchmarks/history/router_gemm.md, "the reduction's dependent
+    # loads" and "one x batch of 16 rows"): tc wins from M = 9 for M2's gate
+    # and from 5 for M3's; split-K above 16 x 3072. AMD: split-K, not measured.
+    "router_tc_min_m": {"gfx942": 9, "gfx950": 9, "sm90": 9, "sm100": 9, "cpu": 9},
+    "router_tc_min_m_wide": {"gfx942": 5, "gfx950": 5, "sm90": 5, "sm100": 5, "cpu": 5},
+    "router_tc_min_mh": {"gfx942": 5 * 6144, "gfx950": 5 * 6144, "sm90": 5 * 6144, "sm100": 5 * 6144,
+                         "cpu": 5 * 6144},
+    "router_splitk_min_mh": {"gfx942": 16 * 3072 + 1, "gfx950": 16 * 3072 + 1, "sm90": 16 * 3072 + 1,
+                             "sm100": 16 * 3072 + 1, "cpu": 16 * 3072 + 1},
+    # One-pass kernel, bf16 x, M <= 8: the most W rows per block (4, 2, 1)
+    # whose fp32 W fits this many bytes (at M = 1, and above). Every block
+    # reads all of x after the PDL wait, so fewer blocks re-read x less; more
+    # W per block lengthens the stream that overlaps the previous kernel.
+    # H200 (benchmarks/history/router_gemm.md): M2 4 rows at M = 1, 2 above;
+    # M3 2 and 1. AMD keeps one row (0 bytes) until measured: MI300X's 304
+    # CUs would mostly sit out a 64-block W stream.
+    "router_onepass_w_bytes_m1": {"gfx942": 0, "gfx950": 0, "sm90": 48 << 10, "sm100": 48 << 10, "cpu": 0},
+    "router_onepass_w_bytes": {"gfx942": 0, "gfx950": 0, "sm90": 24 << 10, "sm100": 24 << 10, "cpu": 0},
     # Native MXFP8 for max_model_len at or under this; emulation above (issue 7,
     # from the MI300X memory policy: every layer keeps BF16 beside MXFP8 up to 4096).
     "mxfp8_native_max_model_len": {"gfx942": 4096, "gfx950": 4096, "sm90": 4096, "sm100": 4096, "cpu": 4096},
@@ -336,6 +358,81 @@ OPS: tuple[str, ...] = tuple(dict.fromkeys(r.op for r in RULES))
 
 
 # --------------------------------------------------------------------------- #
+# kernel rules: which of a backend's kernels runs, with which build
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel of a backend and the build-time choices it is launched with."""
+    name: str
+    args: tuple[tuple[str, int], ...] = ()
+
+    def arg(self, key: str) -> int:
+        return dict(self.args)[key]
+
+    def __str__(self) -> str:
+        return self.name + (f"({', '.join(f'{k}={v}' for k, v in self.args)})" if self.args else "")
+
+
+@dataclass(frozen=True)
+class KernelRule:
+    op: str
+    backend: str
+    kernel: str
+    reason: str
+    when: Cond = _always
+    args: Callable[[Problem, Platform], dict] = lambda p, plat: {}
+
+
+def _router_tc(p, plat):
+    return (p.dtype == "bfloat16" and plat.clusters
+            and (p.tokens >= threshold("router_tc_min_m", plat.arch)
+                 or (p.tokens >= threshold("router_tc_min_m_wide", plat.arch)
+                     and p.tokens * p.hidden >= threshold("router_tc_min_mh", plat.arch))))
+
+
+def _router_splitk(p, plat):
+    return p.tokens * p.hidden >= threshold("router_splitk_min_mh", plat.arch)
+
+
+def router_onepass_rows(p: Problem, plat: Platform) -> int:
+    """W rows per block of the one-pass router kernel: the build for this M
+    bucket (M 9-16: 2, M 17-32: 4, fp32 x: 1), or for bf16 x at M <= 8 the
+    most of 4, 2, 1 whose fp32 W fits the table's byte budget."""
+    if p.tokens > 16:
+        return 4
+    if p.tokens > 8:
+        return 2
+    if p.dtype != "bfloat16":
+        return 1
+    budget = threshold("router_onepass_w_bytes_m1" if p.tokens <= 1 else "router_onepass_w_bytes", plat.arch)
+    rows = 4
+    while rows > 1 and rows * p.hidden * 4 > budget:
+        rows //= 2
+    return rows
+
+
+# Ordered per (op, backend): the first whose condition holds runs.
+KERNEL_RULES: tuple[KernelRule, ...] = (
+    KernelRule("router_gemm", "hip", "tc", "bf16 x, enough rows: tensor cores, K split across a thread-block "
+               "cluster", _router_tc),
+    KernelRule("router_gemm", "hip", "splitk", "M x H large: K split across blocks meeting in a workspace",
+               _router_splitk),
+    KernelRule("router_gemm", "hip", "onepass", "a block per W rows, K split across its threads",
+               args=lambda p, plat: {"rows": router_onepass_rows(p, plat)}),
+)
+
+
+def kernel_for(problem: Problem, backend: str, plat: Platform) -> Optional[Kernel]:
+    """The kernel `backend` runs for `problem` (None where the backend has one)."""
+    for r in KERNEL_RULES:
+        if r.op == problem.op and r.backend == backend and r.when(problem, plat):
+            return Kernel(r.kernel, tuple(sorted(r.args(problem, plat).items())))
+    return None
+
+
+# --------------------------------------------------------------------------- #
 # implementations registered by the op modules
 # --------------------------------------------------------------------------- #
 
@@ -374,6 +471,13 @@ class Choice:
     backend: str
     reason: str
     path: str = ""
+    kernel: Optional[Kernel] = None     # the chosen backend's kernel (KERNEL_RULES)
+
+    @property
+    def label(self) -> str:
+        """backend[/path][ kernel]: what `explain` and the demo print."""
+        return (self.backend + (f"/{self.path}" if self.path else "")
+                + (f" {self.kernel}" if self.kernel else ""))
 
 
 @dataclass(frozen=True)
@@ -434,7 +538,8 @@ def decide(problem: Problem, plat: Optional[Platform] = None, check_impl: bool =
         match = next((r for r in rules if r.backend == forced and r.when(problem, plat)),
                      next((r for r in rules if r.backend == forced), None))
         reason = f"forced by environment ({match.reason})" if match else "forced by environment"
-        return Decision(problem.op, Choice(forced, reason, match.path if match else ""), (), True)
+        return Decision(problem.op, Choice(forced, reason, match.path if match else "",
+                                           kernel_for(problem, forced, plat)), (), True)
 
     chosen: list[Choice] = []
     skipped: list[str] = []
@@ -450,7 +555,8 @@ def decide(problem: Problem, plat: Optional[Platform] = None, check_impl: bool =
             chosen.append(c)
     if not chosen:  # the reference always exists; reaching here is a table bug
         raise BackendUnavailable(f"{problem.op}: no usable backend ({'; '.join(skipped)})")
-    return Decision(problem.op, chosen[0], tuple(chosen[1:]), False, tuple(skipped))
+    first = dataclasses.replace(chosen[0], kernel=kernel_for(problem, chosen[0].backend, plat))
+    return Decision(problem.op, first, tuple(chosen[1:]), False, tuple(skipped))
 
 
 def moe_path(problem: Problem, plat: Optional[Platform] = None, check_impl: bool = True) -> str:
@@ -467,9 +573,11 @@ def explain_rows(problems: Iterable[Problem], plat: Platform, check_impl: bool) 
     rows = []
     for p in problems:
         d = decide(p, plat, check_impl)
-        rows.append(dict(op=p.op, backend=d.chosen.backend, path=d.chosen.path, reason=d.chosen.reason,
-                         fallbacks=[f"{c.backend}{'/' + c.path if c.path else ''}" for c in d.fallbacks],
-                         forced=d.forced))
+        k = d.chosen.kernel
+        rows.append(dict(op=p.op, backend=d.chosen.backend, path=d.chosen.path, kernel=str(k) if k else "",
+                         kernel_reason=next((r.reason for r in KERNEL_RULES if k and r.op == p.op
+                                             and r.backend == d.chosen.backend and r.kernel == k.name), ""),
+                         reason=d.chosen.reason, fallbacks=[c.label for c in d.fallbacks], forced=d.forced))
     return rows
 
 
@@ -611,4 +719,4 @@ def decide_seam(f: SeamFacts, plat: Optional[Platform] = None) -> SeamDecision:
         if f.seam in d.seams and d.when(f, plat):
             return SeamDecision(f.seam, False, d.reason)
     c = decide(seam_problem(f), plat, check_impl=False).chosen
-    return SeamDecision(f.seam, True, f"{c.backend}{'/' + c.path if c.path else ''} at decode: {c.reason}")
+    return SeamDecision(f.seam, True, f"{c.label} at decode: {c.reason}")

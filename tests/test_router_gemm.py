@@ -58,6 +58,14 @@ def test_non_contiguous_x_is_rejected():
 SHAPES = [(3072, 256), (6144, 128), (136, 24), (1032, 71)]
 
 
+def built_rows(dtype, M):
+    """The W rows per block the one-pass kernels are built with for this x
+    (the C++ check names the same): every one runs in the tests."""
+    if M > 8:
+        return (2,) if M <= 16 else (4,)
+    return (1, 2, 4) if dtype == torch.bfloat16 and torch.version.hip is None else (1,)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("H,E", SHAPES)
@@ -65,13 +73,14 @@ def test_native_every_m(native, dtype, H, E):
     w = torch.randn(E, H, device="cuda")
     for M in range(1, 33):
         x = torch.randn(M, H, device="cuda").to(dtype)
-        out = torch.full((M, E), float("nan"), device="cuda")
-        native.router_gemm(x, w, out)
-        err = reference.rel_error(out, reference.router_gemm(x.double(), w.double()))
-        assert err < TOL, (M, err)
-        again = torch.full_like(out, float("nan"))
-        native.router_gemm(x, w, again)
-        assert torch.equal(out, again), "not deterministic"
+        for rows in built_rows(dtype, M):
+            out = torch.full((M, E), float("nan"), device="cuda")
+            native.router_gemm(x, w, out, rows)
+            err = reference.rel_error(out, reference.router_gemm(x.double(), w.double()))
+            assert err < TOL, (M, rows, err)
+            again = torch.full_like(out, float("nan"))
+            native.router_gemm(x, w, again, rows)
+            assert torch.equal(out, again), "not deterministic"
 
 
 @pytest.mark.gpu
@@ -80,11 +89,12 @@ def test_native_does_not_touch_memory_past_out(native, M):
     H, E = 1032, 71  # four W rows per block, the last block with three
     w = torch.randn(E, H, device="cuda")
     x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
-    big = torch.full((M + 2, E), NAN, device="cuda")
-    out = big[1:M + 1]
-    native.router_gemm(x, w, out)
-    assert torch.isnan(big[0]).all() and torch.isnan(big[M + 1]).all()
-    assert _err(out, x, w) < TOL
+    for rows in built_rows(x.dtype, M):
+        big = torch.full((M + 2, E), NAN, device="cuda")
+        out = big[1:M + 1]
+        native.router_gemm(x, w, out, rows)
+        assert torch.isnan(big[0]).all() and torch.isnan(big[M + 1]).all()
+        assert _err(out, x, w) < TOL, rows
 
 
 @pytest.mark.gpu
@@ -92,7 +102,17 @@ def test_native_rejects_m_over_32(native):
     x = torch.randn(33, 64, device="cuda")
     w = torch.randn(8, 64, device="cuda")
     with pytest.raises(RuntimeError, match="router_gemm.*'x'"):
-        native.router_gemm(x, w, torch.empty(33, 8, device="cuda"))
+        native.router_gemm(x, w, torch.empty(33, 8, device="cuda"), 4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,M,rows", [(torch.bfloat16, 4, 3), (torch.bfloat16, 4, 8), (torch.float32, 4, 2),
+                                          (torch.bfloat16, 12, 4), (torch.bfloat16, 20, 2), (torch.bfloat16, 1, 0)])
+def test_native_rejects_rows_not_built(native, dtype, M, rows):
+    x = torch.randn(M, 64, device="cuda").to(dtype)
+    w = torch.randn(8, 64, device="cuda")
+    with pytest.raises(RuntimeError, match="router_gemm.*'rows'"):
+        native.router_gemm(x, w, torch.empty(M, 8, device="cuda"), rows)
 
 
 @pytest.mark.gpu
@@ -262,7 +282,7 @@ def test_op_uses_splitk_workspace_per_stream(native):
     H, E = 3072, 256
     w = torch.randn(E, H, device="cuda")
     dev = torch.device("cuda", torch.cuda.current_device())
-    assert 20 * H >= rg.NATIVE_SPLITK_MIN_MH > 16 * H
+    assert 20 * H >= oracle.threshold("router_splitk_min_mh", "sm90") > 16 * H
     for M in (8, 9, 16, 17, 32):
         x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
         out = rg._hip(x, w, None)
@@ -282,7 +302,7 @@ def test_op_uses_splitk_workspace_per_stream(native):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("M", [24, 32])   # M x H past NATIVE_SPLITK_MIN_MH: the split-K path
+@pytest.mark.parametrize("M", [24, 32])   # M x H past router_splitk_min_mh: the split-K path
 def test_splitk_under_graph_replay(native, M):
     # The op's native path (workspace cache included); the oracle's choice
     # depends on when the platform was first detected. fp32 x: bf16 takes
@@ -312,7 +332,7 @@ def test_splitk_workspace_made_inside_a_capture(native):
     rg = importlib.import_module("minimax_rocm.ops.router_gemm")
     _hip = rg._hip
     H, E, M = 3072, 40, 24
-    assert M * H >= rg.NATIVE_SPLITK_MIN_MH
+    assert M * H >= oracle.threshold("router_splitk_min_mh", "sm90")
     dev = torch.cuda.current_device()
     rg._SPLITK_LAST_EAGER.pop((dev, E), None)
     for key in [k for k in rg._SPLITK_WORKSPACES if k[:2] == (dev, E)]:
@@ -513,21 +533,54 @@ def test_op_takes_tc_for_bf16_past_the_threshold(native, monkeypatch):
     taken = []
     # M2's gate keeps the one-pass kernel to 8 rows, M3's (twice the hidden
     # size) takes tc from 5; fp32 x never does.
-    for E, H, ms in ((256, 3072, (rg.NATIVE_TC_MIN_M - 1, rg.NATIVE_TC_MIN_M, 32)),
-                     (128, 6144, (rg.NATIVE_TC_MIN_M_WIDE - 1, rg.NATIVE_TC_MIN_M_WIDE, 8))):
+    plat = oracle.detect_platform()
+    for E, H, ms in ((256, 3072, (8, 9, 32)), (128, 6144, (4, 5, 8))):
         w = torch.randn(E, H, device="cuda")
         for M in ms:
             for dt in (torch.bfloat16, torch.float32):
                 x = torch.randn(M, H, device="cuda").to(dt)
                 assert _err(rg._hip(x, w, None), x, w) < TOL
-            if rg.prefers_tc(M, H):
+            if oracle.kernel_for(oracle.Problem("router_gemm", tokens=M, hidden=H), "hip", plat).name == "tc":
                 taken.append(M)
-    assert calls == taken == [rg.NATIVE_TC_MIN_M, 32, rg.NATIVE_TC_MIN_M_WIDE, 8]
+    assert calls == taken == [9, 32, 5, 8]
+
+
+def _kernel(arch, m, h, dtype="bfloat16"):
+    return oracle.kernel_for(oracle.Problem("router_gemm", tokens=m, hidden=h, dtype=dtype), "hip",
+                             oracle.simulated_platform(arch))
 
 
 def test_tc_rule_by_rows_and_hidden_size():
-    rg = importlib.import_module("minimax_rocm.ops.router_gemm")
     for m in range(1, 33):
-        assert rg.prefers_tc(m, 3072) == (m >= 9), m      # MiniMax-M2's gate
-        assert rg.prefers_tc(m, 6144) == (m >= 5), m      # MiniMax-M3's
-    assert not rg.prefers_tc(4, 1 << 20)                   # 4 rows: one-pass at any width
+        assert (_kernel("sm90", m, 3072).name == "tc") == (m >= 9), m      # MiniMax-M2's gate
+        assert (_kernel("sm90", m, 6144).name == "tc") == (m >= 5), m      # MiniMax-M3's
+        assert _kernel("sm90", m, 3072, "float32").name != "tc"            # tensor cores: bf16 x only
+        assert _kernel("gfx942", m, 6144).name != "tc"                     # no clusters on AMD
+    assert _kernel("sm90", 4, 1 << 20).name != "tc"                         # 4 rows: never tc
+
+
+@pytest.mark.parametrize("arch", ["sm90", "gfx942"])
+def test_splitk_and_onepass_rows_by_shape(arch):
+    # without tc (fp32 x; AMD) split-K from M x H > 16 x 3072, else one-pass
+    # with the W rows per block of the table's byte budget, one of the builds
+    for m in range(1, 33):
+        for h in (1032, 3072, 6144):
+            for dt in ("bfloat16", "float32"):
+                k = _kernel(arch, m, h, dt)
+                if k.name == "tc":
+                    continue
+                assert (k.name == "splitk") == (m * h > 16 * 3072), (m, h, dt, k)
+                if k.name == "onepass":
+                    rows = k.arg("rows")
+                    want = 4 if m > 16 else 2 if m > 8 else 1 if dt == "float32" or arch == "gfx942" else \
+                        max(r for r in (1, 2, 4) if r == 1 or r * h * 4 <= (48 << 10 if m == 1 else 24 << 10))
+                    assert rows == want, (m, h, dt, k)
+    assert str(_kernel("sm90", 1, 3072)) == "onepass(rows=4)"   # M2's gate at M = 1: 48 KB of W per block
+    assert str(_kernel("sm90", 2, 6144)) == "onepass(rows=1)"   # M3's above: 24 KB
+
+
+def test_explain_names_the_router_kernel():
+    rows = oracle.explain_rows([oracle.Problem("router_gemm", tokens=1, hidden=3072)],
+                               oracle.simulated_platform("sm90"), check_impl=False)
+    assert rows[0]["backend"] == "hip" and rows[0]["kernel"] == "onepass(rows=4)", rows
+    assert "W rows" in rows[0]["kernel_reason"]

@@ -2,7 +2,7 @@
 // (bf16 or fp32) @ W[E, H]^T (fp32), for decode-sized M (<= 32). The op is
 // bound by reading W once (3 MB for MiniMax-M2's 256 x 3072).
 //
-// Kernel families (ops/router_gemm.py picks one per call):
+// Kernel families (the oracle picks one per call: KERNEL_RULES in oracle.py):
 // - router_gemm_onepass.hip: op router_gemm; a block per 1, 2 or 4 W rows,
 //   K split across its threads; every platform.
 // - router_gemm_splitk.hip: op router_gemm_splitk, K split across blocks that

@@ -68,12 +68,12 @@ def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc
     tensor-core cluster kernel (C = its cluster size / its MMA steps per K
     unit, 0 = automatic), after a
     one-element add_ (a launch and nothing else), all launched with PDL
-    where `pdl` and the GPU has it: the measurement behind
-    ops.router_gemm's NATIVE_SPLITK_MIN_MH and prefers_tc.
+    where `pdl` and the GPU has it: the measurement behind the oracle's
+    router kernel thresholds (router_tc_*, router_splitk_min_mh).
     `behind_plain`: each time is that of [a one-element add_, the kernel]
     less the add_ alone, the kernel after one that does not let it launch
     early (nothing overlaps its start).
-        python -c "from minimax_rocm.bench.router_gemm import sweep_splitk; sweep_splitk()"
+        python -m minimax_rocm.bench.router_gemm sweep_splitk
     """
     from ..ops.router_gemm import splitk_workspace, tc_available
     ops = _native_ops()
@@ -91,7 +91,9 @@ def sweep_splitk(ms=(1, 2, 4, 5, 6, 8, 9, 12, 16, 24, 32), splits=(0, 8, 16), tc
             x = torch.randn(M, H, device="cuda").to(torch.bfloat16)
             out = torch.empty(M, E, device="cuda")
             part, cnt = splitk_workspace(x.device, E)
-            cells = [f"one-pass {time_us_of(lambda: ops.router_gemm(x, w, out, pdl)):.2f}"]
+            rows = oracle.router_onepass_rows(oracle.Problem("router_gemm", tokens=M, hidden=H),
+                                              oracle.detect_platform())
+            cells = [f"one-pass r{rows} {time_us_of(lambda: ops.router_gemm(x, w, out, rows, pdl)):.2f}"]
             for s in splits:
                 us = time_us_of(lambda s=s: ops.router_gemm_splitk(x, w, out, part, cnt, s, pdl))
                 cells.append(f"S={s or 'auto'} {us:.2f}")
@@ -107,7 +109,7 @@ def sweep_op(ms=range(1, 33)) -> None:
     has it, CUDA graphs) against cast + F.linear for every M, both gates:
     the goal is per M, and the bench's M list skips the M where a kernel or
     an x tile changes (5, 9, 17, 25).
-        python -c "from minimax_rocm.bench.router_gemm import sweep_op; sweep_op()"
+        python -m minimax_rocm.bench.router_gemm sweep_op
     """
     _native_ops()
     for name, H, E in SHAPES:
@@ -120,3 +122,16 @@ def sweep_op(ms=range(1, 33)) -> None:
             worst = max(worst, (ours, M))
             print(f"{name} M={M}: op {ours:.2f} us, cast + F.linear {base:.2f} us, {base / ours:.2f}x", flush=True)
         print(f"{name}: slowest M={worst[1]} at {worst[0]:.2f} us", flush=True)
+
+
+if __name__ == "__main__":   # python -m minimax_rocm.bench.router_gemm sweep_splitk | sweep_op
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m minimax_rocm.bench.router_gemm")
+    ap.add_argument("sweep", choices=("sweep_splitk", "sweep_op"))
+    ap.add_argument("--behind-plain", action="store_true", help="sweep_splitk: each kernel after a plain kernel")
+    ap.add_argument("--no-pdl", action="store_true", help="sweep_splitk: launch without PDL")
+    a = ap.parse_args()
+    if a.sweep == "sweep_op":
+        sweep_op()
+    else:
+        sweep_splitk(pdl=not a.no_pdl, behind_plain=a.behind_plain)

@@ -83,9 +83,12 @@ def choose(problem: oracle.Problem) -> oracle.Decision:
 
 def run(problem: oracle.Problem, *args, with_path: bool = False, **kwargs):
     """Call the oracle's choice for problem.op (with path=the rule's
-    algorithmic path when with_path: one backend serving several paths)."""
+    algorithmic path when with_path: one backend serving several paths; with
+    kernel=the backend's kernel where the table names one)."""
     d = oracle.decide(problem)
     LAST_BACKEND[problem.op] = d.chosen.backend + (f"/{d.chosen.path}" if d.chosen.path else "")
     if with_path:
         kwargs["path"] = d.chosen.path
+    if d.chosen.kernel is not None:
+        kwargs["kernel"] = d.chosen.kernel
     return oracle.impl(problem.op, d.chosen.backend)(*args, **kwargs)

@@ -56,13 +56,6 @@ def _triton(x, w, bias):
     return out if bias is None else out.add_(bias)
 
 
-# Where router_gemm_tc does not apply (fp32 x, AMD, before sm90), the native
-# kernel splits K across blocks (router_gemm_splitk) once M x H passes this;
-# below it the one-pass kernel (a block per 1-4 W rows) is as fast. Measured
-# on an H200 with bench.router_gemm.sweep_splitk: benchmarks/history/router_gemm.md
-# ("one x batch of 16 rows").
-NATIVE_SPLITK_MIN_MH = 16 * 3072 + 1
-
 # Workspaces of the split-K kernel: per-tile partial sums and arrival counters
 # that every call leaves at zero. Allocated on first use and kept for the
 # process' life, one per (device, E, stream): two router calls that may run at
@@ -105,24 +98,6 @@ def splitk_workspace(device: torch.device, num_experts: int) -> tuple[torch.Tens
     return ws[0], ws[1]
 
 
-# bf16 x takes router_gemm_tc (tensor cores, K split across a thread-block
-# cluster) where the GPU has clusters (NVIDIA sm90+) from NATIVE_TC_MIN_M
-# rows, and from NATIVE_TC_MIN_M_WIDE rows once M x H reaches
-# NATIVE_TC_MIN_MH; fewer rows keep the one-pass kernel, each of whose
-# blocks reads all of x after the PDL wait. Measured on an H200:
-# benchmarks/history/router_gemm.md ("the reduction's dependent loads"): tc
-# for M3's x (60-96 KB per one-pass block) and not for M2's; at M = 4 the
-# one-pass kernel wins everywhere, from M = 9 tc does.
-NATIVE_TC_MIN_M = 9
-NATIVE_TC_MIN_M_WIDE = 5
-NATIVE_TC_MIN_MH = 5 * 6144
-
-
-def prefers_tc(m: int, h: int) -> bool:
-    """Whether bf16 x of m rows and hidden size h takes router_gemm_tc (where it runs)."""
-    return m >= NATIVE_TC_MIN_M or (m >= NATIVE_TC_MIN_M_WIDE and m * h >= NATIVE_TC_MIN_MH)
-
-
 @functools.lru_cache(maxsize=None)
 def _tc_capable(device_index: int) -> bool:
     return torch.version.hip is None and torch.cuda.get_device_capability(device_index)[0] >= 9
@@ -135,20 +110,23 @@ def tc_available(device: torch.device) -> bool:
 
 
 @oracle.register_impl(OP, "hip")
-def _hip(x, w, bias):
+def _hip(x, w, bias, kernel: Optional[oracle.Kernel] = None):
+    """The native kernel the oracle's KERNEL_RULES name (asked here when
+    called directly, without the op's dispatch)."""
     from ..native import ext
     from ..triton import dependent_launch
+    kernel = kernel or oracle.kernel_for(problem(x, w, bias), "hip", oracle.detect_platform())
     out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32, device=x.device)
     # PDL (NVIDIA sm90+): in a chain of short kernels the launch hides behind
     # the previous kernel's tail
     pdl = dependent_launch.enabled(x.device, triton_kernel=False)
-    if x.dtype == torch.bfloat16 and prefers_tc(x.shape[0], x.shape[1]) and tc_available(x.device):
+    if kernel.name == "tc":
         ext.ops().router_gemm_tc(x, w, out, 0, pdl)
-    elif x.shape[0] * x.shape[1] >= NATIVE_SPLITK_MIN_MH:
+    elif kernel.name == "splitk":
         partials, counters = splitk_workspace(x.device, w.shape[0])
         ext.ops().router_gemm_splitk(x, w, out, partials, counters, 0, pdl)
     else:
-        ext.ops().router_gemm(x, w, out, pdl)
+        ext.ops().router_gemm(x, w, out, kernel.arg("rows"), pdl)
     return out if bias is None else out.add_(bias)
 
 
