@@ -1,5 +1,6 @@
 """What every op module shares: input checks with errors that name the op and
-the argument, and dispatch through the oracle."""
+the argument, and dispatch through the oracle. spec.declare_op builds each op
+from these."""
 from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence, Union
@@ -43,9 +44,11 @@ def check_tensor(op: str, arg: str, t, *, dtype: Optional[DTypes] = None, dim: O
 
 def check_types(op: str, tensors: Optional[dict] = None, optional: Optional[dict] = None,
                 numbers: Optional[dict] = None, ints: Optional[dict] = None, strings: Optional[dict] = None) -> None:
-    """The public wrappers' argument types (name -> value), checked before the
-    custom op's schema would reject them with a plain RuntimeError. Symbolic
-    ints and floats (torch.compile with dynamic shapes) pass."""
+    """The argument types (name -> value) of a public function written by hand,
+    checked before the custom op's schema would reject them with a plain
+    RuntimeError. Symbolic ints and floats (torch.compile with dynamic shapes)
+    pass. Ops declared with spec.declare_op get the same checks from their
+    params (spec.Param.check_type)."""
     opt = {k: v for k, v in (optional or {}).items() if v is not None}
     for name, v in {**(tensors or {}), **opt}.items():
         if not isinstance(v, torch.Tensor):

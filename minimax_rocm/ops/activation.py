@@ -1,11 +1,10 @@
 """swiglu_oai: the MiniMax-M3 expert activation on a `[..., 2I]` GEMM1 output."""
 from __future__ import annotations
 
-import torch
-
 from .. import oracle, reference
-from ._common import check_choice, check_tensor, check_types, fail, on_gpu, run
+from ._common import check_choice, check_tensor, fail, on_gpu
 from .moe import FLOAT_DTYPES, LAYOUTS, check_swiglu_params
+from .spec import Float, Str, Tensor, declare_op
 
 OP = "swiglu_oai"
 
@@ -18,33 +17,27 @@ def check(x, alpha, limit, layout):
     check_swiglu_params(OP, alpha, limit)
 
 
-@torch.library.custom_op("minimax_rocm::swiglu_oai", mutates_args=())
-def _swiglu_oai(x: torch.Tensor, alpha: float, limit: float, layout: str) -> torch.Tensor:
-    check(x, alpha, limit, layout)
-    p = oracle.Problem(OP, tokens=x.numel() // max(1, x.shape[-1]), hidden=x.shape[-1],
-                       dtype=str(x.dtype)[6:], on_gpu=on_gpu(x))
-    return run(p, x, alpha, limit, layout)
+def problem(x, alpha, limit, layout) -> oracle.Problem:
+    return oracle.Problem(OP, tokens=x.numel() // max(1, x.shape[-1]), hidden=x.shape[-1],
+                          dtype=str(x.dtype)[6:], on_gpu=on_gpu(x))
 
 
-@_swiglu_oai.register_fake
-def _(x, alpha, limit, layout):
-    check(x, alpha, limit, layout)
-    return x.new_empty((*x.shape[:-1], x.shape[-1] // 2))
+SWIGLU_OAI = declare_op(
+    OP,
+    params=(Tensor("x"), Float("alpha", default=reference.SWIGLU_OAI_ALPHA),
+            Float("limit", default=reference.SWIGLU_OAI_LIMIT), Str("layout", default="split")),
+    check=check, problem=problem,
+    fake=lambda x, alpha, limit, layout: x.new_empty((*x.shape[:-1], x.shape[-1] // 2)),
+    doc="`[..., 2I]` -> `[..., I]`: (clamp(up) + 1) * min(gate, limit) * sigmoid(alpha * gate).")
+swiglu_oai = SWIGLU_OAI.public
 
 
-@oracle.register_impl(OP, "torch")
+@SWIGLU_OAI.impl("torch")
 def _torch(x, alpha, limit, layout):
     return reference.swiglu_oai(x, alpha, limit, layout)
 
 
-@oracle.register_impl(OP, "triton")
+@SWIGLU_OAI.impl("triton")
 def _triton(x, alpha, limit, layout):
     from ..triton import elementwise
     return elementwise.swiglu_oai(x, alpha, limit, layout)
-
-
-def swiglu_oai(x: torch.Tensor, alpha: float = reference.SWIGLU_OAI_ALPHA,
-               limit: float = reference.SWIGLU_OAI_LIMIT, layout: str = "split") -> torch.Tensor:
-    """`[..., 2I]` -> `[..., I]`: (clamp(up) + 1) * min(gate, limit) * sigmoid(alpha * gate)."""
-    check_types(OP, tensors=dict(x=x), numbers=dict(alpha=alpha, limit=limit), strings=dict(layout=layout))
-    return torch.ops.minimax_rocm.swiglu_oai(x, alpha, limit, layout)

@@ -9,6 +9,7 @@ import torch
 from .. import oracle, reference
 from ._common import check_choice, check_tensor, check_types, fail, on_gpu, run
 from .moe import FLOAT_DTYPES, align_routes, check_moe, moe_problem
+from .spec import Dtype, Str, Tensor, declare_op
 
 FP8_DTYPES = {"e4m3fn": torch.float8_e4m3fn, "e4m3fnuz": torch.float8_e4m3fnuz}
 QUANT, DEQUANT, MOE = "mxfp8_quant", "mxfp8_dequant", "fused_moe_mxfp8"
@@ -26,33 +27,34 @@ def check_quant(x, fp8):
         fail(QUANT, "x", "must have at least one dim")
 
 
-@torch.library.custom_op("minimax_rocm::mxfp8_quant", mutates_args=())
-def _mxfp8_quant(x: torch.Tensor, fp8_dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
-    check_quant(x, fp8_dtype)
-    p = oracle.Problem(QUANT, tokens=x.numel() // max(1, x.shape[-1]), hidden=x.shape[-1],
-                       dtype=str(x.dtype)[6:], on_gpu=on_gpu(x))
-    return run(p, x, fp8_dtype)
+def quant_problem(x, fp8_dtype) -> oracle.Problem:
+    return oracle.Problem(QUANT, tokens=x.numel() // max(1, x.shape[-1]), hidden=x.shape[-1],
+                          dtype=str(x.dtype)[6:], on_gpu=on_gpu(x))
 
 
-@_mxfp8_quant.register_fake
-def _(x, fp8_dtype):
-    check_quant(x, fp8_dtype)
-    return (x.new_empty(x.shape, dtype=FP8_DTYPES[fp8_dtype]),
-            x.new_empty((*x.shape[:-1], x.shape[-1] // reference.MX_BLOCK), dtype=torch.uint8))
+# "auto" is resolved before the op: the op itself takes a flavour.
+MXFP8_QUANT = declare_op(
+    QUANT,
+    params=(Tensor("x"), Str("fp8_dtype", default="auto", convert=resolve_fp8)),
+    check=check_quant, problem=quant_problem, returns=2,
+    fake=lambda x, fp8_dtype: (x.new_empty(x.shape, dtype=FP8_DTYPES[fp8_dtype]),
+                               x.new_empty((*x.shape[:-1], x.shape[-1] // reference.MX_BLOCK), dtype=torch.uint8)),
+    doc="x `[..., K]` -> (fp8 values `[..., K]`, e8m0 scales uint8 `[..., K/32]`).")
+mxfp8_quant = MXFP8_QUANT.public
 
 
-@oracle.register_impl(QUANT, "torch")
+@MXFP8_QUANT.impl("torch")
 def _quant_torch(x, fp8_dtype):
     return reference.mxfp8_quant(x, FP8_DTYPES[fp8_dtype])
 
 
-@oracle.register_impl(QUANT, "triton")
+@MXFP8_QUANT.impl("triton")
 def _quant_triton(x, fp8_dtype):
     from ..triton import mxfp8_quant as tri
     return tri.mxfp8_quant(x, FP8_DTYPES[fp8_dtype])
 
 
-@oracle.register_impl(QUANT, "hip")
+@MXFP8_QUANT.impl("hip")
 def _quant_hip(x, fp8_dtype):
     # bf16 input only (the oracle's rule says so); the kernel writes bytes, the
     # fp8 flavour is a view.
@@ -61,12 +63,6 @@ def _quant_hip(x, fp8_dtype):
     s = torch.empty((*x.shape[:-1], x.shape[-1] // reference.MX_BLOCK), dtype=torch.uint8, device=x.device)
     ext.ops().mxfp8_quant(x, fp8_dtype == "e4m3fnuz", q, s)
     return q.view(FP8_DTYPES[fp8_dtype]), s
-
-
-def mxfp8_quant(x: torch.Tensor, fp8_dtype: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """x `[..., K]` -> (fp8 values `[..., K]`, e8m0 scales uint8 `[..., K/32]`)."""
-    check_types(QUANT, tensors=dict(x=x), strings=dict(fp8_dtype=fp8_dtype))
-    return torch.ops.minimax_rocm.mxfp8_quant(x, resolve_fp8(fp8_dtype))
 
 
 OUT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -79,36 +75,30 @@ def check_dequant(q, scales, out_dtype):
                  shape=(*q.shape[:-1], q.shape[-1] // reference.MX_BLOCK), device=q.device)
 
 
-@torch.library.custom_op("minimax_rocm::mxfp8_dequant", mutates_args=())
-def _mxfp8_dequant(q: torch.Tensor, scales: torch.Tensor, out_dtype: str) -> torch.Tensor:
-    check_dequant(q, scales, out_dtype)
-    p = oracle.Problem(DEQUANT, tokens=q.numel() // max(1, q.shape[-1]), hidden=q.shape[-1],
-                       on_gpu=on_gpu(q, scales))
-    return run(p, q, scales, out_dtype)
+def dequant_problem(q, scales, out_dtype) -> oracle.Problem:
+    return oracle.Problem(DEQUANT, tokens=q.numel() // max(1, q.shape[-1]), hidden=q.shape[-1],
+                          on_gpu=on_gpu(q, scales))
 
 
-@_mxfp8_dequant.register_fake
-def _(q, scales, out_dtype):
-    check_dequant(q, scales, out_dtype)
-    return q.new_empty(q.shape, dtype=OUT_DTYPES[out_dtype])
+# out_dtype is a torch.dtype to callers and its name in the op's schema.
+MXFP8_DEQUANT = declare_op(
+    DEQUANT,
+    params=(Tensor("q"), Tensor("scales"), Dtype("out_dtype", default=torch.bfloat16)),
+    check=check_dequant, problem=dequant_problem,
+    fake=lambda q, scales, out_dtype: q.new_empty(q.shape, dtype=OUT_DTYPES[out_dtype]),
+    doc="q fp8 `[..., K]`, e8m0 scales `[..., K/32]` -> q x 2^(scale - 127) in out_dtype.")
+mxfp8_dequant = MXFP8_DEQUANT.public
 
 
-@oracle.register_impl(DEQUANT, "torch")
+@MXFP8_DEQUANT.impl("torch")
 def _dequant_torch(q, scales, out_dtype):
     return reference.mxfp8_dequant(q, scales, OUT_DTYPES[out_dtype])
 
 
-@oracle.register_impl(DEQUANT, "triton")
+@MXFP8_DEQUANT.impl("triton")
 def _dequant_triton(q, scales, out_dtype):
     from ..triton import mxfp8_quant as tri
     return tri.mxfp8_dequant(q, scales, OUT_DTYPES[out_dtype])
-
-
-def mxfp8_dequant(q: torch.Tensor, scales: torch.Tensor, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    check_types(DEQUANT, tensors=dict(q=q, scales=scales))
-    if not isinstance(out_dtype, torch.dtype):
-        fail(DEQUANT, "out_dtype", f"must be a torch.dtype, got {type(out_dtype).__name__}")
-    return torch.ops.minimax_rocm.mxfp8_dequant(q, scales, str(out_dtype)[6:])
 
 
 # --------------------------------------------------------------------------- #

@@ -23,7 +23,8 @@ import torch.distributed as dist
 
 from .. import oracle, reference
 from ..parallel import group_world_size, lamport_workspace, resolve_group
-from ._common import check_tensor, check_types, fail, on_gpu, run
+from ._common import check_tensor, fail, on_gpu
+from .spec import Float, Str, Tensor, declare_op
 
 QK, ONE = "allreduce_rms_qk", "allreduce_rms"
 ACT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -53,27 +54,26 @@ def norm_problem(op, x, group_name) -> oracle.Problem:
                           peer_access=lamport_workspace(group_name) is not None)
 
 
-@torch.library.custom_op("minimax_rocm::allreduce_rms_qk", mutates_args=("qkv",))
-def _allreduce_rms_qk(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, eps: float,
-                      group_name: str) -> None:
-    check_qk(qkv, q_weight, k_weight, eps)
-    run(norm_problem(QK, qkv, group_name), qkv, q_weight, k_weight, eps, group_name)
+# Both write their first argument in place and return it.
+ALLREDUCE_RMS_QK = declare_op(
+    QK,
+    params=(Tensor("qkv", mutable=True), Tensor("q_weight"), Tensor("k_weight"), Float("eps", default=1e-6),
+            Str("group_name", default="")),
+    check=lambda qkv, q_weight, k_weight, eps, group_name: check_qk(qkv, q_weight, k_weight, eps),
+    problem=lambda qkv, q_weight, k_weight, eps, group_name: norm_problem(QK, qkv, group_name),
+    returns=0,
+    doc="""Normalise q and k of this rank's qkv shard `[T, q + 2 kv]` in place over
+    their full widths across the TP group; v is untouched. Returns qkv.""")
+allreduce_rms_qk = ALLREDUCE_RMS_QK.public
 
-
-@_allreduce_rms_qk.register_fake
-def _(qkv, q_weight, k_weight, eps, group_name):
-    check_qk(qkv, q_weight, k_weight, eps)
-
-
-@torch.library.custom_op("minimax_rocm::allreduce_rms", mutates_args=("x",))
-def _allreduce_rms(x: torch.Tensor, weight: torch.Tensor, eps: float, group_name: str) -> None:
-    check_one(x, weight, eps)
-    run(norm_problem(ONE, x, group_name), x, weight, eps, group_name)
-
-
-@_allreduce_rms.register_fake
-def _(x, weight, eps, group_name):
-    check_one(x, weight, eps)
+ALLREDUCE_RMS = declare_op(
+    ONE,
+    params=(Tensor("x", mutable=True), Tensor("weight"), Float("eps", default=1e-6), Str("group_name", default="")),
+    check=lambda x, weight, eps, group_name: check_one(x, weight, eps),
+    problem=lambda x, weight, eps, group_name: norm_problem(ONE, x, group_name),
+    returns=0,
+    doc="Normalise this rank's shard `[T, D]` in place over the full width across the group.")
+allreduce_rms = ALLREDUCE_RMS.public
 
 
 def _sum_squares(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -88,7 +88,7 @@ def all_reduce_sums(sums: torch.Tensor, group_name: str) -> torch.Tensor:
     return sums
 
 
-@oracle.register_impl(QK, "torch")
+@ALLREDUCE_RMS_QK.impl("torch")
 def _qk_torch(qkv, q_weight, k_weight, eps, group_name):
     q, kv = q_weight.shape[0], k_weight.shape[0]
     world = group_world_size(group_name)
@@ -97,7 +97,7 @@ def _qk_torch(qkv, q_weight, k_weight, eps, group_name):
     qkv[:, q:q + kv] = reference.allreduce_rms_local(qkv[:, q:q + kv], k_weight, eps, sums[:, 1], kv * world)
 
 
-@oracle.register_impl(ONE, "torch")
+@ALLREDUCE_RMS.impl("torch")
 def _one_torch(x, weight, eps, group_name):
     world = group_world_size(group_name)
     sums = all_reduce_sums(_sum_squares([x]), group_name)
@@ -109,7 +109,7 @@ def _one_torch(x, weight, eps, group_name):
 # --------------------------------------------------------------------------- #
 
 
-@oracle.register_impl(QK, "triton")
+@ALLREDUCE_RMS_QK.impl("triton")
 def _qk_triton(qkv, q_weight, k_weight, eps, group_name):
     from ..triton import rms_norm as tri
     q, kv = q_weight.shape[0], k_weight.shape[0]
@@ -118,7 +118,7 @@ def _qk_triton(qkv, q_weight, k_weight, eps, group_name):
     tri.rms_scale(qkv, sums, q_weight, k_weight, q, kv, q * world, kv * world, eps)
 
 
-@oracle.register_impl(ONE, "triton")
+@ALLREDUCE_RMS.impl("triton")
 def _one_triton(x, weight, eps, group_name):
     from ..triton import rms_norm as tri
     world = group_world_size(group_name)
@@ -170,7 +170,7 @@ def _fall_through(op: str, problem: oracle.Problem, why: str, args: tuple):
     return oracle.impl(op, nxt.backend)(*args)
 
 
-@oracle.register_impl(QK, "hip")
+@ALLREDUCE_RMS_QK.impl("hip")
 def _qk_hip(qkv, q_weight, k_weight, eps, group_name):
     ws = _workspace_for(QK, "qkv", qkv, group_name)
     q, kv = q_weight.shape[0], k_weight.shape[0]
@@ -180,27 +180,10 @@ def _qk_hip(qkv, q_weight, k_weight, eps, group_name):
     ws.allreduce_rms_qk(qkv, q_weight, k_weight, eps)
 
 
-@oracle.register_impl(ONE, "hip")
+@ALLREDUCE_RMS.impl("hip")
 def _one_hip(x, weight, eps, group_name):
     ws = _workspace_for(ONE, "x", x, group_name)
     why = _lamport_declines(x, (x.shape[1],), (weight,))
     if why:
         return _fall_through(ONE, norm_problem(ONE, x, group_name), why, (x, weight, eps, group_name))
     ws.allreduce_rms(x, weight, eps)
-
-
-def allreduce_rms_qk(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, eps: float = 1e-6,
-                     group_name: str = "") -> torch.Tensor:
-    """Normalise q and k of this rank's qkv shard `[T, q + 2 kv]` in place over
-    their full widths across the TP group; v is untouched. Returns qkv."""
-    check_types(QK, tensors=dict(qkv=qkv, q_weight=q_weight, k_weight=k_weight), numbers=dict(eps=eps),
-                strings=dict(group_name=group_name))
-    torch.ops.minimax_rocm.allreduce_rms_qk(qkv, q_weight, k_weight, eps, group_name)
-    return qkv
-
-
-def allreduce_rms(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, group_name: str = "") -> torch.Tensor:
-    """Normalise this rank's shard `[T, D]` in place over the full width across the group."""
-    check_types(ONE, tensors=dict(x=x, weight=weight), numbers=dict(eps=eps), strings=dict(group_name=group_name))
-    torch.ops.minimax_rocm.allreduce_rms(x, weight, eps, group_name)
-    return x

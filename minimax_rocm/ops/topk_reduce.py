@@ -6,7 +6,8 @@ from typing import Optional
 import torch
 
 from .. import oracle, reference
-from ._common import aligned16, check_tensor, check_types, on_gpu, run
+from ._common import aligned16, check_tensor, on_gpu
+from .spec import Tensor, declare_op
 
 OP = "topk_reduce"
 
@@ -23,38 +24,29 @@ def problem(x: torch.Tensor, weights: Optional[torch.Tensor]) -> oracle.Problem:
                           on_gpu=on_gpu(x, weights), aligned16=aligned16(x))
 
 
-@torch.library.custom_op("minimax_rocm::topk_reduce", mutates_args=())
-def _topk_reduce(x: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
-    check(x, weights)
-    return run(problem(x, weights), x, weights)
+TOPK_REDUCE = declare_op(
+    OP,
+    params=(Tensor("x"), Tensor("weights", optional=True, default=None)),
+    check=check, problem=problem,
+    fake=lambda x, weights: x.new_empty((x.shape[0], x.shape[2])),
+    doc="Sum each token's k route rows: out[t] = sum_j w[t, j] * x[t, j] (w = 1 if None).")
+topk_reduce = TOPK_REDUCE.public
 
 
-@_topk_reduce.register_fake
-def _(x, weights):
-    check(x, weights)
-    return x.new_empty((x.shape[0], x.shape[2]))
-
-
-@oracle.register_impl(OP, "torch")
+@TOPK_REDUCE.impl("torch")
 def _torch(x, weights):
     return reference.topk_reduce(x, weights)
 
 
-@oracle.register_impl(OP, "triton")
+@TOPK_REDUCE.impl("triton")
 def _triton(x, weights):
     from ..triton import topk_reduce as tri
     return tri.topk_reduce(x, weights)
 
 
-@oracle.register_impl(OP, "hip")
+@TOPK_REDUCE.impl("hip")
 def _hip(x, weights):
     from ..native import ext
     out = torch.empty((x.shape[0], x.shape[2]), dtype=x.dtype, device=x.device)
     ext.ops().topk_reduce(x, None if weights is None else weights.float(), out)
     return out
-
-
-def topk_reduce(x: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Sum each token's k route rows: out[t] = sum_j w[t, j] * x[t, j] (w = 1 if None)."""
-    check_types(OP, tensors=dict(x=x), optional=dict(weights=weights))
-    return torch.ops.minimax_rocm.topk_reduce(x, weights)
