@@ -1,4 +1,4 @@
-"""python -m minimax_rocm info | explain | demo | bench"""
+"""python -m minimax_rocm info | explain | demo | bench | check"""
 from __future__ import annotations
 
 import argparse
@@ -79,24 +79,15 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    if args.ep > 1 or args.tp > 1:
-        try:
-            from .models.demo import run_demo
-        except ImportError as e:
-            print(f"demo --ep/--tp: the multi-process demo (minimax_rocm.models.demo) is not available: {e}",
-                  file=sys.stderr)
-            return 2
-        try:
-            ok = run_demo(ep=args.ep, tp=args.tp, device=args.device, tokens=args.tokens)
-        except ValueError as e:
-            # run_demo checks the EP/TP layout against its model before it
-            # spawns anything: those are usage errors
-            if not str(e).startswith("run_demo:"):
-                raise
-            args.parser.error(f"argument --ep/--tp: {str(e)[len('run_demo:'):].strip()}")
-    else:
-        from .demo import run
-        ok = run(device=args.device, tokens=args.tokens)
+    from .models.demo import run_demo
+    try:
+        ok = run_demo(ep=args.ep, tp=args.tp, device=args.device, tokens=args.tokens)
+    except ValueError as e:
+        # run_demo checks the EP/TP layout against its model before it runs
+        # anything: those are usage errors
+        if not str(e).startswith("run_demo:"):
+            raise
+        args.parser.error(f"argument --ep/--tp: {str(e)[len('run_demo:'):].strip()}")
     return 0 if ok else 1
 
 
@@ -124,6 +115,11 @@ def _cmd_bench(args) -> int:
     if args.plot:
         harness.plot(rows, args.plot)
     return 0
+
+
+def _cmd_check(args) -> int:
+    from .gpu_check import run
+    return run(args)
 
 
 def main(argv=None) -> int:
@@ -159,6 +155,13 @@ def main(argv=None) -> int:
     b.add_argument("--plot", default=None, help="write a PNG plot")
     b.add_argument("--quick", action="store_true", help="fewer cases (smoke runs)")
     b.set_defaults(fn=_cmd_bench, parser=b)
+
+    from . import gpu_check
+    c = sub.add_parser("check", help="a GPU machine's checks: build, tests, properties, sanitizer, bench, profiles",
+                       description=gpu_check.__doc__.split("\n\n")[0],
+                       epilog=gpu_check.__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    gpu_check.add_arguments(c)
+    c.set_defaults(fn=_cmd_check, parser=c)
 
     args = p.parse_args(argv)
     _check_environment(p)

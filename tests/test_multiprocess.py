@@ -299,22 +299,6 @@ def test_pp2_x_ep2_gloo(gloo4):
     _assert_ok(gloo4, "pp2_ep2")
 
 
-def test_demo_ep2_tp2_cpu(capsys):
-    from minimax_rocm.models.demo import TOL, run_demo
-    res = run_demo(ep=2, tp=2, device="cpu", tokens=16)
-    assert res and sorted(res) == sorted(TOL), res.rows
-    out = capsys.readouterr().out
-    assert "gloo on the CPU" in out and "demo: PASS" in out and "allreduce_rms_qk M2 (TP)" in out
-
-
-def test_demo_rejects_layouts_it_cannot_split():
-    from minimax_rocm.models.demo import run_demo
-    with pytest.raises(ValueError, match="smaller must divide"):
-        run_demo(ep=3, tp=2, device="cpu")
-    with pytest.raises(ValueError, match="TP3 does not split"):
-        run_demo(ep=3, tp=3, device="cpu")
-
-
 # --------------------------------------------------------------------------- #
 # two GPUs, NCCL, the GPU kernels
 # --------------------------------------------------------------------------- #
@@ -344,10 +328,3 @@ def test_ep2_moe_nccl(nccl2):
 @pytest.mark.multigpu
 def test_pp2_two_layers_nccl(nccl2):
     _assert_ok(nccl2, "pp2")
-
-
-@pytest.mark.multigpu
-def test_demo_ep2_tp2_gpu():
-    from minimax_rocm.models.demo import run_demo
-    res = run_demo(ep=2, tp=2, device="cuda", tokens=32)
-    assert res, res.rows

@@ -15,7 +15,7 @@ real output's shape, dtype and strides (strides of dims longer than 1), and
 torch.library.opcheck runs on a share of them.
 
 Paths: CPU (CI): the op (torch backend) and the Triton backend under the
-interpreter. CUDA (marker gpu, scripts/gpu_properties.sh): the op as the
+interpreter. CUDA (marker gpu, `scripts/gpu_check.sh properties`): the op as the
 oracle dispatches it, and every backend whose rule takes the case (native
 HIP/CUDA, Triton with each MoE path, torch).
 
@@ -24,7 +24,7 @@ Budgets (examples per test; MINIMAX_ROCM_HYPOTHESIS_EXAMPLES overrides all):
   mxfp8_dequant (with mxfp8_fn_to_fnuz), moe_align, layer_weight_formats 100
   each; each op family's bad-input test 60; fused_moe 80; fused_moe_mxfp8 60;
   opcheck 80 over all ops. About 70 s on one core, 55 s with -n 2 (2 cores).
-  GPU (scripts/gpu_properties.sh): 400 per test.
+  GPU (`scripts/gpu_check.sh properties`): 400 per test.
 
 The MoE tests draw moderate magnitudes (no largest-finite values): their
 GEMMs accumulate in fp32 and store bf16 intermediates, so products past

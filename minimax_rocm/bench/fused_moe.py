@@ -192,7 +192,7 @@ def bench(ctx: Context) -> list[Row]:
 
 
 # --------------------------------------------------------------------------- #
-# tile sweep (not a registered bench): `MOE_SWEEP=1 scripts/gpu_moe.sh` runs it
+# tile sweep (not a registered bench): `python -m minimax_rocm.bench.fused_moe sweep` runs it
 # to fill the sm90 entries of minimax_rocm/triton/moe_configs.py.
 # --------------------------------------------------------------------------- #
 
@@ -276,12 +276,14 @@ def best_by(results: list[dict]) -> dict:
 
 
 if __name__ == "__main__":   # python -m minimax_rocm.bench.fused_moe sweep
-    import sys
-    if sys.argv[1:2] == ["sweep"]:
-        res = sweep(torch.device("cuda"))
-        print("\nbest per (shape, T, gemm):")
-        for key, r in sorted(best_by(res).items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
-            t = r["tile"]
-            print(f"  {key[0]:7s} T={key[1]:5d} {key[2]}: BM={t.block_m} BN={t.block_n} BK={t.block_k} "
-                  f"w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} ppc={t.progs_per_cu} "
-                  f"{r['us']:.1f} us {100 * r['pct']:.1f}%")
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m minimax_rocm.bench.fused_moe")
+    ap.add_argument("sweep", choices=("sweep",), help="GEMM1 and GEMM2 alone over sweep_plan()'s tiles")
+    ap.parse_args()
+    res = sweep(torch.device("cuda"))
+    print("\nbest per (shape, T, gemm):")
+    for key, r in sorted(best_by(res).items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        t = r["tile"]
+        print(f"  {key[0]:7s} T={key[1]:5d} {key[2]}: BM={t.block_m} BN={t.block_n} BK={t.block_k} "
+              f"w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} ppc={t.progs_per_cu} "
+              f"{r['us']:.1f} us {100 * r['pct']:.1f}%")

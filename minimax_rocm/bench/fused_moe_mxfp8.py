@@ -186,21 +186,68 @@ def sweep(device: torch.device, shapes=SHAPES[:1], tokens=(16, 64, 216, 1024), b
     return out
 
 
-if __name__ == "__main__":   # python -m minimax_rocm.bench.fused_moe_mxfp8 sweep [M2]
-    import sys
+def spread(device: torch.device, tokens=(16, 64, 216), repeat: int = 3, log=print) -> None:
+    """The run-to-run spread at the M3 EP8 rank: the BF16 MoE, the native
+    MXFP8 MoE as the table configures it and the native one with the
+    rounding pass's stream placement flipped, timed in alternation `repeat`
+    times in one process, each with its % of the fp8 floor (the goal of 80%
+    sits within that spread: benchmarks/history/fused_moe_mxfp8.md)."""
+    from ..triton import fused_moe as bf16_moe
+    from ..triton import fused_moe_mxfp8 as tri
+    from .harness import copy_bandwidth_gbs
+    bw = copy_bandwidth_gbs() * 1e9
+    log(f"{torch.cuda.get_device_name()} copy bandwidth {bw / 1e9:.0f} GB/s")
+    name, H, I, E, E_loc, k, act, ep = SHAPES[0]
+    w13, w2, w13_q, w13_s, w2_q, w2_s = mxfp8_weights(E_loc, H, I, device)
+    for T in tokens:
+        hidden, tw, ids, emap, grp, case = rank_step(name, T, H, E, E_loc, k, ep, T, device)
+        floor = fp8_touched_bytes(grp, H, I) / bw * 1e6
+        tk = dict(iters=20, inner=10) if T >= 216 else {}
+        flip = not tri.plan(hidden, w13_q, ids, emap)["overlap_rounding"]
+        served = dict(quantize=quantize_tokens, align=align_routes)   # the oracle's choices, as the op passes them
+        for _ in range(repeat):
+            base = time_us(lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act, align=align_routes), **tk)
+            us = time_us(lambda: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act, **served),
+                         **tk)
+            alt = time_us(lambda: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act,
+                                                      overlap_rounding=flip, **served), **tk)
+            log(f"{case:40s} BF16 {base:8.1f} us  native {us:8.1f} us  {100 * floor / us:5.1f}% of floor  "
+                f"{base / us:4.2f}x BF16  | rounding {'beside' if flip else 'after'} the alignment "
+                f"{alt:8.1f} us {100 * floor / alt:5.1f}%")
+    del w13, w2, w13_q, w13_s, w2_q, w2_s
+    torch.cuda.empty_cache()
+
+
+def _sweep_main(shape: str) -> None:
     from .fused_moe import best_by
-    if sys.argv[1:2] == ["sweep"]:
-        shp = tuple(s for s in SHAPES if s[0].startswith(sys.argv[2])) if len(sys.argv) > 2 else SHAPES[:1]
-        res = sweep(torch.device("cuda"), shapes=shp, tokens=(64, 216), variants=[
-            {}, dict(block_k=128, num_stages=4),
-            # longer contiguous runs per weight row (BLOCK_K / 2 measured 12% slower end to end)
-            dict(block_n=32, block_k=512), dict(block_n=32, block_k=512, progs_per_cu=2),
-            dict(block_n=32, block_k=512, num_stages=4, progs_per_cu=2),
-            dict(block_n=64, block_k=512, num_stages=2, progs_per_cu=2),
-            dict(block_n=64, block_k=512, num_stages=3, progs_per_cu=1)])
-        print("\nbest per (shape, T, gemm):")
-        for key, r in sorted(best_by(res).items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
-            t = r["tile"]
-            print(f"  {key[0]:7s} T={key[1]:5d} {key[2]}: BM={t.block_m} BN={t.block_n} BK={t.block_k} "
-                  f"w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} ppc={t.progs_per_cu} "
-                  f"{r['us']:.1f} us {100 * r['pct']:.1f}%")
+    shp = tuple(s for s in SHAPES if s[0].startswith(shape)) if shape else SHAPES[:1]
+    res = sweep(torch.device("cuda"), shapes=shp, tokens=(64, 216), variants=[
+        {}, dict(block_k=128, num_stages=4),
+        # longer contiguous runs per weight row (BLOCK_K / 2 measured 12% slower end to end)
+        dict(block_n=32, block_k=512), dict(block_n=32, block_k=512, progs_per_cu=2),
+        dict(block_n=32, block_k=512, num_stages=4, progs_per_cu=2),
+        dict(block_n=64, block_k=512, num_stages=2, progs_per_cu=2),
+        dict(block_n=64, block_k=512, num_stages=3, progs_per_cu=1)])
+    print("\nbest per (shape, T, gemm):")
+    for key, r in sorted(best_by(res).items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        t = r["tile"]
+        print(f"  {key[0]:7s} T={key[1]:5d} {key[2]}: BM={t.block_m} BN={t.block_n} BK={t.block_k} "
+              f"w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} ppc={t.progs_per_cu} "
+              f"{r['us']:.1f} us {100 * r['pct']:.1f}%")
+
+
+if __name__ == "__main__":
+    # python -m minimax_rocm.bench.fused_moe_mxfp8 sweep [M2] | spread [--repeat N] [T ...]
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m minimax_rocm.bench.fused_moe_mxfp8")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sw = sub.add_parser("sweep", help="GEMM tile variants alone, against their fp8 floors")
+    sw.add_argument("shape", nargs="?", default="", help="shape name prefix (M3, M2; default M3)")
+    sp = sub.add_parser("spread", help="BF16 vs native (and the rounding placement flipped), alternating")
+    sp.add_argument("tokens", type=int, nargs="*", default=[16, 64, 216])
+    sp.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    if a.cmd == "sweep":
+        _sweep_main(a.shape)
+    else:
+        spread(torch.device("cuda"), tokens=a.tokens, repeat=a.repeat)

@@ -1,6 +1,7 @@
 """MiniMax-M2 / M2.5 / M3 blocks built from the package's ops: configuration
 (config.py), the QK-norm step (attention.py), the MoE block and the dense MLP
-(moe.py), pipeline stages (pipeline.py), and the multi-process demo (demo.py).
+(moe.py), pipeline stages (pipeline.py), and the demo (demo.py: every rank in
+one process, or one process per rank).
 
 Submodules load on first use (`minimax_rocm.models.moe`, ...): the weight
 loader in minimax_rocm.parallel imports models.config, and the blocks import the

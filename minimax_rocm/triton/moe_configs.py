@@ -118,12 +118,14 @@ ARCHS: dict[str, ArchMoe] = {
                        "activations, W bytes moved into BF16 fields, one multiply per element) 288/293 us, fp8 dot "
                        "per 32-wide block 622/658 us, tl.dot_scaled 876/889 us (BF16 MoE 425/447 us)"),
         mxfp8_bf16_atomics=True,
-        why_mxfp8_bf16_atomics=("measured on H200 (scripts/gpu_mxfp8_pdl.py, same run, no PDL): packed bf16x2 red into "
-                                "the BF16 output vs fp32 atomics + conversion: M3 EP8 T=16/64/216 166.7/283.7/286.1 vs "
+        why_mxfp8_bf16_atomics=("measured on H200 (bench fused_moe_mxfp8 variant rows, same run, no PDL; "
+                                "benchmarks/history/fused_moe_mxfp8.md): packed bf16x2 red into the BF16 output vs fp32 atomics + "
+                                "conversion: M3 EP8 T=16/64/216 166.7/283.7/286.1 vs "
                                 "169.7/283.7/288.2 us, M2 EP8 99.7/156.4/161.8 vs 101.6/157.9/165.0 us"),
         mxfp8_overlap_rounding=True,
-        why_mxfp8_overlap_rounding=("measured on H200 (REPEAT=3 scripts/gpu_mxfp8_pdl.py, same run, M3 EP8): rounding "
-                                    "beside the alignment vs after it, T=16/64/216 161.6-162.8 / 272.6-276.7 / "
+        why_mxfp8_overlap_rounding=("measured on H200 (python -m minimax_rocm.bench.fused_moe_mxfp8 spread, "
+                                    "same run, M3 EP8): rounding beside the alignment vs after it, T=16/64/216 "
+                                    "161.6-162.8 / 272.6-276.7 / "
                                     "275.8-278.1 us vs 162.9-163.8 / 273.0-275.2 / 277.9-279.1 us: 1-2 us at T=16 and "
                                     "216, within noise at T=64"),
         mxfp8_tile=Tile(block_n=64, block_k=256, num_warps=4, num_stages=3, progs_per_cu=3),
