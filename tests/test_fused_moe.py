@@ -123,6 +123,40 @@ def test_tiles_uneven_shapes_swap_ab_and_block_m():
         assert R.rel_error(out, ref) < FP32_TOL, (bm, swap)
 
 
+def test_prefill_tiles_by_rows_per_expert():
+    # The table's prefill regime: 128-row tiles once an active expert expects
+    # prefill_min_rows rows (gfx942, gfx950: reasoned entries); sm90 keeps the
+    # 64-row decode tiles at every size until its prefill tiles are measured.
+    from minimax_rocm.triton import moe_configs as mc
+    E, E_loc, k = 128, 16, 8                                   # an EP8 rank of a 128-expert, top-8 model
+    for arch in ("gfx942", "gfx950"):
+        ent = mc.ARCHS[arch]
+        for T, want in ((216, False), (1024, False), (2048, True), (16384, True)):
+            routes = T * k
+            rows = mc.rows_per_active_expert(routes, E, E_loc)
+            assert (rows >= ent.prefill_min_rows) == want, (arch, T, rows)
+            bm = mc.choose_block_m(arch, routes, E, E_loc)
+            common = dict(num_routes=routes, num_experts=E, num_local=E_loc, block_m=bm, cu_count=304)
+            t1 = mc.choose(arch, "gemm1", N=3072, K=6144, **common)
+            t2 = mc.choose(arch, "gemm2", N=6144, K=3072, **common)
+            if want:
+                assert bm == 128 and t1 == ent.prefill_gemm1 and t2 == ent.prefill_gemm2, (arch, T)
+            else:
+                assert bm <= 64 and t1.block_m == bm, (arch, T)
+    assert mc.choose_block_m("sm90", 16384 * k, E, E_loc) == 64
+
+
+def test_prefill_sized_tiles_in_the_interpreter():
+    # 128-row blocks: each local expert fills one and part of a second
+    E, ep = 4, 2
+    emap = expert_map(E, ep, 1)
+    hidden, w13, w2, tw, ids = _args(T=300, H=32, I=16, E=E, k=2, E_loc=2)   # ~150 rows per local expert
+    ref = _ref(hidden, w13, w2, tw, ids, emap, "swiglu_oai")
+    t = Tile(block_m=128, block_n=16, block_k=16, progs_per_cu=1)
+    out = tri.fused_moe(hidden, w13, w2, tw, ids, emap, "swiglu_oai", block_m=128, tile1=t, tile2=t)
+    assert R.rel_error(out, ref) < FP32_TOL
+
+
 def _bf16_truncated(t: torch.Tensor) -> torch.Tensor:
     """t rounded toward zero to bf16 (as float64): how the Triton interpreter
     converts fp32 to bf16 (GPUs round to nearest even)."""

@@ -14,8 +14,14 @@ import pytest
 
 from minimax_rocm.triton import aot
 
-SPECS = {s.name: s for s in aot.all_specs()}
-CASES = [(n, t) for n, s in SPECS.items() for t in s.targets]
+# (name, target) -> spec: per-target specs of one kernel may share a name
+SPECS = {(s.name, t): s for s in aot.all_specs() for t in s.targets}
+CASES = list(SPECS)
+
+
+def test_spec_targets_are_unique():
+    pairs = [(s.name, t) for s in aot.all_specs() for t in s.targets]
+    assert len(pairs) == len(set(pairs)), "two specs compile under one (name, target): one would hide the other"
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +41,7 @@ def test_some_kernels_are_checked():
 
 @pytest.mark.parametrize("name,target", CASES, ids=[f"{n}-{t}" for n, t in CASES])
 def test_aot_compile(results, name, target):
-    spec = SPECS[name]
+    spec = SPECS[(name, target)]
     r = results[(name, target)]
     assert "error" not in r, r.get("error")
     print(r)

@@ -372,8 +372,11 @@ def aot_specs():
         out = {}
         for target in ("gfx942", "gfx950", "sm90"):
             t = getattr(moe_configs.ARCHS[target], which)
-            out[target] = dict(**t.constexprs(), num_warps=t.num_warps, num_stages=t.num_stages)
+            if t is not None:
+                out[target] = dict(**t.constexprs(), num_warps=t.num_warps, num_stages=t.num_stages)
         return out
+
+    pre1, pre2 = per_target("prefill_gemm1"), per_target("prefill_gemm2")
 
     base = dict(A_BY_TOKEN=True, C_BY_ROUTE=False, ACT=2, INTERLEAVED=False, MUL_WEIGHT=False, ZERO_REMOTE=False,
                 MAP_BLOCKS=False, HAS_MAP=True, EVEN_K=True, EVEN_N=True, ALIGNED=True, UPCAST=False, IEEE=False,
@@ -398,6 +401,11 @@ def aot_specs():
         AotSpec("moe_gemm1[swiglu_oai,split,fused,BM=64]", _moe_gemm_kernel, sig, dict(base, BLOCK_M=64),
                 matmul=True, per_target={t: dict(v, BLOCK_M=64, num_stages=moe_configs.ARCHS[t].large_m_stages)
                                          for t, v in per_target("gemm1").items()}),
+        # prefill tiles (a chunked-prefill step, hundreds of rows per expert), where an arch's entry has them
+        AotSpec("moe_gemm1[swiglu_oai,split,fused,prefill]", _moe_gemm_kernel, sig, base, matmul=True,
+                targets=tuple(pre1), per_target=pre1),
+        AotSpec("moe_gemm2[weighted,prefill]", _moe_gemm_kernel, sig, g2, matmul=True, targets=tuple(pre2),
+                per_target=pre2),
         # the "before" configuration: 64-row tiles, global blocks mapped to local, zero rows for remote blocks
         AotSpec("moe_gemm2[before]", _moe_gemm_kernel, sig,
                 dict(g2, MUL_WEIGHT=False, ZERO_REMOTE=True, MAP_BLOCKS=True), matmul=True,

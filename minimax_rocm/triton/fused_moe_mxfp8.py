@@ -567,14 +567,17 @@ def aot_specs():
         flav = flavour_constexprs(fp8)
         sig = {**_SIG, "a_ptr": "*bf16" if upcast else "*u8", **{c: "constexpr" for c in _CONST}}
         # M3 EP8 rank: GEMM1 N = 2I = 6144, K = 6144; GEMM2 N = 6144, K = I = 3072
-        for name, which, K, g in (("mxfp8_moe_gemm1", "gemm1", 6144, dict(A_BY_TOKEN=True, ATOMIC_OUT=False)),
-                                  ("mxfp8_moe_gemm2[atomic top-k]", "gemm2", 3072,
-                                   dict(A_BY_TOKEN=False, ATOMIC_OUT=True))):
-            t = _table_tile(ent, which, K)
+        gemms = [("mxfp8_moe_gemm1", "gemm1", 6144, dict(A_BY_TOKEN=True, ATOMIC_OUT=False)),
+                 ("mxfp8_moe_gemm2[atomic top-k]", "gemm2", 3072, dict(A_BY_TOKEN=False, ATOMIC_OUT=True))]
+        if ent.prefill_gemm1 is not None:   # prefill tiles at fp8 widths (plan() above)
+            gemms += [(f"{n}[prefill]", f"prefill_{w}", K, g) for n, w, K, g in gemms]
+        for name, which, K, g in gemms:
+            t = (_fp8_tile(getattr(ent, which), K, ent.mxfp8_block_k_factor) if which.startswith("prefill")
+                 else _table_tile(ent, which, K))
             sig_g, act = sig, dict(ACT=0, INTERLEAVED=False)
-            if which == "gemm2" and ent.mxfp8_bf16_atomics:
+            if which.endswith("gemm2") and ent.mxfp8_bf16_atomics:
                 sig_g = {**sig, "c_ptr": "*bf16"}
-            if fuse and which == "gemm1":
+            if fuse and which.endswith("gemm1"):
                 t = replace(t, block_n=max(32, t.block_n // 2))
                 sig_g, act = {**sig, "c_ptr": "*bf16"}, dict(ACT=2, INTERLEAVED=False)
             specs.append(AotSpec(f"{name}[{ent.mxfp8_dot}{',swiglu_oai fused' if act['ACT'] else ''}]",

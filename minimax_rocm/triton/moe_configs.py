@@ -60,6 +60,15 @@ class ArchMoe:
     block_m_by_rows: tuple[tuple[float, int], ...] = ((24.0, 16), (math.inf, 64))
     # pipeline stages of the sparse GEMMs when BLOCK_M >= 64 (bigger A tiles)
     large_m_stages: int = 2
+    # Prefill (a chunked-prefill step: hundreds of rows per active expert,
+    # where the expert GEMMs turn compute-bound): from prefill_min_rows
+    # expected rows per active expert, GEMM1 and GEMM2 take these tiles
+    # (their BLOCK_M included). None: the decode table's 64-row tiles serve
+    # every size.
+    prefill_min_rows: float = math.inf
+    prefill_gemm1: Optional[Tile] = None
+    prefill_gemm2: Optional[Tile] = None
+    why_prefill: str = "not measured: the 64-row decode tiles at every size"
     # Native MXFP8 GEMMs (triton/fused_moe_mxfp8.py): "fp8" one fp8 MMA per
     # 32-wide K block with both scales applied to its fp32 result; "upcast"
     # fp8 tiles scaled to BF16 in registers, one BF16 MMA per K step;
@@ -177,6 +186,21 @@ ARCHS: dict[str, ArchMoe] = {
         gemm2_short_k=Tile(block_n=64, block_k=128, num_warps=4, num_stages=2, progs_per_cu=2),
         before=Tile(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2),
         large_m_stages=2,
+        # Prefill, reasoned (not measured): the GEMM reaches MI300X's ridge
+        # (1307 TFLOP/s bf16 / 5.3 TB/s = 247 flops per weight byte, i.e. 247
+        # rows per expert) near 128 rows per expert, where a 128-row tile is
+        # at most half padding. 128 x 128 outputs per program in GEMM1 (fused:
+        # 64 gate + 64 up columns), 128 x 64 in GEMM2, whose fp8 variant
+        # keeps a second accumulator for each 32-wide block's scaled product
+        # (at 128 x 128 it spilled 608 bytes at 512 VGPRs); fp32 accumulators
+        # 128 x 128 / 256 lanes = 64 VGPRs per lane beside the MFMA 32x32x8
+        # operands; one LDS stage of A and W, (128 + 128) x 64 x 2 B = 32 KB,
+        # so two workgroups share the 64 KB of a CU. MXFP8: BLOCK_K doubles at
+        # the same bytes.
+        prefill_min_rows=128,
+        prefill_gemm1=Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2),
+        prefill_gemm2=Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2),
+        why_prefill="reasoned from LDS (2 x 32 KB per CU) and VGPR budgets; AOT-compiled, not measured",
         # gfx942 has fp8 MFMA (v_mfma_f32_16x16x32_fp8_fp8) and no bf16 fast
         # path for fp8 inputs; the issue asks for fp8 MFMA. Not measured (no
         # MI300X here): the AOT compile shows fp8 MFMA and no scratch.
@@ -192,6 +216,13 @@ ARCHS: dict[str, ArchMoe] = {
         gemm2_short_k=Tile(block_n=64, block_k=128, num_warps=4, num_stages=2, progs_per_cu=2),
         before=Tile(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2),
         large_m_stages=2,
+        # Prefill: gfx942's tiles (ridge 2.5 PFLOP/s bf16 / 8 TB/s = 312 rows
+        # per expert). A deeper K step (BLOCK_K 128, a 64 KB stage of the 160
+        # KB LDS) spilled in the MXFP8 GEMMs, whose fp8 BLOCK_K doubles to 256.
+        prefill_min_rows=128,
+        prefill_gemm1=Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2),
+        prefill_gemm2=Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2),
+        why_prefill="reasoned as gfx942 (VGPR budget of the fp8 GEMMs); AOT-compiled, not measured",
         mxfp8_dot="fp8",
         why_mxfp8_dot="reasoned as gfx942 (fp8 MFMA); the upcast variant spills at BLOCK_K 256 here",
     ),
@@ -226,10 +257,26 @@ def expected_blocks(num_routes: int, num_experts: int, num_local: int, block_m: 
     return active, max(blocks, min(active, 1.0))
 
 
+def rows_per_active_expert(num_routes: int, num_experts: int, num_local: int) -> float:
+    active, _ = expected_blocks(num_routes, num_experts, num_local, 16)
+    return (num_routes * num_local / num_experts) / active if active else 0.0
+
+
+def prefill_tile(ent: ArchMoe, gemm: str, num_routes: int, num_experts: int, num_local: int) -> Optional[Tile]:
+    """The prefill tile of `gemm` where the entry has one and the expected rows
+    per active expert reach prefill_min_rows; else None."""
+    tile = ent.prefill_gemm1 if gemm == "gemm1" else ent.prefill_gemm2
+    if tile is None or rows_per_active_expert(num_routes, num_experts, num_local) < ent.prefill_min_rows:
+        return None
+    return tile
+
+
 def choose_block_m(arch: str, num_routes: int, num_experts: int, num_local: int) -> int:
     ent = arch_entry(arch)
-    active, _ = expected_blocks(num_routes, num_experts, num_local, 16)
-    rows = (num_routes * num_local / num_experts) / active if active else 0.0
+    pre = prefill_tile(ent, "gemm1", num_routes, num_experts, num_local)
+    if pre is not None:
+        return pre.block_m
+    rows = rows_per_active_expert(num_routes, num_experts, num_local)
     for max_rows, bm in ent.block_m_by_rows:
         if rows <= max_rows:
             return bm
@@ -242,6 +289,9 @@ def choose(arch: str, gemm: str, *, N: int, K: int, num_routes: int, num_experts
     ent = arch_entry(arch)
     if override is not None:
         return replace(override, block_m=block_m)
+    pre = None if before else prefill_tile(ent, gemm, num_routes, num_experts, num_local)
+    if pre is not None and block_m == pre.block_m:
+        return pre
     if before:
         base = ent.before
     elif gemm == "gemm1":
