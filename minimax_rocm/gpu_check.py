@@ -53,12 +53,17 @@ DEFAULT_PARTS = ("build", "info", "tests", "demo", "bench")
 @dataclass(frozen=True)
 class OpChecks:
     """Where an op's checks live: its test files (tests/...), whether it has
-    a registered bench, its sweeps (argv after `python -m`) and whether
+    a registered bench (and other benches of its kernels, e.g. at other
+    sizes), its sweeps (argv after `python -m`) and whether
     minimax_rocm.bench.profiling has a case for it."""
     tests: tuple[str, ...]
     bench: bool = True
     sweeps: tuple[tuple[str, ...], ...] = ()
     profile: bool = False
+    more_benches: tuple[str, ...] = ()
+
+    def benches(self, op: str) -> tuple[str, ...]:
+        return ((op,) if self.bench else ()) + self.more_benches
 
 
 OPS: dict[str, OpChecks] = {
@@ -69,7 +74,7 @@ OPS: dict[str, OpChecks] = {
     "moe_align": OpChecks(("tests/test_moe_align.py", "tests/test_moe_align_native.py")),
     "fused_moe": OpChecks(("tests/test_fused_moe.py", "tests/test_moe_align.py", "tests/test_swiglu.py",
                            "tests/test_topk_reduce_triton.py"),
-                          sweeps=(("minimax_rocm.bench.fused_moe", "sweep"),)),
+                          sweeps=(("minimax_rocm.bench.fused_moe", "sweep"),), more_benches=("moe_prefill",)),
     "fused_moe_mxfp8": OpChecks(("tests/test_fused_moe_mxfp8.py", "tests/test_moe_align.py", "tests/test_fused_moe.py"),
                                 sweeps=(("minimax_rocm.bench.fused_moe_mxfp8", "sweep"),
                                         ("minimax_rocm.bench.fused_moe_mxfp8", "spread")), profile=True),
@@ -232,7 +237,7 @@ def part_demo(args, gpus: int) -> list[Step]:
 
 
 def part_bench(args, gpus: int) -> list[Step]:
-    ops = [op for op in _ops(args) if OPS[op].bench] if args.op else []
+    ops = [b for op in _ops(args) for b in OPS[op].benches(op)] if args.op else []
     if args.op and not ops:
         return []
     argv = _py("-m", "minimax_rocm", "bench", *(a for op in ops for a in ("--op", op)),
