@@ -83,7 +83,8 @@ def bench(ctx: Context) -> list[Row]:
                                 nbytes * 33 // 64, flops))
             if vllm is not None:
                 rows.append(Row("moe_prefill", case, "vLLM fused_experts (local copy)",
-                                time_us(lambda: vllm(hidden, w13, w2, tw, ids, emap), **tk), nbytes, flops))
+                                time_us(lambda: vllm(hidden, w13, w2, tw, ids, emap, activation=act), **tk),
+                                nbytes, flops))
         del w13, w2, mx
         torch.cuda.empty_cache()
     return rows
