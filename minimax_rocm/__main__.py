@@ -69,8 +69,9 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_explain(args) -> int:
-    from .cli import MODEL_SHAPES, explain
-    experts = MODEL_SHAPES[args.model]["experts"]
+    from .cli import explain
+    from .models.config import preset
+    experts = preset(args.model).num_experts
     if args.ep > experts:
         args.parser.error(f"argument --ep: {args.ep} exceeds {args.model}'s {experts} experts")
     print(explain(arch=args.arch, model=args.model, ep=args.ep, tp=args.tp, max_model_len=args.max_model_len,

@@ -7,16 +7,7 @@ import platform as _platform
 import torch
 
 from . import oracle
-
-# Shapes the oracle needs per model (full sizes, as in models/config.py's presets).
-MODEL_SHAPES = {
-    "minimax-m2": dict(hidden=3072, experts=256, top_k=8, intermediate=1536, q=6144, kv=1024,
-                       qk_norm="full-width", weights="bf16"),
-    "minimax-m2.5": dict(hidden=3072, experts=256, top_k=8, intermediate=1536, q=6144, kv=1024,
-                         qk_norm="full-width", weights="bf16"),
-    "minimax-m3": dict(hidden=6144, experts=128, top_k=4, intermediate=3072, q=8192, kv=512,
-                       qk_norm="per-head", weights="mxfp8"),
-}
+from .models.config import EXPERT_WEIGHTS, preset
 
 
 def info() -> str:
@@ -53,31 +44,55 @@ def info() -> str:
 
 def explain_problems(model: str, ep: int, tp: int, max_model_len: int, tokens: int,
                      weights: str | None = None) -> list[oracle.Problem]:
-    if model not in MODEL_SHAPES:
-        raise ValueError(f"explain: unknown model {model!r}; known: {', '.join(MODEL_SHAPES)}")
-    s = MODEL_SHAPES[model]
+    if model not in EXPERT_WEIGHTS:
+        raise ValueError(f"explain: unknown model {model!r}; known: {', '.join(EXPERT_WEIGHTS)}")
+    cfg = preset(model)
     for name, v in (("ep", ep), ("tp", tp), ("max_model_len", max_model_len), ("tokens", tokens)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"explain: {name} must be an int >= 1, got {v!r}")
-    if ep > s["experts"]:
-        raise ValueError(f"explain: ep {ep} exceeds {model}'s {s['experts']} experts")
+    if ep > cfg.num_experts:
+        raise ValueError(f"explain: ep {ep} exceeds {model}'s {cfg.num_experts} experts")
     if weights not in (None, "bf16", "mxfp8"):
         raise ValueError(f"explain: weights must be 'bf16' or 'mxfp8', got {weights!r}")
-    wf = weights or s["weights"]
-    e_loc = -(-s["experts"] // ep)
-    common = dict(tokens=tokens, hidden=s["hidden"], num_experts=s["experts"], num_local_experts=e_loc,
-                  top_k=s["top_k"], ep_size=ep, tp_size=tp, max_model_len=max_model_len)
+    wf = weights or EXPERT_WEIGHTS[model]
+    # the experts' EP split only: the oracle's MoE rules do not look at the TP slice of I
+    moe = cfg.moe_rank_shape(ep=ep)
+    common = dict(tokens=tokens, hidden=moe.hidden, num_experts=moe.num_experts,
+                  num_local_experts=moe.num_local_experts, top_k=moe.top_k, ep_size=ep, tp_size=tp,
+                  max_model_len=max_model_len)
     probs = [oracle.Problem("router_gemm", **common)]
-    if s["qk_norm"] == "full-width":
+    if cfg.qk_norm == "full":
         probs.append(oracle.Problem("allreduce_rms_qk", **common))
     probs += [oracle.Problem("moe_align", **common),
               oracle.Problem("fused_moe_mxfp8" if wf == "mxfp8" else "fused_moe", weight_format=wf, **common),
               oracle.Problem("topk_reduce", **common)]
-    if model == "minimax-m3":
+    if cfg.activation == "swiglu_oai":
         probs.append(oracle.Problem("swiglu_oai", **common))
     if wf == "mxfp8":
         probs.append(oracle.Problem("mxfp8_quant", **common))
     return probs
+
+
+def moe_kernel(plat: oracle.Platform, row: dict, model: str, ep: int, tp: int, tokens: int) -> str:
+    """The Triton MoE's tiles for an explain row (the per-arch tile table in
+    triton/moe_configs.py picks them, not the oracle): "" where none run."""
+    if row["op"] not in ("fused_moe", "fused_moe_mxfp8") or row["backend"] != "triton":
+        return ""
+    try:
+        from .triton import fused_moe as bf16, fused_moe_mxfp8 as mx
+    except ImportError:          # no Triton here: the table is not importable
+        return ""
+    s = preset(model).moe_rank_shape(ep=ep, tp=tp)
+    size = dict(H=s.hidden, I=s.intermediate, E_glob=s.num_experts, E_loc=s.num_local_experts,
+                routes=tokens * s.top_k)
+    if row["path"] == "native_mxfp8":
+        p = mx.plan_shape(plat.arch, plat.cu_count, **size)
+    else:
+        p = bf16.plan_shape(plat.arch, plat.cu_count, **size)
+    t1, t2 = p["tile1"], p["tile2"]
+    dot = f" {p['dot']}" if "dot" in p else ""
+    return (f"BM={p['block_m']} g1 {t1.block_n}x{t1.block_k}/{t1.num_stages}st "
+            f"g2 {t2.block_n}x{t2.block_k}/{t2.num_stages}st{dot}")
 
 
 def explain(arch: str | None = None, model: str = "minimax-m2", ep: int = 1, tp: int = 1,
@@ -86,12 +101,14 @@ def explain(arch: str | None = None, model: str = "minimax-m2", ep: int = 1, tp:
     plat = oracle.simulated_platform(arch) if arch else oracle.detect_platform()
     probs = explain_problems(model, ep, tp, max_model_len, tokens, weights)
     rows = oracle.explain_rows(probs, plat, check_impl=True)
+    for r in rows:
+        r["kernel"] = r["kernel"] or moe_kernel(plat, r, model, ep, tp, tokens)
     if as_json:
         return json.dumps(dict(platform=plat.__dict__, rows=rows), indent=1, default=str)
     head = (f"# {model} on {plat.arch}{' (simulated full install)' if plat.simulated else ''}: "
             f"EP{ep} TP{tp}, {tokens} tokens/step, max_model_len {max_model_len}\n"
             f"# backends on this platform: {', '.join(plat.backends)}")
-    if MODEL_SHAPES[model]["qk_norm"] == "per-head":
+    if preset(model).qk_norm == "per_head":
         head += "\n# QK norm: per-head (Gemma) RMSNorm, local to each rank: no cross-rank all-reduce"
     table = [("op", "backend", "path", "kernel", "reason", "fallbacks")]
     for r in rows:

@@ -143,3 +143,45 @@ def test_explain_api_rejects_bad_values():
                dict(model="nope"), dict(weights="fp4")):
         with pytest.raises(ValueError, match=next(iter(kw))):
             explain(arch="gfx942", **kw)
+
+
+def test_explain_shapes_come_from_the_model_presets():
+    from minimax_rocm.cli import explain_problems
+    from minimax_rocm.models.config import EXPERT_WEIGHTS, preset
+    for model, weights in EXPERT_WEIGHTS.items():
+        cfg = preset(model)
+        probs = {p.op: p for p in explain_problems(model, ep=3, tp=2, max_model_len=4096, tokens=16)}
+        moe = probs["fused_moe_mxfp8" if weights == "mxfp8" else "fused_moe"]
+        assert (moe.hidden, moe.num_experts, moe.top_k, moe.weight_format) == \
+            (cfg.hidden_size, cfg.num_experts, cfg.top_k, weights)
+        # 3 does not divide the experts: the busiest rank's share
+        assert moe.num_local_experts == -(-cfg.num_experts // 3) == cfg.moe_rank_shape(ep=3).num_local_experts
+        assert ("allreduce_rms_qk" in probs) == (cfg.qk_norm == "full")
+        assert ("swiglu_oai" in probs) == (cfg.activation == "swiglu_oai")
+
+
+def test_moe_rank_shape():
+    from minimax_rocm.models.config import ConfigError, preset
+    m3 = preset("minimax-m3")
+    assert m3.moe_rank_shape(ep=8)[:5] == (6144, 3072, 128, 16, 4)
+    assert m3.moe_rank_shape(tp=8)[:5] == (6144, 384, 128, 128, 4)
+    assert preset("tiny-m2").moe_rank_shape(ep=4).num_local_experts == 3       # 10 experts: 3, 3, 2, 2
+    for bad in (dict(ep=0), dict(ep=129), dict(tp=0), dict(tp=5)):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            m3.moe_rank_shape(**bad)
+
+
+def test_explain_names_the_moe_tiles():
+    # the Triton MoE rows name the tile table's choice: 16-row blocks at
+    # decode, the prefill regime's 128-row tiles on gfx942 at a prefill step
+    import json
+    from minimax_rocm import cli, oracle
+    def moe_row(**kw):
+        rows = json.loads(cli.explain(as_json=True, model="minimax-m3", ep=8, weights="bf16", **kw))["rows"]
+        return next(r for r in rows if r["op"] == "fused_moe")
+    decode = moe_row(arch="sm90", tokens=16)
+    assert decode["backend"] == "triton" and decode["kernel"].startswith("BM=16 "), decode
+    # (explain picks AITER there; the Triton fallback's tiles)
+    row = dict(op="fused_moe", backend="triton", path="generic")
+    prefill = cli.moe_kernel(oracle.simulated_platform("gfx942"), row, "minimax-m3", 8, 1, 4096)
+    assert prefill.startswith("BM=128 g1 64x64/2st"), prefill

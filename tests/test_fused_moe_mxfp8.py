@@ -32,6 +32,7 @@ import minimax_rocm as mm
 from minimax_rocm import oracle
 from minimax_rocm import reference as R
 from minimax_rocm.parallel import expert_map
+from minimax_rocm.ops import Mxfp8Experts
 from minimax_rocm.ops._common import LAST_BACKEND
 from minimax_rocm.triton import fused_moe as tri_bf16
 from minimax_rocm.triton import fused_moe_mxfp8 as tri
@@ -75,6 +76,12 @@ def _args(T=9, H=64, I=64, E=8, k=2, E_loc=None, fp8=FN, dtype=torch.bfloat16, d
     ids = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)]).to(torch.int32).to(device)
     tw = torch.rand(T, k, generator=g).to(device)
     return hidden, w13_q, w13_s, w2_q, w2_s, tw, ids
+
+
+def _op(args, *rest, copies=(None, None), **kw):
+    """The public op on _args' inputs, the expert tensors as one Mxfp8Experts."""
+    hidden, w13_q, w13_s, w2_q, w2_s, tw, ids = args
+    return mm.fused_moe_mxfp8(hidden, Mxfp8Experts(w13_q, w13_s, w2_q, w2_s, *copies), tw, ids, *rest, **kw)
 
 
 def _check_native(out, args, emap, act, layout):
@@ -260,7 +267,7 @@ def test_block_k_that_does_not_divide_k_is_an_error():
 
 def test_op_paths_on_cpu_use_the_reference():
     args = _args(T=3)
-    out = mm.fused_moe_mxfp8(*args, None, max_model_len=4096)
+    out = _op(args, None, max_model_len=4096)
     assert LAST_BACKEND["fused_moe_mxfp8"] == "torch/reference"
     assert R.rel_error(out, R.fused_moe_mxfp8(*args, None, quantize_activations=False)) < BF16_TOL
 
@@ -314,7 +321,7 @@ def test_native_kernel_on_gpu(device, shape, T, dot):
 def test_native_on_gpu(device, shape, T):
     s = SHAPES[shape]
     args, emap = _shape_args(shape, T, device)
-    out = mm.fused_moe_mxfp8(*args, emap, s["act"], "split", max_model_len=4096)
+    out = _op(args, emap, s["act"], "split", max_model_len=4096)
     assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/native_mxfp8"
     _check_native(out, args, emap, s["act"], "split")
 
@@ -329,20 +336,19 @@ def test_op_paths_on_gpu(device):
     w2 = R.mxfp8_dequant(args[3], args[4], torch.bfloat16)
     arch = oracle.detect_platform().arch
     lo, hi = (oracle.threshold(n, arch) for n in ("mxfp8_bf16_max_tokens", "mxfp8_bf16_min_tokens"))
-    out = mm.fused_moe_mxfp8(*args, emap, s["act"], max_model_len=4096, w13_bf16=w13, w2_bf16=w2)
+    out = _op(args, emap, s["act"], max_model_len=4096, copies=(w13, w2))
     if lo < 4 < hi:   # the mixed policy's native band
         assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/native_mxfp8"
         _check_native(out, args, emap, s["act"], "split")
         big = [t.repeat(hi // 4 + 1, 1) for t in (args[0], args[5], args[6])]
-        mm.fused_moe_mxfp8(big[0], *args[1:5], big[1], big[2], emap, s["act"], max_model_len=4096,
-                           w13_bf16=w13, w2_bf16=w2)
+        _op((big[0], *args[1:5], big[1], big[2]), emap, s["act"], max_model_len=4096, copies=(w13, w2))
     assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/bf16_copy"
     if not lo < 4 < hi:
         assert R.rel_error(out, ref_u) < BF16_TOL
-    out = mm.fused_moe_mxfp8(*args, emap, s["act"], max_model_len=1 << 20)
+    out = _op(args, emap, s["act"], max_model_len=1 << 20)
     assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/emulation"
     assert R.rel_error(out, ref_u) < BF16_TOL
-    out = mm.fused_moe_mxfp8(*args, emap, s["act"], max_model_len=4096)
+    out = _op(args, emap, s["act"], max_model_len=4096)
     assert LAST_BACKEND["fused_moe_mxfp8"] == "triton/native_mxfp8"
     _check_native(out, args, emap, s["act"], "split")
 

@@ -2,7 +2,8 @@
 tests in test_properties.py draw them at random as well):
 
   * mxfp8_fn_to_fnuz with scales of the wrong dtype, shape or device, or at
-    2^127 (0xFE): OpInputError naming the argument, never a silent byte;
+    2^127 (0xFE): OpInputError naming the argument, never a silent byte (and
+    naming the scale tensor when a whole Mxfp8Experts is converted);
   * contiguous tensors whose storage offset leaves them off a 16-byte
     boundary: the oracle keeps them away from the native kernels that read
     16-byte vectors (which would fail with a RuntimeError);
@@ -20,6 +21,7 @@ import torch
 import minimax_rocm as mm
 from minimax_rocm import oracle
 from minimax_rocm import reference as R
+from minimax_rocm.ops import Mxfp8Experts
 from minimax_rocm.ops._common import OpInputError
 
 pytestmark = pytest.mark.interpreter  # CPU tensors to Triton kernels (conftest.py)
@@ -77,6 +79,17 @@ def test_fn_to_fnuz_keeps_values_including_views_and_edges():
     assert torch.equal(torch.isnan(before), torch.isnan(after))
     fin = ~torch.isnan(before)
     assert torch.equal(before[fin], after[fin])
+
+
+def test_experts_name_a_strided_view_and_an_unraisable_scale():
+    q13, s13 = R.mxfp8_quant(torch.randn(2, 64, 64) * 10, FN)
+    q2, s2 = R.mxfp8_quant(torch.randn(2, 64, 32), FN)
+    # a sliced checkpoint tensor is no kernel input: named, never copied behind the caller's back
+    with pytest.raises(OpInputError, match="fused_moe_mxfp8: argument 'w13_q' must be contiguous"):
+        Mxfp8Experts(q13[:, ::2], s13[:, ::2], q2, s2)
+    s2[1, int(torch.randint(0, 64, ())), 0] = 0xFE
+    with pytest.raises(OpInputError, match="mxfp8_fn_to_fnuz: argument 'w2_s' holds 2\\^127"):
+        Mxfp8Experts(q13, s13, q2, s2).to_fnuz()
 
 
 # --------------------------------------------------------------------------- #

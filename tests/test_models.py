@@ -249,6 +249,29 @@ def test_ep_partials_sum_to_the_unsharded_block(tmp_path, name, ep):
     assert all(R.rel_error(p, ref) > 0.05 for p in parts), "each rank holds only a share"
 
 
+@pytest.mark.parametrize("name,ep", [("tiny-m2", 1), ("tiny-m3", 2)])
+@pytest.mark.parametrize("max_model_len", [4096, 1 << 20])
+def test_moe_block_on_mxfp8_experts(tmp_path, name, ep, max_model_len):
+    """Experts loaded as MXFP8 (with the BF16 copy at short context, without
+    at long): the block runs fused_moe_mxfp8, and its EP partials sum to the
+    unsharded block on the dequantised weights."""
+    from minimax_rocm.ops._common import LAST_BACKEND
+    cfg = preset(name)
+    path, _ = _checkpoint(tmp_path, cfg, bf)
+    load = dict(mxfp8=True, max_model_len=max_model_len)
+    full = W.load_stage(path, cfg, **load).layers[1].moe
+    x = _x(cfg, full, 10, bf)
+    ref = M.moe_reference(cfg, full, x)
+    parts = []
+    for r in range(ep):
+        mine = W.load_stage(path, cfg, W.ParallelLayout(ep_size=ep, ep_rank=r), **load).layers[1].moe
+        assert mine.w13 is None and mine.mxfp8.has_bf16_copy == (max_model_len <= 4096)
+        LAST_BACKEND.pop("fused_moe_mxfp8", None)
+        parts.append(M.MoEBlock(cfg, mine, ep, r)(x, combine=False))
+        assert LAST_BACKEND["fused_moe_mxfp8"] == "torch/reference"
+    assert R.rel_error(sum(parts), ref) < 2e-2
+
+
 def test_moe_block_rejects_mismatched_weights(tmp_path):
     cfg = preset("tiny-m2")
     path, _ = _checkpoint(tmp_path, cfg, torch.float32)

@@ -14,6 +14,9 @@ from minimax_rocm.ops._common import OpInputError
 from minimax_rocm.ops.spec import REQUIRED, SPECS, Bool, Dtype, Float, Int, Str, Tensor, schema_of
 
 DECLARED = sorted(SPECS)
+# ops whose public function takes a typed object and passes its tensors to
+# the declared function: fused_moe_mxfp8 (an Mxfp8Experts, ops/mxfp8.py)
+TYPED_PUBLIC = {"fused_moe_mxfp8"}
 # a value of the right type for each kind, and one of the wrong type
 GOOD = {"Tensor": torch.empty(0), "Tensor?": None, "SymInt": 0, "float": 0.5, "str": "", "bool": False}
 BAD = {"a torch.Tensor": [1.0], "an int": 1.5, "a number": "1", "a str": 1, "a bool": 1, "a torch.dtype": "bfloat16"}
@@ -23,7 +26,33 @@ PY_TYPE = {"Tensor": torch.Tensor, "Tensor?": Optional[torch.Tensor], "SymInt": 
 
 def test_the_converted_ops_are_declared():
     assert {"topk_reduce", "swiglu_oai", "allreduce_rms", "allreduce_rms_qk", "mxfp8_quant",
-            "mxfp8_dequant"} <= set(SPECS)
+            "mxfp8_dequant", "moe_align", "fused_moe", "router_gemm"} <= set(SPECS)
+
+
+# Serving engines and saved graphs call the ops by these schemas: a change of
+# declaration must leave them as they are.
+SCHEMAS = {
+    "moe_align": "(Tensor topk_ids, SymInt block_m, Tensor? expert_map, SymInt num_local_experts) "
+                 "-> (Tensor, Tensor, Tensor)",
+    "fused_moe": "(Tensor hidden, Tensor w13, Tensor w2, Tensor topk_weights, Tensor topk_ids, Tensor? expert_map, "
+                 "str activation, str layout, float alpha, float limit, str variant) -> Tensor",
+    "router_gemm": "(Tensor x, Tensor w, Tensor? bias) -> Tensor",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_schemas_callers_rely_on(name):
+    assert SPECS[name].schema == SCHEMAS[name]
+    assert str(getattr(torch.ops.minimax_rocm, name).default._schema) == f"minimax_rocm::{name}{SCHEMAS[name]}"
+
+
+def test_moe_public_defaults():
+    from minimax_rocm import reference
+    # moe_align's expert_map may be None but must be passed
+    assert inspect.signature(mm.moe_align).parameters["expert_map"].default is inspect.Parameter.empty
+    assert [p.default for p in inspect.signature(mm.fused_moe).parameters.values()][5:] == \
+        [None, "silu", "split", reference.SWIGLU_OAI_ALPHA, reference.SWIGLU_OAI_LIMIT, "auto"]
+    assert inspect.signature(mm.router_gemm).parameters["bias"].default is None
 
 
 def _inferred(params, returns) -> str:
@@ -55,8 +84,8 @@ def test_registered_schema_is_the_declared_one(name):
 @pytest.mark.parametrize("name", DECLARED)
 def test_public_signature_is_the_declared_params(name):
     spec = SPECS[name]
-    sig = inspect.signature(getattr(mm, name))
-    assert getattr(mm, name) is spec.public
+    sig = inspect.signature(spec.public)
+    assert (getattr(mm, name) is spec.public) != (name in TYPED_PUBLIC)
     assert [(p.name, p.default, p.annotation) for p in sig.parameters.values()] == \
         [(p.name, p.default, p.annotation) for p in spec.params]
     assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in sig.parameters.values())
@@ -106,7 +135,8 @@ def test_the_fake_runs_the_check_and_the_declared_shape():
 def test_backends_declared_with_impl_reach_the_oracle():
     for name in DECLARED:
         assert {"torch", "triton"} <= set(oracle.implemented(name)), name
-    assert {"torch", "triton", "hip"} <= set(oracle.implemented("topk_reduce"))
+    for name in ("topk_reduce", "moe_align", "router_gemm"):
+        assert {"torch", "triton", "hip"} <= set(oracle.implemented(name)), name
 
 
 def test_declaration_errors():

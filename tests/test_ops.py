@@ -6,6 +6,7 @@ import torch
 import minimax_rocm as mm
 from minimax_rocm import reference as R
 from minimax_rocm.parallel import expert_map
+from minimax_rocm.ops import Mxfp8Experts
 from minimax_rocm.ops._common import LAST_BACKEND, OpInputError
 
 bf = torch.bfloat16
@@ -29,11 +30,12 @@ def _moe_args(T=6, H=32, I=16, E=8, k=2, ep=2, rank=1):
 
 
 def _mx_args(T=6, H=64, I=32, E=4, k=2):
+    """(hidden, Mxfp8Experts, topk_weights, topk_ids): fused_moe_mxfp8's positional arguments."""
     hidden = torch.randn(T, H).to(bf)
     w13q, w13s = R.mxfp8_quant(torch.randn(E, 2 * I, H) / H ** 0.5, torch.float8_e4m3fn)
     w2q, w2s = R.mxfp8_quant(torch.randn(E, H, I) / I ** 0.5, torch.float8_e4m3fn)
     ids = torch.stack([torch.randperm(E)[:k] for _ in range(T)]).to(torch.int32)
-    return hidden, w13q, w13s, w2q, w2s, torch.rand(T, k), ids
+    return hidden, Mxfp8Experts(w13q, w13s, w2q, w2s), torch.rand(T, k), ids
 
 
 def all_ops(x, rows, w_router, moe, mx, qkv, qw, kw):
@@ -88,10 +90,10 @@ def test_allreduce_rms_qk_single_rank_matches_reference_and_keeps_v():
 
 
 def test_fused_moe_mxfp8_reference_path_matches_dequantised_moe():
-    hidden, w13q, w13s, w2q, w2s, tw, ids = _mx_args()
-    out = mm.fused_moe_mxfp8(hidden, w13q, w13s, w2q, w2s, tw, ids)
-    ref = R.fused_moe(hidden.double(), R.mxfp8_dequant(w13q, w13s, torch.float64),
-                      R.mxfp8_dequant(w2q, w2s, torch.float64), tw.double(), ids, None, "swiglu_oai")
+    hidden, ex, tw, ids = _mx_args()
+    out = mm.fused_moe_mxfp8(hidden, ex, tw, ids)
+    ref = R.fused_moe(hidden.double(), R.mxfp8_dequant(ex.w13_q, ex.w13_s, torch.float64),
+                      R.mxfp8_dequant(ex.w2_q, ex.w2_s, torch.float64), tw.double(), ids, None, "swiglu_oai")
     assert R.rel_error(out, ref) < 1e-2
 
 
@@ -174,14 +176,66 @@ def test_checks_swiglu_and_mxfp8():
 
 
 def test_checks_fused_moe_mxfp8():
-    hidden, w13q, w13s, w2q, w2s, tw, ids = _mx_args()
+    hidden, ex, tw, ids = _mx_args()
+    w13q, w13s, w2q, w2s = ex.w13_q, ex.w13_s, ex.w2_q, ex.w2_s
     f = mm.fused_moe_mxfp8
-    _expect("fused_moe_mxfp8", "w13_q", lambda: f(hidden, w13q.float(), w13s, w2q, w2s, tw, ids))
-    _expect("fused_moe_mxfp8", "w13_s", lambda: f(hidden, w13q, w13s[..., :1], w2q, w2s, tw, ids))
-    _expect("fused_moe_mxfp8", "w2_q", lambda: f(hidden, w13q, w13s, w2q[:, :, :16], w2s, tw, ids))
-    _expect("fused_moe_mxfp8", "topk_ids", lambda: f(hidden, w13q, w13s, w2q, w2s, tw, ids + 4))
-    _expect("fused_moe_mxfp8", "w13_bf16", lambda: f(hidden, w13q, w13s, w2q, w2s, tw, ids,
-                                                      w13_bf16=torch.randn(w13q.shape).to(bf)))
+    # the experts' own checks run as the object is built, with the op's messages
+    _expect("fused_moe_mxfp8", "w13_q", lambda: f(hidden, Mxfp8Experts(w13q.float(), w13s, w2q, w2s), tw, ids))
+    _expect("fused_moe_mxfp8", "w13_s", lambda: f(hidden, Mxfp8Experts(w13q, w13s[..., :1], w2q, w2s), tw, ids))
+    _expect("fused_moe_mxfp8", "w2_q", lambda: f(hidden, Mxfp8Experts(w13q, w13s, w2q[:, :, :16], w2s), tw, ids))
+    _expect("fused_moe_mxfp8", "w13_bf16", lambda: Mxfp8Experts(w13q, w13s, w2q, w2s,
+                                                                w13_bf16=torch.randn(w13q.shape).to(bf)))
+    _expect("fused_moe_mxfp8", "w2_s", lambda: Mxfp8Experts(w13q, w13s, w2q, None))
+    # the call's: routing, hidden against the experts, the copy's dtype against hidden's
+    _expect("fused_moe_mxfp8", "topk_ids", lambda: f(hidden, ex, tw, ids + 4))
+    _expect("fused_moe_mxfp8", "w13_q", lambda: f(hidden[:, :32].contiguous(), ex, tw, ids))
+    _expect("fused_moe_mxfp8", "w13_bf16", lambda: f(hidden, ex.with_bf16_copy(torch.float32), tw, ids))
+    _expect("fused_moe_mxfp8", "experts", lambda: f(hidden, (w13q, w13s, w2q, w2s), tw, ids))
+    # the custom op over loose tensors checks them all itself
+    op = torch.ops.minimax_rocm.fused_moe_mxfp8
+    _expect("fused_moe_mxfp8", "w13_s", lambda: op(hidden, w13q, w13s[..., :1].contiguous(), w2q, w2s, tw, ids, None,
+                                                   "swiglu_oai", "split", 1.702, 7.0, 0, None, None))
+    _expect("fused_moe_mxfp8", "w2_bf16", lambda: op(hidden, w13q, w13s, w2q, w2s, tw, ids, None, "swiglu_oai",
+                                                     "split", 1.702, 7.0, 0, w13q.to(bf), w13q.to(bf)))
+
+
+def test_mxfp8_experts():
+    w13, w2 = torch.randn(4, 64, 64) / 8, torch.randn(4, 64, 32) / 8
+    ex = Mxfp8Experts.quantize(w13.to(bf), w2, "e4m3fn")
+    assert (ex.num_local_experts, ex.hidden_size, ex.intermediate_size) == (4, 64, 32)
+    assert ex.fp8_dtype == torch.float8_e4m3fn and not ex.has_bf16_copy and ex.device == w13.device
+    assert repr(ex) == "Mxfp8Experts(E=4, H=64, I=32, float8_e4m3fn, cpu)"
+    rq, rs = R.mxfp8_quant(w13.to(bf), torch.float8_e4m3fn)
+    assert torch.equal(ex.w13_q.view(torch.uint8), rq.view(torch.uint8)) and torch.equal(ex.w13_s, rs)
+    # the memory policy's three formats
+    both = ex.with_format("mxfp8+bf16")
+    assert both.has_bf16_copy and both.w13_q is ex.w13_q and both.w2_bf16.dtype == bf
+    assert torch.equal(both.w13_bf16, R.mxfp8_dequant(ex.w13_q, ex.w13_s, bf))
+    assert both.with_format("mxfp8+bf16") is both and both.with_format("mxfp8").w13_bf16 is None
+    assert ex.with_format("mxfp8") is ex
+    w13_b, w2_b = ex.dequantize(torch.float32)
+    assert torch.equal(w2_b, R.mxfp8_dequant(ex.w2_q, ex.w2_s, torch.float32))
+    _expect("Mxfp8Experts.with_format", "fmt", lambda: ex.with_format("bf16"))
+    # e4m3fn -> e4m3fnuz keeps every value and the copy
+    nuz = both.to_fnuz()
+    assert nuz.fp8_dtype == torch.float8_e4m3fnuz and nuz.w13_bf16 is both.w13_bf16 and nuz.to_fnuz() is nuz
+    for q, s, qz, sz in ((ex.w13_q, ex.w13_s, nuz.w13_q, nuz.w13_s), (ex.w2_q, ex.w2_s, nuz.w2_q, nuz.w2_s)):
+        assert torch.equal(R.mxfp8_dequant(q, s, torch.float64), R.mxfp8_dequant(qz, sz, torch.float64))
+    # immutable, and compared by identity (tensors have no truth value)
+    with pytest.raises(AttributeError):
+        ex.w13_q = ex.w2_q
+    assert ex != Mxfp8Experts(ex.w13_q, ex.w13_s, ex.w2_q, ex.w2_s)
+    _expect("Mxfp8Experts.quantize", "w2", lambda: Mxfp8Experts.quantize(w13, w2[:, :32]))
+    _expect("Mxfp8Experts.quantize", "w13", lambda: Mxfp8Experts.quantize(w13[:, :, :48], w2))
+
+
+def test_mxfp8_experts_for_platform(monkeypatch):
+    ex = Mxfp8Experts(*R.mxfp8_quant(torch.randn(2, 64, 32), torch.float8_e4m3fn),
+                      *R.mxfp8_quant(torch.randn(2, 32, 32), torch.float8_e4m3fn))
+    monkeypatch.setenv("MINIMAX_ROCM_ARCH", "gfx942")
+    assert ex.for_platform().fp8_dtype == torch.float8_e4m3fnuz
+    monkeypatch.setenv("MINIMAX_ROCM_ARCH", "sm90")
+    assert ex.for_platform() is ex
 
 
 def test_checks_allreduce_rms():

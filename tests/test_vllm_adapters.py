@@ -5,6 +5,7 @@ import torch
 
 from minimax_rocm import reference
 from minimax_rocm.integrations.vllm import adapters
+from minimax_rocm.ops import Mxfp8Experts
 from minimax_rocm.ops._common import LAST_BACKEND
 
 
@@ -58,6 +59,9 @@ def test_empty_batches():
     w13, w2 = torch.randn(4, 32, 64).to(torch.bfloat16), torch.randn(4, 64, 16).to(torch.bfloat16)
     ids = torch.empty(0, 2, dtype=torch.int32)
     out = adapters.moe(x, w13, w2, torch.empty(0, 2), ids, None, "silu", 1.702, 7.0)
+    assert out.shape == (0, 64) and out.dtype == torch.bfloat16
+    experts = Mxfp8Experts.quantize(torch.randn(4, 64, 64), torch.randn(4, 64, 32), "e4m3fn")
+    out = adapters.moe_mxfp8(x, experts, torch.empty(0, 2), ids, None, "silu", 1.702, 7.0, 4096)
     assert out.shape == (0, 64) and out.dtype == torch.bfloat16
     qkv = torch.empty(0, 128, dtype=torch.bfloat16)
     torch.ops.minimax_rocm.vllm_qk_norm(qkv, torch.ones(64), torch.ones(32), 1e-6, "", "unused")

@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from minimax_rocm import reference as R
+from minimax_rocm.ops import Mxfp8Experts, layer_weight_formats
 from minimax_rocm.parallel import weights as W
 from minimax_rocm.parallel.expert_map import local_expert_range
 from minimax_rocm.models.config import preset
@@ -259,6 +261,49 @@ def test_dtype_conversion_and_device(tmp_path):
     sw = W.load_stage(path, cfg, dtype=torch.float32)
     assert sw.layers[0].moe.w13.dtype == torch.float32
     assert torch.equal(sw.layers[0].moe.w2[3], t["model.layers.0.block_sparse_moe.experts.3.w2.weight"].float())
+
+
+@pytest.mark.parametrize("arch,fp8", [("cpu", torch.float8_e4m3fn), ("gfx942", torch.float8_e4m3fnuz)])
+@pytest.mark.parametrize("max_model_len", [4096, 1 << 20])
+def test_mxfp8_load_keeps_each_layer_as_the_memory_policy_says(tmp_path, monkeypatch, max_model_len, arch, fp8):
+    """mxfp8=True: the local experts quantised in the platform's fp8 flavour,
+    each layer kept as layer_weight_formats says (MXFP8 with or without the
+    BF16 copy, or the dequantised weights alone)."""
+    monkeypatch.setenv("MINIMAX_ROCM_ARCH", arch)
+    cfg = preset("tiny-m2").with_(num_hidden_layers=5)     # one layer in 5 keeps BF16 only at long context
+    path, t = _write(tmp_path, cfg)
+    sw = W.load_stage(path, cfg, W.ParallelLayout(ep_size=2, ep_rank=1), mxfp8=True, max_model_len=max_model_len)
+    formats = layer_weight_formats(5, max_model_len)
+    assert sw.report.expert_formats == dict(enumerate(formats)) and len(set(formats)) == 1 + (max_model_len > 4096)
+    e0, e1 = local_expert_range(cfg.num_local_experts, 2, 1)
+    for i, fmt in enumerate(formats):
+        mw = sw.layers[i].moe
+        p, m = _layer(cfg, i)
+        w13 = torch.stack([torch.cat([t[f"{p}{m}.experts.{e}.w1.weight"], t[f"{p}{m}.experts.{e}.w3.weight"]])
+                           for e in range(e0, e1)])
+        w2 = torch.stack([t[f"{p}{m}.experts.{e}.w2.weight"] for e in range(e0, e1)])
+        (q13, s13), (q2, s2) = R.mxfp8_quant(w13, fp8), R.mxfp8_quant(w2, fp8)
+        assert mw.max_model_len == max_model_len and mw.num_experts_held == e1 - e0 == mw.expert_end - mw.expert_start
+        if fmt == "bf16":
+            assert mw.mxfp8 is None
+            assert torch.equal(mw.w13, R.mxfp8_dequant(q13, s13, bf))
+            assert torch.equal(mw.w2, R.mxfp8_dequant(q2, s2, bf))
+            continue
+        ex = mw.mxfp8
+        assert mw.w13 is None and mw.w2 is None and ex.has_bf16_copy == (fmt == "mxfp8+bf16")
+        for got, want in ((ex.w13_q, q13), (ex.w13_s, s13), (ex.w2_q, q2), (ex.w2_s, s2)):
+            assert got.dtype == want.dtype and torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+        if ex.has_bf16_copy:
+            assert ex.w13_bf16.dtype == bf and torch.equal(ex.w2_bf16, R.mxfp8_dequant(q2, s2, bf))
+
+
+def test_moe_weights_hold_float_or_mxfp8_experts():
+    gate, w13, w2 = torch.randn(4, 64), torch.randn(4, 64, 64), torch.randn(4, 64, 32)
+    ex = Mxfp8Experts.quantize(w13, w2, "e4m3fn")
+    assert W.MoEWeights(gate, None, None, None, expert_start=2, mxfp8=ex).expert_end == 6
+    for bad in (dict(w13=None, w2=None), dict(w13=w13, w2=w2, mxfp8=ex), dict(w13=w13, w2=None)):
+        with pytest.raises(ValueError, match="MoEWeights"):
+            W.MoEWeights(gate, None, **bad)
 
 
 def test_single_file_and_unindexed_directory(tmp_path):

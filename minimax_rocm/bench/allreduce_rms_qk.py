@@ -22,6 +22,7 @@ import warnings
 import torch
 import torch.distributed as dist
 
+from ..models.config import preset
 from ..parallel import end_spawned_worker, local_init_method
 from .harness import Context, Row, register_bench
 
@@ -29,8 +30,8 @@ OP = "allreduce_rms_qk"
 TOKENS = (1, 16, 64, 128, 512, 1024)
 # ranks (TP size): 2 by default; MINIMAX_ROCM_TP=4 or 8 on a machine with that many GPUs
 WORLD = int(os.environ.get("MINIMAX_ROCM_TP", "2"))
-# per rank: MiniMax-M2 (48 x 128 q, 8 x 128 kv) split over the TP ranks
-Q, KV = 6144 // WORLD, 1024 // WORLD
+# per rank: MiniMax-M2's full q and kv widths (48 x 128, 8 x 128) split over the TP ranks
+Q, KV = preset("minimax-m2").q_size // WORLD, preset("minimax-m2").kv_size // WORLD
 EPS = 1e-6
 # graph replays per timed sample, the same on every rank: each call waits for
 # the peers' calls, so ranks must replay the same number of times

@@ -31,16 +31,20 @@ from typing import Optional
 import torch
 
 from .. import reference
+from ..models.config import preset
 from ..ops.moe import align_routes
 from ..parallel import expert_map as make_expert_map
 from .harness import Context, Row, register_bench, time_us
 
-SHAPES = (
-    # name, H, I, E_glob, E_loc, top_k, activation, ep_size
-    ("M3 EP8", 6144, 3072, 128, 16, 4, "swiglu_oai", 8),
-    ("M2 EP8", 3072, 1536, 256, 32, 8, "silu", 8),
-    ("M3 TP8", 6144, 384, 128, 128, 4, "swiglu_oai", 1),
-)
+
+def rank_case(name: str, model: str, ep: int = 1, tp: int = 1) -> tuple:
+    """(name, H, I, E_glob, E_loc, top_k, activation, ep_size) of one rank of a model."""
+    s = preset(model).moe_rank_shape(ep=ep, tp=tp)
+    return (name, s.hidden, s.intermediate, s.num_experts, s.num_local_experts, s.top_k, s.activation, s.ep_size)
+
+
+SHAPES = (rank_case("M3 EP8", "minimax-m3", ep=8), rank_case("M2 EP8", "minimax-m2", ep=8),
+          rank_case("M3 TP8", "minimax-m3", tp=8))
 TOKENS = (1, 16, 64, 216, 1024)
 
 

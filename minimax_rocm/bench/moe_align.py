@@ -10,15 +10,17 @@ from __future__ import annotations
 import torch
 
 from .. import oracle, reference
+from ..models.config import preset
 from ..parallel import expert_map
 from ..triton.moe_align import moe_align
 from .harness import Context, Row, register_bench, time_us
 
+_M3, _M2 = preset("minimax-m3"), preset("minimax-m2")
 # (T, k, E_glob, EP, block_m): M3 / M2 EP8 decode to prefill, and M2's
 # "before" layout (every expert local, 64-row tiles)
-CASES = ((16, 4, 128, 8, 16), (64, 4, 128, 8, 16), (216, 4, 128, 8, 16), (1024, 4, 128, 8, 16), (4096, 4, 128, 8, 16),
-         (256, 8, 256, 8, 16), (1024, 8, 256, 8, 16), (64, 8, 256, 1, 64), (216, 8, 256, 1, 64),
-         (512, 8, 256, 1, 64), (1024, 8, 256, 1, 64))
+CASES = (tuple((T, _M3.top_k, _M3.num_experts, 8, 16) for T in (16, 64, 216, 1024, 4096))
+         + tuple((T, _M2.top_k, _M2.num_experts, 8, 16) for T in (256, 1024))
+         + tuple((T, _M2.top_k, _M2.num_experts, 1, 64) for T in (64, 216, 512, 1024)))
 
 
 @register_bench("moe_align")

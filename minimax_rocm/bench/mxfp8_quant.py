@@ -6,11 +6,14 @@ from __future__ import annotations
 import torch
 
 from .. import oracle, reference
+from ..models.config import preset
 from ..ops.mxfp8 import FP8_DTYPES, QUANT
 from .harness import Context, Row, register_bench, time_us
 
-SHAPES = ((216, 6144), (4096, 6144), (16384, 6144))
-MAIN = (16384, 6144)
+# M3's MoE input rows (K = its hidden size), decode to prefill
+K = preset("minimax-m3").hidden_size
+SHAPES = ((216, K), (4096, K), (16384, K))
+MAIN = (16384, K)
 
 
 def _ours() -> list[str]:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import oracle
+from ..models.config import preset
 from ..ops.router_gemm import _hip as native_router_gemm
 from ..ops.router_gemm import router_gemm as router_gemm_op
 from ..triton import dependent_launch
@@ -13,7 +14,9 @@ from ..triton import router_gemm as tri
 from .harness import Context, Row, register_bench, time_us, time_us_behind_plain_kernel
 
 MS = (1, 2, 4, 8, 16, 32, 64)
-SHAPES = (("M2", 3072, 256), ("M3", 6144, 128))
+# (name, H, E) of each model's router
+SHAPES = tuple((name, preset(model).hidden_size, preset(model).num_experts)
+               for name, model in (("M2", "minimax-m2"), ("M3", "minimax-m3")))
 
 
 @register_bench("router_gemm")

@@ -4,10 +4,14 @@ from __future__ import annotations
 import torch
 
 from .. import oracle
+from ..models.config import preset
 from ..ops.topk_reduce import topk_reduce
 from .harness import Context, Row, register_bench, time_us
 
-CASES = ((216, 4, 6144), (1024, 4, 6144), (256, 8, 3072), (2048, 8, 3072))
+_M3, _M2 = preset("minimax-m3"), preset("minimax-m2")
+# (T, k, H): M3's then M2's routes
+CASES = ((216, _M3.top_k, _M3.hidden_size), (1024, _M3.top_k, _M3.hidden_size),
+         (256, _M2.top_k, _M2.hidden_size), (2048, _M2.top_k, _M2.hidden_size))
 
 
 @register_bench("topk_reduce")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 M2_MODEL_TYPES = ("minimax", "minimax_m2")
 M3_MODEL_TYPES = ("minimax_m3", "minimax_m3_vl", "minimax_m3_vl_text")
@@ -30,6 +30,18 @@ MLP_KINDS = ("sparse", "dense")
 
 class ConfigError(ValueError):
     """A config.json that this package cannot serve (names the key)."""
+
+
+class MoERankShape(NamedTuple):
+    """One rank's share of a MoE layer: the shapes its expert kernels see."""
+    hidden: int
+    intermediate: int            # per expert, this rank's TP slice
+    num_experts: int             # global routed experts
+    num_local_experts: int       # on this rank
+    top_k: int
+    activation: str
+    ep_size: int
+    tp_size: int
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,18 @@ class MiniMaxConfig:
     def moe_params_per_layer(self) -> int:
         """Routed expert parameters of one MoE layer (3 matrices of H x I each)."""
         return self.num_local_experts * 3 * self.hidden_size * self.intermediate_size
+
+    def moe_rank_shape(self, ep: int = 1, tp: int = 1) -> MoERankShape:
+        """A MoE layer on one rank of ep x tp: the routed experts split over
+        the EP ranks and each expert's intermediate columns over the TP ranks.
+        Where ep does not divide the experts the first ranks hold one more
+        (parallel.expert_map's split): this is their share, the busiest."""
+        if not 1 <= ep <= self.num_experts:
+            raise ConfigError(f"ep {ep}: expected 1 to {self.num_experts} (the routed experts)")
+        if tp < 1 or self.intermediate_size % tp:
+            raise ConfigError(f"tp {tp} does not divide intermediate_size {self.intermediate_size}")
+        return MoERankShape(self.hidden_size, self.intermediate_size // tp, self.num_experts,
+                            -(-self.num_experts // ep), self.top_k, self.activation, ep, tp)
 
     def with_(self, **changes) -> "MiniMaxConfig":
         """A copy with some fields changed. A new layer count keeps an
@@ -278,6 +302,11 @@ PRESETS: dict[str, MiniMaxConfig] = {
     "tiny-m2": MiniMaxConfig(name="tiny-m2", **_TINY_M2),
     "tiny-m3": MiniMaxConfig(name="tiny-m3", **_TINY_M3),
 }
+
+
+# The published models and their routed experts' weight format (M3's
+# checkpoints hold ModelOpt MXFP8 experts): what `explain` assumes unless told.
+EXPERT_WEIGHTS: dict[str, str] = {"minimax-m2": "bf16", "minimax-m2.5": "bf16", "minimax-m3": "mxfp8"}
 
 
 def preset(name: str) -> MiniMaxConfig:

@@ -6,6 +6,8 @@
                                                          x routed_scaling_factor (M3: 2.0)
     partial = ops.fused_moe(x, w13_loc, w2_loc, w, ids, expert_map, activation)
                                                          only the routes to LOCAL experts
+            (ops.fused_moe_mxfp8(x, experts, w, ids, ...) where the experts are MXFP8,
+             loaded with load_stage(..., mxfp8=True): an Mxfp8Experts)
             (+ this rank's slice of the M3 shared expert, split along its intermediate dim)
     out     = ep_combine(partial, ep_group)              all-reduce over the EP group
 
@@ -59,18 +61,18 @@ class MoEBlock:
         self.cfg, self.w, self.ep_size, self.ep_rank, self.group_name = cfg, weights, ep_size, ep_rank, group_name
         E = cfg.num_local_experts
         want = local_expert_range(E, ep_size, ep_rank)
-        if (weights.expert_start, weights.expert_end) != want or weights.w13.shape[0] != want[1] - want[0]:
+        held = weights.num_experts_held
+        if (weights.expert_start, weights.expert_end) != want or held != want[1] - want[0]:
             raise ValueError(f"MoEBlock ({cfg.name}): weights hold experts [{weights.expert_start}, "
-                             f"{weights.expert_end}) ({weights.w13.shape[0]} stacked); EP rank {ep_rank} of "
+                             f"{weights.expert_end}) ({held} stacked); EP rank {ep_rank} of "
                              f"{ep_size} owns [{want[0]}, {want[1]})")
         if tuple(weights.gate.shape) != (E, cfg.hidden_size):
             raise ValueError(f"MoEBlock ({cfg.name}): gate has shape {tuple(weights.gate.shape)}; "
                              f"expected ({E}, {cfg.hidden_size})")
         if cfg.has_shared_expert and weights.shared_w13 is None:
             raise ValueError(f"MoEBlock ({cfg.name}): the config has a shared expert; the weights do not")
-        dev = weights.w13.device
         # None when every expert is local: the kernels then skip the map lookup.
-        self.expert_map = expert_map(E, ep_size, ep_rank, device=dev) if ep_size > 1 else None
+        self.expert_map = expert_map(E, ep_size, ep_rank, device=weights.device) if ep_size > 1 else None
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(topk_weights fp32 `[T, k]`, topk_ids int32 `[T, k]`, global ids)."""
@@ -84,9 +86,13 @@ class MoEBlock:
                 ) -> torch.Tensor:
         """This rank's share of the output `[T, H]` float32, before the combine."""
         tw, ids = routes if routes is not None else self.route(x)
-        c = self.cfg
-        out = ops.fused_moe(x, self.w.w13, self.w.w2, tw, ids, self.expert_map, activation=c.activation,
-                            layout=c.gate_up_layout, alpha=c.swiglu_alpha, limit=c.swiglu_limit).float()
+        c, w = self.cfg, self.w
+        act = dict(activation=c.activation, layout=c.gate_up_layout, alpha=c.swiglu_alpha, limit=c.swiglu_limit)
+        if w.mxfp8 is not None:
+            out = ops.fused_moe_mxfp8(x, w.mxfp8, tw, ids, self.expert_map, max_model_len=w.max_model_len,
+                                      **act).float()
+        else:
+            out = ops.fused_moe(x, w.w13, w.w2, tw, ids, self.expert_map, **act).float()
         if self.w.shared_w13 is not None:
             out += swiglu_mlp(c, x, self.w.shared_w13, self.w.shared_w2).float()
         return out
@@ -157,14 +163,22 @@ def _mlp_ref(cfg: MiniMaxConfig, x: torch.Tensor, w13: torch.Tensor, w2: torch.T
 
 def moe_reference(cfg: MiniMaxConfig, w: MoEWeights, x: torch.Tensor) -> torch.Tensor:
     """The unsharded MoE block in float64 (w must hold every expert and the
-    whole shared expert)."""
-    if w.w13.shape[0] != cfg.num_local_experts:
+    whole shared expert). MXFP8 experts enter dequantised: the contract of
+    every path of fused_moe_mxfp8 but the native one, which also rounds the
+    activations to MXFP8."""
+    if w.num_experts_held != cfg.num_local_experts:
         raise ValueError("moe_reference needs the weights of every expert")
     x = x.double()
     logits = reference.router_gemm(x, w.gate.double())
     bias = None if w.e_score_correction_bias is None else w.e_score_correction_bias.double()
     tw, ids = reference.minimax_route(logits, bias, cfg.top_k, True, cfg.routed_scaling_factor)
-    out = reference.fused_moe(x, w.w13.double(), w.w2.double(), tw, ids, None, cfg.activation, cfg.gate_up_layout,
+    if w.mxfp8 is not None:
+        m = w.mxfp8
+        w13 = reference.mxfp8_dequant(m.w13_q, m.w13_s, torch.float64)
+        w2 = reference.mxfp8_dequant(m.w2_q, m.w2_s, torch.float64)
+    else:
+        w13, w2 = w.w13.double(), w.w2.double()
+    out = reference.fused_moe(x, w13, w2, tw, ids, None, cfg.activation, cfg.gate_up_layout,
                               cfg.swiglu_alpha, cfg.swiglu_limit)
     if w.shared_w13 is not None:
         out = out + _mlp_ref(cfg, x, w.shared_w13, w.shared_w2)

@@ -8,7 +8,8 @@ from typing import Optional
 import torch
 
 from .. import oracle, reference
-from ._common import check_choice, check_tensor, check_types, fail, on_gpu, run
+from ._common import check_choice, check_tensor, fail, on_gpu, run
+from .spec import Float, Int, Str, Tensor, declare_op
 
 ACTIVATIONS = ("silu", "swiglu_oai")
 LAYOUTS = ("split", "interleaved")
@@ -73,12 +74,23 @@ def align_problem(topk_ids, expert_map, num_local_experts) -> oracle.Problem:
                           num_local_experts=num_local_experts, on_gpu=on_gpu(topk_ids, expert_map))
 
 
-@torch.library.custom_op("minimax_rocm::moe_align", mutates_args=())
-def _moe_align(topk_ids: torch.Tensor, block_m: int, expert_map: Optional[torch.Tensor],
-               num_local_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    check_align(topk_ids, block_m, expert_map, num_local_experts)
-    return run(align_problem(topk_ids, expert_map, num_local_experts), topk_ids, block_m, expert_map,
-               num_local_experts)
+def _align_fake(topk_ids, block_m, expert_map, num_local_experts):
+    n = reference.align_buffer_size(topk_ids.numel(), block_m, num_local_experts)
+    i32 = dict(dtype=torch.int32, device=topk_ids.device)
+    return (torch.empty((n,), **i32), torch.empty((n // block_m,), **i32), torch.empty((1,), **i32))
+
+
+# expert_map is required though it may be None (every expert local): the
+# public signature has always had it so.
+MOE_ALIGN = declare_op(
+    ALIGN,
+    params=(Tensor("topk_ids"), Int("block_m"), Tensor("expert_map", optional=True), Int("num_local_experts")),
+    check=check_align,
+    problem=lambda topk_ids, block_m, expert_map, n_local: align_problem(topk_ids, expert_map, n_local),
+    fake=_align_fake, returns=3,
+    doc="""(sorted_route_ids, block_expert_ids, num_routes_post_padded): see
+    reference.moe_align for the layout. Buffers are sized by LOCAL experts.""")
+moe_align = MOE_ALIGN.public
 
 
 def align_routes(topk_ids, block_m, expert_map, num_local_experts):
@@ -92,26 +104,18 @@ def align_routes(topk_ids, block_m, expert_map, num_local_experts):
                expert_map, num_local_experts)
 
 
-@_moe_align.register_fake
-def _(topk_ids, block_m, expert_map, num_local_experts):
-    check_align(topk_ids, block_m, expert_map, num_local_experts)
-    n = reference.align_buffer_size(topk_ids.numel(), block_m, num_local_experts)
-    i32 = dict(dtype=torch.int32, device=topk_ids.device)
-    return (torch.empty((n,), **i32), torch.empty((n // block_m,), **i32), torch.empty((1,), **i32))
-
-
-@oracle.register_impl(ALIGN, "torch")
+@MOE_ALIGN.impl("torch")
 def _align_torch(topk_ids, block_m, expert_map, num_local_experts):
     return reference.moe_align(topk_ids, block_m, expert_map, num_local_experts)
 
 
-@oracle.register_impl(ALIGN, "triton")
+@MOE_ALIGN.impl("triton")
 def _align_triton(topk_ids, block_m, expert_map, num_local_experts):
     from ..triton import moe_align as tri
     return tri.moe_align(topk_ids, block_m, expert_map, num_local_experts)
 
 
-@oracle.register_impl(ALIGN, "hip")
+@MOE_ALIGN.impl("hip")
 def _align_hip(topk_ids, block_m, expert_map, num_local_experts):
     from ..native import ext
     n = reference.align_buffer_size(topk_ids.numel(), block_m, num_local_experts)
@@ -120,15 +124,6 @@ def _align_hip(topk_ids, block_m, expert_map, num_local_experts):
     emap = None if expert_map is None else expert_map.to(torch.int32)
     ext.ops().moe_align(topk_ids, emap, num_local_experts, block_m, sorted_ids, block_ids, npp)
     return sorted_ids, block_ids, npp
-
-
-def moe_align(topk_ids: torch.Tensor, block_m: int, expert_map: Optional[torch.Tensor],
-              num_local_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(sorted_route_ids, block_expert_ids, num_routes_post_padded): see
-    reference.moe_align for the layout. Buffers are sized by LOCAL experts."""
-    check_types(ALIGN, tensors=dict(topk_ids=topk_ids), optional=dict(expert_map=expert_map),
-                ints=dict(block_m=block_m, num_local_experts=num_local_experts))
-    return torch.ops.minimax_rocm.moe_align(topk_ids, block_m, expert_map, num_local_experts)
 
 
 # --------------------------------------------------------------------------- #
@@ -178,32 +173,40 @@ def moe_problem(op, hidden, w13, topk_ids, expert_map, weight_format="bf16", max
                           max_model_len=max_model_len, on_gpu=on_gpu(hidden, w13, topk_ids), **extra)
 
 
-@torch.library.custom_op("minimax_rocm::fused_moe", mutates_args=())
-def _fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
-               topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor], activation: str, layout: str,
-               alpha: float, limit: float, variant: str) -> torch.Tensor:
+def _check_fused(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit, variant):
     check_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, variant, alpha=alpha,
               limit=limit)
-    p = moe_problem(MOE, hidden, w13, topk_ids, expert_map)
-    return run(p, hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit,
-               variant)
 
 
-@_fused_moe.register_fake
-def _(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit, variant):
-    check_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, variant, alpha=alpha,
-              limit=limit)
-    return torch.empty_like(hidden)
+def _fused_problem(hidden, w13, w2, topk_weights, topk_ids, expert_map, *_) -> oracle.Problem:
+    return moe_problem(MOE, hidden, w13, topk_ids, expert_map)
 
 
-@oracle.register_impl(MOE, "torch")
+FUSED_MOE = declare_op(
+    MOE,
+    params=(Tensor("hidden"), Tensor("w13"), Tensor("w2"), Tensor("topk_weights"), Tensor("topk_ids"),
+            Tensor("expert_map", optional=True, default=None), Str("activation", default="silu"),
+            Str("layout", default="split"), Float("alpha", default=reference.SWIGLU_OAI_ALPHA),
+            Float("limit", default=reference.SWIGLU_OAI_LIMIT), Str("variant", default="auto")),
+    check=_check_fused, problem=_fused_problem,
+    fake=lambda hidden, *_: torch.empty_like(hidden),
+    doc="""This EP rank's partial MoE output `[T, H]` (only routes to local experts).
+
+    variant "auto" lets the oracle's table choose the kernel configuration;
+    "sparse_local" and "before" force the two configurations the benchmark
+    compares (Triton backend only; the reference ignores it).
+    """)
+fused_moe = FUSED_MOE.public
+
+
+@FUSED_MOE.impl("torch")
 def _moe_torch(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit,
                variant):
     return reference.fused_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout,
                                alpha, limit)
 
 
-@oracle.register_impl(MOE, "triton")
+@FUSED_MOE.impl("triton")
 def _moe_triton(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit,
                 variant):
     # "auto": the sparse-local configuration with the per-arch table's tiles
@@ -212,20 +215,3 @@ def _moe_triton(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation,
     from ..triton import fused_moe as tri
     return tri.fused_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit,
                          variant="sparse_local" if variant == "auto" else variant, align=align_routes)
-
-
-def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
-              topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor] = None, activation: str = "silu",
-              layout: str = "split", alpha: float = reference.SWIGLU_OAI_ALPHA,
-              limit: float = reference.SWIGLU_OAI_LIMIT, variant: str = "auto") -> torch.Tensor:
-    """This EP rank's partial MoE output `[T, H]` (only routes to local experts).
-
-    variant "auto" lets the oracle's table choose the kernel configuration;
-    "sparse_local" and "before" force the two configurations the benchmark
-    compares (Triton backend only; the reference ignores it).
-    """
-    check_types(MOE, tensors=dict(hidden=hidden, w13=w13, w2=w2, topk_weights=topk_weights, topk_ids=topk_ids),
-                optional=dict(expert_map=expert_map), numbers=dict(alpha=alpha, limit=limit),
-                strings=dict(activation=activation, layout=layout, variant=variant))
-    return torch.ops.minimax_rocm.fused_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation,
-                                            layout, alpha, limit, variant)

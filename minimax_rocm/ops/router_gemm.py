@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import oracle
-from ._common import aligned16, check_tensor, check_types, fail, on_gpu, run
+from ._common import aligned16, check_tensor, fail, on_gpu
+from .spec import Tensor, declare_op
 
 OP = "router_gemm"
 
@@ -30,25 +31,22 @@ def problem(x, w, bias) -> oracle.Problem:
                           aligned16=aligned16(x, w))
 
 
-@torch.library.custom_op("minimax_rocm::router_gemm", mutates_args=())
-def _router_gemm(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    check(x, w, bias)
-    return run(problem(x, w, bias), x, w, bias)
+ROUTER_GEMM = declare_op(
+    OP,
+    params=(Tensor("x"), Tensor("w"), Tensor("bias", optional=True, default=None)),
+    check=check, problem=problem,
+    fake=lambda x, w, bias: x.new_empty((x.shape[0], w.shape[0]), dtype=torch.float32),
+    doc="logits `[M, E]` fp32 = x `[M, H]` (bf16/fp32) @ w `[E, H]` (fp32)^T (+ bias).")
+router_gemm = ROUTER_GEMM.public
 
 
-@_router_gemm.register_fake
-def _(x, w, bias):
-    check(x, w, bias)
-    return x.new_empty((x.shape[0], w.shape[0]), dtype=torch.float32)
-
-
-@oracle.register_impl(OP, "torch")
+@ROUTER_GEMM.impl("torch")
 def _torch(x, w, bias):
     # The baseline the fast paths replace: cast, then a BLAS GEMM.
     return F.linear(x.float(), w, bias)
 
 
-@oracle.register_impl(OP, "triton")
+@ROUTER_GEMM.impl("triton")
 def _triton(x, w, bias):
     from ..triton.router_gemm import router_gemm as kernel
     out = kernel(x, w)
@@ -109,7 +107,7 @@ def tc_available(device: torch.device) -> bool:
                                                   else torch.cuda.current_device())
 
 
-@oracle.register_impl(OP, "hip")
+@ROUTER_GEMM.impl("hip")
 def _hip(x, w, bias, kernel: Optional[oracle.Kernel] = None):
     """The native kernel the oracle's KERNEL_RULES name (asked here when
     called directly, without the op's dispatch)."""
@@ -128,11 +126,3 @@ def _hip(x, w, bias, kernel: Optional[oracle.Kernel] = None):
     else:
         ext.ops().router_gemm(x, w, out, kernel.arg("rows"), pdl)
     return out if bias is None else out.add_(bias)
-
-
-def router_gemm(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """logits `[M, E]` fp32 = x `[M, H]` (bf16/fp32) @ w `[E, H]` (fp32)^T (+ bias)."""
-    check_types(OP, tensors=dict(x=x, w=w), optional=dict(bias=bias))
-    return torch.ops.minimax_rocm.router_gemm(x, w, bias)
-
-

@@ -17,6 +17,11 @@ Each rank reads only what it serves:
     group, so the EP combine all-reduce also sums the shared expert's partial
     outputs (no rank computes it whole, and no second collective).
 
+With `mxfp8=True` each MoE layer's local experts are quantised to MXFP8 as
+they load and kept as `layer_weight_formats` says at `max_model_len`: one
+`Mxfp8Experts` (with or without its BF16 copy) or, in the layers that keep
+BF16 only, the dequantised weights.
+
 Data parallel ranks with the same (PP, TP, EP) coordinates load the same
 tensors. Names follow the Hugging Face checkpoints:
     {prefix}model.layers.{i}.self_attn.q_norm.weight | k_norm.weight
@@ -46,6 +51,7 @@ import torch
 from safetensors import safe_open
 
 from ..models.config import MiniMaxConfig
+from ..ops.mxfp8 import Mxfp8Experts, layer_weight_formats
 from .expert_map import local_expert_range, split_range
 
 IGNORED = "ignored"
@@ -143,19 +149,34 @@ def tp_head_columns(num_heads: int, head_dim: int, tp_size: int, tp_rank: int, w
 
 @dataclass
 class MoEWeights:
-    """One MoE layer on one EP rank."""
+    """One MoE layer on one EP rank. Its local experts are float weights
+    (w13, w2) or MXFP8 (mxfp8), one or the other."""
     gate: torch.Tensor                          # [E, H] fp32 (router_gemm takes fp32 weights)
     e_score_correction_bias: Optional[torch.Tensor]   # [E] fp32
-    w13: torch.Tensor                           # [E_loc, 2I, H]
-    w2: torch.Tensor                            # [E_loc, H, I]
+    w13: Optional[torch.Tensor]                 # [E_loc, 2I, H]; None: the experts are mxfp8
+    w2: Optional[torch.Tensor]                  # [E_loc, H, I]
     expert_start: int = 0
-    expert_end: int = -1                        # -1: w13.shape[0]
+    expert_end: int = -1                        # -1: expert_start + the experts held
     shared_w13: Optional[torch.Tensor] = None   # [2 Is_loc, H]: this rank's slice of the shared expert
     shared_w2: Optional[torch.Tensor] = None    # [H, Is_loc]
+    mxfp8: Optional[Mxfp8Experts] = None        # the local experts in MXFP8 (+ the BF16 copy the policy keeps)
+    max_model_len: int = 0                      # what the MXFP8 policy kept them for; fused_moe_mxfp8 reads it
 
     def __post_init__(self):
+        if (self.w13 is None) == (self.mxfp8 is None):
+            raise ValueError("MoEWeights: the experts are float weights (w13, w2) or mxfp8, exactly one of them")
+        if self.w13 is not None and self.w2 is None:
+            raise ValueError("MoEWeights: w13 without w2")
         if self.expert_end < 0:
-            self.expert_end = self.expert_start + self.w13.shape[0]
+            self.expert_end = self.expert_start + self.num_experts_held
+
+    @property
+    def num_experts_held(self) -> int:
+        return (self.w13 if self.w13 is not None else self.mxfp8.w13_q).shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.gate.device
 
 
 @dataclass
@@ -182,6 +203,7 @@ class LoadReport:
     experts: tuple[int, int]
     moe_module: str
     loaded_experts: dict[int, tuple[int, ...]] = field(default_factory=dict)   # layer -> global ids read
+    expert_formats: dict[int, str] = field(default_factory=dict)  # layer -> layer_weight_formats' entry (mxfp8)
     read: list[str] = field(default_factory=list)         # every tensor name fetched, in order
     skipped_remote_experts: int = 0                       # expert tensors of this stage's layers not read
     skipped_other_layers: int = 0                         # tensors of other stages' layers not read
@@ -409,14 +431,17 @@ def check_names(cfg: MiniMaxConfig, names: Iterable[str], moe_module: Optional[s
 def load_stage(checkpoint: Union[str, SafetensorsCheckpoint], cfg: MiniMaxConfig,
                layout: ParallelLayout = ParallelLayout(), *, dtype: Optional[torch.dtype] = None,
                device: Union[str, torch.device] = "cpu", strict: bool = True, check_all: bool = False,
-               moe_module: Optional[str] = None, ignore: Sequence[str] = ()) -> StageWeights:
+               moe_module: Optional[str] = None, ignore: Sequence[str] = (), mxfp8: bool = False,
+               max_model_len: int = 0) -> StageWeights:
     """This rank's weights: its stage's layers, its local experts, its TP
     slices. Raises CheckpointError naming every missing tensor this rank needs
     (every tensor of the model with check_all), every unexpected name (unless
     strict=False; regexes in `ignore` mark more names as known), and every
     tensor whose shape does not match the config. Expert and dense MLP weights
     keep the checkpoint dtype unless `dtype` is given; router gates, biases
-    and norm weights are float32."""
+    and norm weights are float32. mxfp8: the routed experts are quantised on
+    `device` (the platform's fp8 flavour) and kept per layer_weight_formats
+    at max_model_len, any BF16 weights in the expert dtype."""
     ck = checkpoint if isinstance(checkpoint, SafetensorsCheckpoint) else SafetensorsCheckpoint(checkpoint)
     names = ck.names()
     moe = moe_module or detect_moe_module(cfg, names)
@@ -453,7 +478,7 @@ def load_stage(checkpoint: Union[str, SafetensorsCheckpoint], cfg: MiniMaxConfig
             msg.append(_listing("tensors of the wrong shape", mismatched))
         if fp8:
             msg.append(_listing("fp8 tensors (block-quantised checkpoints are not supported by this loader; "
-                                "load a BF16 checkpoint)", fp8))
+                                "load a BF16 checkpoint, with mxfp8=True to quantise its experts)", fp8))
         raise CheckpointError(f"checkpoint {ck.path}:\n  " + "\n  ".join(msg), mismatched=mismatched + fp8)
     for n, s in all_specs.items():
         if n in needed or n not in present:
@@ -464,14 +489,16 @@ def load_stage(checkpoint: Union[str, SafetensorsCheckpoint], cfg: MiniMaxConfig
             report.skipped_other_layers += 1
 
     dev = torch.device(device)
-    layers = {i: _load_layer(ck, cfg, layout, naming, i, (e0, e1), dtype, dev, report) for i in range(lo, hi)}
+    formats = layer_weight_formats(cfg.num_hidden_layers, max_model_len) if mxfp8 else None
+    layers = {i: _load_layer(ck, cfg, layout, naming, i, (e0, e1), dtype, dev, report,
+                             formats[i] if formats else None, max_model_len) for i in range(lo, hi)}
     report.read = list(ck.reads)
     return StageWeights(cfg, layout, layers, report)
 
 
 def _load_layer(ck: SafetensorsCheckpoint, cfg: MiniMaxConfig, layout: ParallelLayout, naming: Naming, i: int,
                 experts: tuple[int, int], dtype: Optional[torch.dtype], dev: torch.device,
-                report: LoadReport) -> LayerWeights:
+                report: LoadReport, fmt: Optional[str] = None, max_model_len: int = 0) -> LayerWeights:
     p, m = naming.layer_prefix(i), naming.moe
     f32 = lambda t: t.to(device=dev, dtype=torch.float32)   # noqa: E731
 
@@ -510,10 +537,18 @@ def _load_layer(ck: SafetensorsCheckpoint, cfg: MiniMaxConfig, layout: ParallelL
         w13[j] = _stack_gate_up(g, u, cfg.gate_up_layout)
         w2[j] = d
     report.loaded_experts[i] = tuple(range(e0, e1))
+    w13, w2, mx = w13.to(dev), w2.to(dev), None
+    if fmt is not None:
+        report.expert_formats[i] = fmt
+        mx = Mxfp8Experts.quantize(w13, w2)
+        if fmt == "bf16":   # dequantised: every layer computes the same MXFP8 model
+            w13, w2, mx = *mx.dequantize(w13.dtype), None
+        else:
+            w13, w2, mx = None, None, mx.with_format(fmt, w13.dtype)
     bias = ck.read(f"{p}{m}.e_score_correction_bias") if cfg.use_routing_bias else None
     mw = MoEWeights(gate=f32(ck.read(f"{p}{m}.gate.weight")),
                     e_score_correction_bias=None if bias is None else f32(bias),
-                    w13=w13.to(dev), w2=w2.to(dev), expert_start=e0, expert_end=e1)
+                    w13=w13, w2=w2, expert_start=e0, expert_end=e1, mxfp8=mx, max_model_len=max_model_len)
     if cfg.has_shared_expert:
         s0, s1 = split_range(cfg.shared_intermediate_size, layout.ep_size, layout.ep_rank, "shared-expert columns")
         g = ck.read(f"{p}{m}.shared_experts.gate_proj.weight", rows=(s0, s1))

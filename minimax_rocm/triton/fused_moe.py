@@ -254,14 +254,18 @@ def plan(hidden: torch.Tensor, w13: torch.Tensor, topk_ids: torch.Tensor, expert
          variant: str = "sparse_local", fuse_act: Optional[bool] = None, block_m: Optional[int] = None,
          tile1: Optional[moe_configs.Tile] = None, tile2: Optional[moe_configs.Tile] = None) -> dict:
     """The configuration the driver runs (tiles from the per-arch table)."""
-    T, H = hidden.shape
-    E_loc, two_i, _ = w13.shape
-    I = two_i // 2
+    E_loc, two_i, H = w13.shape
     E_glob = E_loc if expert_map is None else expert_map.shape[0]
-    routes = topk_ids.numel()
-    arch = device_arch(hidden.device)
+    return plan_shape(device_arch(hidden.device), cu_count(hidden.device), H=H, I=two_i // 2, E_glob=E_glob,
+                      E_loc=E_loc, routes=topk_ids.numel(), variant=variant, fuse_act=fuse_act, block_m=block_m,
+                      tile1=tile1, tile2=tile2)
+
+
+def plan_shape(arch: str, cus: int, *, H: int, I: int, E_glob: int, E_loc: int, routes: int,
+               variant: str = "sparse_local", fuse_act: Optional[bool] = None, block_m: Optional[int] = None,
+               tile1: Optional[moe_configs.Tile] = None, tile2: Optional[moe_configs.Tile] = None) -> dict:
+    """plan() from sizes alone: what `explain` shows for a target."""
     ent = moe_configs.arch_entry(arch)
-    cus = cu_count(hidden.device)
     before = variant == "before"
     if before:
         fuse = False if fuse_act is None else fuse_act

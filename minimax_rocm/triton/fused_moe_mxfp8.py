@@ -437,20 +437,26 @@ def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expe
     output (the table's mxfp8_bf16_atomics; BF16 hidden states only).
     `overlap_rounding`: the rounding pass on a side stream beside the
     alignment (the table's mxfp8_overlap_rounding; upcast mode on a GPU)."""
-    T, H = hidden.shape
-    E_loc, two_i, _ = w13_q.shape
-    I = two_i // 2
+    E_loc, two_i, H = w13_q.shape
     E_glob = E_loc if expert_map is None else expert_map.shape[0]
-    routes = topk_ids.numel()
-    arch = device_arch(hidden.device)
+    return plan_shape(device_arch(hidden.device), cu_count(hidden.device), H=H, I=two_i // 2, E_glob=E_glob,
+                      E_loc=E_loc, routes=topk_ids.numel(), dtype=hidden.dtype, on_gpu=hidden.is_cuda,
+                      block_m=block_m, dot=dot, tile=tile, fuse_act=fuse_act, bf16_atomics=bf16_atomics,
+                      overlap_rounding=overlap_rounding)
+
+
+def plan_shape(arch: str, cus: int, *, H: int, I: int, E_glob: int, E_loc: int, routes: int,
+               dtype: torch.dtype = torch.bfloat16, on_gpu: bool = True, block_m: Optional[int] = None,
+               dot: Optional[str] = None, tile: Optional[dict] = None, fuse_act: Optional[bool] = None,
+               bf16_atomics: Optional[bool] = None, overlap_rounding: Optional[bool] = None) -> dict:
+    """plan() from sizes alone: what `explain` shows for a target."""
     bm = block_m or moe_configs.choose_block_m(arch, routes, E_glob, E_loc)
     ent = moe_configs.arch_entry(arch)
     if ent.mxfp8_tile is not None and bm < 64:
         t1 = t2 = replace(ent.mxfp8_tile, block_m=bm)
         f = 1
     else:
-        common = dict(num_routes=routes, num_experts=E_glob, num_local=E_loc, block_m=bm,
-                      cu_count=cu_count(hidden.device))
+        common = dict(num_routes=routes, num_experts=E_glob, num_local=E_loc, block_m=bm, cu_count=cus)
         t1 = moe_configs.choose(arch, "gemm1", N=2 * I, K=H, **common)
         t2 = moe_configs.choose(arch, "gemm2", N=H, K=I, **common)
         f = ent.mxfp8_block_k_factor
@@ -463,10 +469,10 @@ def plan(hidden: torch.Tensor, w13_q: torch.Tensor, topk_ids: torch.Tensor, expe
     if fuse:
         t1 = replace(t1, block_n=max(32, t1.block_n // 2))
     # (the interpreter has no BF16 atomics: CPU runs keep fp32)
-    b16 = ((ent.mxfp8_bf16_atomics if bf16_atomics is None else bf16_atomics) and hidden.dtype == torch.bfloat16
+    b16 = ((ent.mxfp8_bf16_atomics if bf16_atomics is None else bf16_atomics) and dtype == torch.bfloat16
            and not DECODE)
     overlap = ((ent.mxfp8_overlap_rounding if overlap_rounding is None else overlap_rounding) and dot == "upcast"
-               and hidden.is_cuda)
+               and on_gpu)
     return dict(arch=arch, block_m=bm, tile1=t1, tile2=t2, dot=dot, fuse_act=fuse, bf16_atomics=b16,
                 overlap_rounding=overlap)
 

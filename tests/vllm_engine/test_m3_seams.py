@@ -150,7 +150,11 @@ def test_mxfp8_moe(m3, monkeypatch, max_model_len, layer, fmt):
         re_.w2_weight.copy_(q2)
         re_.w2_weight_scale.copy_(s2)
     qm.process_weights_after_loading(re_)
-    assert (re_.minimax_rocm_w13_bf16 is not None) == (fmt == "mxfp8+bf16")
+    ex = re_.minimax_rocm_experts
+    assert (ex is None) == (fmt == "bf16")
+    if ex is not None:   # one Mxfp8Experts, sharing the layer's parameters
+        assert ex.has_bf16_copy == (fmt == "mxfp8+bf16")
+        assert ex.w13_q.data_ptr() == re_.w13_weight.data_ptr() and ex.w2_s.data_ptr() == re_.w2_weight_scale.data_ptr()
     assert re_.w13_weight.dtype == (torch.bfloat16 if fmt == "bf16" else torch.float8_e4m3fn)
     x = torch.randn(T, H, generator=g).to(torch.bfloat16)
     logits = torch.randn(T, E, generator=g)

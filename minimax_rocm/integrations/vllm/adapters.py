@@ -1,8 +1,8 @@
 """What vLLM's MiniMax layers hand over, turned into this package's op calls.
 
-Nothing here imports vLLM: the functions take the tensors a layer holds, so
-the same code runs inside the engine and in `replay` on a machine without
-vLLM. Two of them are custom ops (`minimax_rocm::vllm_gate`,
+Nothing here imports vLLM: the functions take the tensors a layer holds (an
+MXFP8 layer's as one `Mxfp8Experts`), so the same code runs inside the
+engine and in `replay` on a machine without vLLM. Two of them are custom ops (`minimax_rocm::vllm_gate`,
 `minimax_rocm::vllm_qk_norm`) because vLLM calls them from compiled model
 code, where a Python branch on the token count would be frozen at the first
 trace; the MoE runs inside vLLM's own opaque MoE op and needs no wrapper.
@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 
 from ... import oracle
-from ...ops import allreduce_rms_qk, fused_moe, fused_moe_mxfp8, router_gemm
+from ...ops import Mxfp8Experts, allreduce_rms_qk, fused_moe, fused_moe_mxfp8, router_gemm
 from ...ops._common import LAST_BACKEND
 from ...parallel import group_world_size, lamport_workspace
 
@@ -191,22 +191,21 @@ def moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torc
 # --------------------------------------------------------------------------- #
 
 
-def moe_mxfp8(x: torch.Tensor, w13_q: torch.Tensor, w13_s: torch.Tensor, w2_q: torch.Tensor, w2_s: torch.Tensor,
-              topk_weights: torch.Tensor, topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
-              activation: str, alpha: float, limit: float, max_model_len: int,
-              w13_bf16: Optional[torch.Tensor] = None, w2_bf16: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """`moe` over MXFP8 experts (fp8 values, e8m0 scales per 32 along K), with
-    the layer's BF16 copy where the memory policy kept one; our oracle picks
-    native MXFP8, the copy or emulation per call."""
+def moe_mxfp8(x: torch.Tensor, experts: Mxfp8Experts, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+              expert_map: Optional[torch.Tensor], activation: str, alpha: float, limit: float,
+              max_model_len: int) -> torch.Tensor:
+    """`moe` over the layer's MXFP8 experts (fp8 values, e8m0 scales per 32
+    along K, and the BF16 copy where the memory policy kept one); our oracle
+    picks native MXFP8, the copy or emulation per call."""
     kind, layout = oracle.SERVING_ACTIVATIONS[activation]
     if x.shape[0] == 0:
         return torch.zeros_like(x)
-    out = fused_moe_mxfp8(x, w13_q, w13_s, w2_q, w2_s, topk_weights, topk_ids, expert_map, kind, layout, alpha,
-                          limit, max_model_len, w13_bf16, w2_bf16)
+    out = fused_moe_mxfp8(x, experts, topk_weights, topk_ids, expert_map, kind, layout, alpha, limit, max_model_len)
     if recording():
+        e = experts
         record("moe_mxfp8", "fused_moe_mxfp8",
-               dict(x=x, w13_q=w13_q, w13_s=w13_s, w2_q=w2_q, w2_s=w2_s, topk_weights=topk_weights,
+               dict(x=x, w13_q=e.w13_q, w13_s=e.w13_s, w2_q=e.w2_q, w2_s=e.w2_s, topk_weights=topk_weights,
                     topk_ids=topk_ids, expert_map=expert_map, activation=activation, alpha=alpha, limit=limit,
-                    max_model_len=max_model_len, bf16_copy=w13_bf16 is not None),
+                    max_model_len=max_model_len, bf16_copy=e.has_bf16_copy),
                dict(expert_map=None if expert_map is None else expert_map.tolist()))
     return out

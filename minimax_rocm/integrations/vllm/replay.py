@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ... import oracle, reference
+from ...ops import Mxfp8Experts
 from ...ops._common import LAST_BACKEND
 from . import adapters
 
@@ -149,8 +150,9 @@ def replay_one(entry: dict, device: torch.device, gen: torch.Generator, graph: b
         expert_map, ids, tw, num_global = _routing(entry, x.shape[0], E, device, gen)
         copies = (reference.mxfp8_dequant(q13, s13, torch.bfloat16), reference.mxfp8_dequant(q2, s2, torch.bfloat16)) \
             if a["bf16_copy"] else (None, None)
-        out = run(lambda: adapters.moe_mxfp8(x, q13, s13, q2, s2, tw, ids, expert_map, a["activation"], a["alpha"],
-                                             a["limit"], a["max_model_len"], *copies))
+        experts = Mxfp8Experts(q13, s13, q2, s2, *copies)
+        out = run(lambda: adapters.moe_mxfp8(x, experts, tw, ids, expert_map, a["activation"], a["alpha"],
+                                             a["limit"], a["max_model_len"]))
         kind, layout = oracle.SERVING_ACTIVATIONS[a["activation"]]
         path = LAST_BACKEND.get("fused_moe_mxfp8", "")
         if "bf16_copy" in path:  # the BF16 copy is what ran: its weights are the dequantised ones

@@ -300,23 +300,24 @@ class MiniMaxMxfp8MoEMethod(_MiniMaxMoE, _VllmMxfp8Method):
             return
         layer._already_called_process_weights_after_loading = True
         self._check_weight_dtypes(layer)
-        from ...ops import mxfp8_dequant, mxfp8_fn_to_fnuz
-        w13, s13 = layer.w13_weight.data, layer.w13_weight_scale.data
-        w2, s2 = layer.w2_weight.data, layer.w2_weight_scale.data
-        if oracle.detect_platform().fp8_dtype == "e4m3fnuz":  # gfx942: once, at load
-            w13, s13 = mxfp8_fn_to_fnuz(w13, s13)
-            w2, s2 = mxfp8_fn_to_fnuz(w2, s2)
+        from ...ops import Mxfp8Experts
+        experts = Mxfp8Experts(layer.w13_weight.data, layer.w13_weight_scale.data, layer.w2_weight.data,
+                               layer.w2_weight_scale.data).for_platform()   # gfx942: e4m3fnuz, once
         fmt = self.minimax_rocm_format
         dtype = getattr(layer, "orig_dtype", torch.bfloat16)
-        layer.minimax_rocm_w13_bf16 = mxfp8_dequant(w13, s13, dtype) if "bf16" in fmt else None
-        layer.minimax_rocm_w2_bf16 = mxfp8_dequant(w2, s2, dtype) if "bf16" in fmt else None
         if fmt == "bf16":  # this layer keeps BF16 experts only
-            w13, w2 = layer.minimax_rocm_w13_bf16, layer.minimax_rocm_w2_bf16
-            layer.minimax_rocm_w13_bf16 = layer.minimax_rocm_w2_bf16 = None
+            w13, w2 = experts.dequantize(dtype)
+            layer.minimax_rocm_experts = None
+        else:
+            experts = experts.with_format(fmt, dtype)
+            w13, w2 = experts.w13_q, experts.w2_q
+            # The layer's parameters and this object share the tensors: the
+            # copy adds memory, the rest does not.
+            layer.minimax_rocm_experts = experts
         replace_parameter(layer, "w13_weight", w13)
         replace_parameter(layer, "w2_weight", w2)
-        replace_parameter(layer, "w13_weight_scale", s13)
-        replace_parameter(layer, "w2_weight_scale", s2)
+        replace_parameter(layer, "w13_weight_scale", experts.w13_s)
+        replace_parameter(layer, "w2_weight_scale", experts.w2_s)
 
     def apply(self, layer, x, topk_weights, topk_ids, shared_experts, shared_experts_input):
         if not self.minimax_rocm:
@@ -326,10 +327,8 @@ class MiniMaxMxfp8MoEMethod(_MiniMaxMoE, _VllmMxfp8Method):
         if self.minimax_rocm_format == "bf16":
             return adapters.moe(x, layer.w13_weight, layer.w2_weight, topk_weights, topk_ids, layer.expert_map, act,
                                 alpha, limit)
-        return adapters.moe_mxfp8(x, layer.w13_weight, layer.w13_weight_scale, layer.w2_weight,
-                                  layer.w2_weight_scale, topk_weights, topk_ids, layer.expert_map, act, alpha, limit,
-                                  self.minimax_rocm_max_model_len, layer.minimax_rocm_w13_bf16,
-                                  layer.minimax_rocm_w2_bf16)
+        return adapters.moe_mxfp8(x, layer.minimax_rocm_experts, topk_weights, topk_ids, layer.expert_map, act,
+                                  alpha, limit, self.minimax_rocm_max_model_len)
 
 
 def _set_mxfp8_method(cls) -> None:
