@@ -42,28 +42,6 @@ def check_tensor(op: str, arg: str, t, *, dtype: Optional[DTypes] = None, dim: O
         fail(op, arg, f"last dim {t.shape[-1]} must be a multiple of {last_multiple}")
 
 
-def check_types(op: str, tensors: Optional[dict] = None, optional: Optional[dict] = None,
-                numbers: Optional[dict] = None, ints: Optional[dict] = None, strings: Optional[dict] = None) -> None:
-    """The argument types (name -> value) of a public function written by hand,
-    checked before the custom op's schema would reject them with a plain
-    RuntimeError. Symbolic ints and floats (torch.compile with dynamic shapes)
-    pass. Ops declared with spec.declare_op get the same checks from their
-    params (spec.Param.check_type)."""
-    opt = {k: v for k, v in (optional or {}).items() if v is not None}
-    for name, v in {**(tensors or {}), **opt}.items():
-        if not isinstance(v, torch.Tensor):
-            fail(op, name, f"must be a torch.Tensor, got {type(v).__name__}")
-    for name, v in (numbers or {}).items():
-        if isinstance(v, bool) or not isinstance(v, (int, float, torch.SymInt, torch.SymFloat)):
-            fail(op, name, f"must be a number, got {type(v).__name__}")
-    for name, v in (ints or {}).items():
-        if isinstance(v, bool) or not isinstance(v, (int, torch.SymInt)):
-            fail(op, name, f"must be an int, got {type(v).__name__}")
-    for name, v in (strings or {}).items():
-        if not isinstance(v, str):
-            fail(op, name, f"must be a str, got {type(v).__name__}")
-
-
 def check_choice(op: str, arg: str, value, choices: Iterable) -> None:
     choices = tuple(choices)
     if value not in choices:
