@@ -279,15 +279,19 @@ def best_by(results: list[dict]) -> dict:
     return best
 
 
+def print_best(results: list[dict]) -> None:
+    """The fastest tile per (shape, T, gemm) of a sweep, with its % of floor."""
+    print("\nbest per (shape, T, gemm):")
+    for key, r in sorted(best_by(results).items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        t = r["tile"]
+        print(f"  {key[0]:7s} T={key[1]:5d} {key[2]}: BM={t.block_m} BN={t.block_n} BK={t.block_k} "
+              f"w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} ppc={t.progs_per_cu} "
+              f"{r['us']:.1f} us {100 * r['pct']:.1f}%")
+
+
 if __name__ == "__main__":   # python -m minimax_rocm.bench.fused_moe sweep
     import argparse
     ap = argparse.ArgumentParser(prog="python -m minimax_rocm.bench.fused_moe")
     ap.add_argument("sweep", choices=("sweep",), help="GEMM1 and GEMM2 alone over sweep_plan()'s tiles")
     ap.parse_args()
-    res = sweep(torch.device("cuda"))
-    print("\nbest per (shape, T, gemm):")
-    for key, r in sorted(best_by(res).items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
-        t = r["tile"]
-        print(f"  {key[0]:7s} T={key[1]:5d} {key[2]}: BM={t.block_m} BN={t.block_n} BK={t.block_k} "
-              f"w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} ppc={t.progs_per_cu} "
-              f"{r['us']:.1f} us {100 * r['pct']:.1f}%")
+    print_best(sweep(torch.device("cuda")))

@@ -219,7 +219,7 @@ def spread(device: torch.device, tokens=(16, 64, 216), repeat: int = 3, log=prin
 
 
 def _sweep_main(shape: str) -> None:
-    from .fused_moe import best_by
+    from .fused_moe import print_best
     shp = tuple(s for s in SHAPES if s[0].startswith(shape)) if shape else SHAPES[:1]
     res = sweep(torch.device("cuda"), shapes=shp, tokens=(64, 216), variants=[
         {}, dict(block_k=128, num_stages=4),
@@ -228,12 +228,7 @@ def _sweep_main(shape: str) -> None:
         dict(block_n=32, block_k=512, num_stages=4, progs_per_cu=2),
         dict(block_n=64, block_k=512, num_stages=2, progs_per_cu=2),
         dict(block_n=64, block_k=512, num_stages=3, progs_per_cu=1)])
-    print("\nbest per (shape, T, gemm):")
-    for key, r in sorted(best_by(res).items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
-        t = r["tile"]
-        print(f"  {key[0]:7s} T={key[1]:5d} {key[2]}: BM={t.block_m} BN={t.block_n} BK={t.block_k} "
-              f"w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} ppc={t.progs_per_cu} "
-              f"{r['us']:.1f} us {100 * r['pct']:.1f}%")
+    print_best(res)
 
 
 if __name__ == "__main__":
