@@ -20,7 +20,9 @@ info tests demo bench):
   sanitize    compute-sanitizer, one tool at a time, over the GPU tests of
               every native and Triton kernel and the vLLM record replay
   demo        python -m minimax_rocm demo
-  bench       python -m minimax_rocm bench [--op OP ...] --json OUT/bench.json
+  bench       python -m minimax_rocm bench [--op OP ...] --json OUT/bench.json; with
+              --baseline DIR first the same benches of the tree DIR, then
+              both side by side (minimax_rocm.bench.compare)
   sweep       each op's sweeps (`python -m minimax_rocm.bench.<op> <sweep>`)
   profile     minimax_rocm.bench.profiling per op: graph against eager time,
               the kernels of one graph replay, Nsight Compute counters (ncu)
@@ -246,7 +248,21 @@ def part_bench(args, gpus: int) -> list[Step]:
         argv += ["--plot", str(Path(args.out) / "bench.png")]
     if args.quick:
         argv.append("--quick")
-    return [Step("bench", argv, echo=tail(None))]
+    steps = [Step("bench", argv, echo=tail(None))]
+    if args.baseline:
+        # the same benches from another tree (its own package and JIT build; -P keeps
+        # this checkout off sys.path), then both side by side
+        base = str(Path(args.baseline).resolve())
+        before = str(Path(args.out) / "bench_baseline.json")
+        argv_base = _py("-P", "-m", "minimax_rocm", "bench", *(a for op in ops for a in ("--op", op)),
+                        "--json", before) + (["--quick"] if args.quick else [])
+        steps = [Step("bench_baseline", argv_base, env={"PYTHONPATH": base,
+                                                        "MINIMAX_ROCM_BUILD_DIR": str(Path(base) / ".ext")},
+                      echo=tail(None)),
+                 *steps,
+                 Step("bench_compare", _py("-m", "minimax_rocm.bench.compare", before,
+                                           str(Path(args.out) / "bench.json")), echo=tail(None))]
+    return steps
 
 
 def part_sweep(args, gpus: int) -> list[Step]:
@@ -485,6 +501,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=os.environ.get("OUT") or "/tmp/mmr_out", help="log folder (default $OUT or %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--quick", action="store_true", help="bench: fewer cases")
+    p.add_argument("--baseline", default=None, metavar="DIR",
+                   help="bench: also run the benches of the source tree DIR (e.g. `git archive REV`) and compare")
     p.add_argument("--examples", type=_positive, default=os.environ.get("MINIMAX_ROCM_HYPOTHESIS_EXAMPLES") or 400,
                    help="properties: Hypothesis examples per test (default %(default)s)")
     p.add_argument("--sanitize-tool", action="append", default=[], choices=SANITIZER_TOOLS,

@@ -250,3 +250,14 @@ def test_the_script_runs_the_check(tmp_path):
         p = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "info", "tests"], capture_output=True,
                            text=True, env=env, timeout=300)
         assert p.returncode == 1 and "failed: tests" in p.stdout
+
+
+def test_bench_against_a_baseline_tree(tmp_path):
+    s = steps("bench", "--op", "router_gemm", "--baseline", str(tmp_path), "--out", "/o")
+    assert list(s) == ["bench_baseline", "bench", "bench_compare"]
+    base = s["bench_baseline"]
+    # the baseline's own package (-P: not this checkout's) and its own JIT build
+    assert base.argv[1:4] == ["-P", "-m", "minimax_rocm"] and base.env["PYTHONPATH"] == str(tmp_path.resolve())
+    assert base.env["MINIMAX_ROCM_BUILD_DIR"].startswith(str(tmp_path.resolve()))
+    assert base.argv[base.argv.index("--op") + 1] == "router_gemm"
+    assert s["bench_compare"].argv[-2:] == ["/o/bench_baseline.json", "/o/bench.json"]
