@@ -27,6 +27,38 @@ def group_world_size(group_name: str) -> int:
     return dist.get_world_size(resolve_group(group_name))
 
 
+def collective_checks_on() -> bool:
+    """MINIMAX_ROCM_CHECK_COLLECTIVES=1: every collective op first checks that
+    the group's ranks call it with the same token count (one small all-gather
+    more per call: a debugging aid, off by default). Without it a rank calling
+    with another count gets no error: a peer waits until the group's timeout
+    (torch.distributed's, or the Lamport workspace's timeout_s), or the
+    ranks compute from mismatched sums."""
+    return os.environ.get("MINIMAX_ROCM_CHECK_COLLECTIVES", "0") not in ("", "0")
+
+
+def check_same_tokens(op: str, arg: str, tokens: int, group_name: str, device) -> None:
+    """Raise OpInputError on every rank of the group when its ranks' token
+    counts differ (collective: every rank must call it). Skipped under CUDA
+    graph capture, where the gathered counts could not be read."""
+    if not group_name or group_world_size(group_name) == 1:
+        return
+    import torch
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        return
+    from ..errors import fail
+    group = resolve_group(group_name)
+    # gloo gathers CPU tensors; NCCL / RCCL tensors on the rank's GPU
+    where = "cpu" if dist.get_backend(group) == "gloo" else device
+    mine = torch.tensor([int(tokens)], dtype=torch.int64, device=where)
+    counts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(counts, mine, group=group)
+    counts = [int(c) for c in counts]
+    if len(set(counts)) > 1:
+        fail(op, arg, f"has {tokens} tokens on rank {dist.get_rank(group)}; the ranks of group {group_name!r} "
+                      f"call with {counts}: every rank must call with the same token count")
+
+
 def register_lamport_workspace(group_name: str, workspace) -> None:
     _LAMPORT[group_name] = workspace
 
