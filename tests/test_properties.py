@@ -348,7 +348,7 @@ def test_topk_reduce_bad_input(data):
     elif kind == "wdevice":
         expect_error("topk_reduce", "weights", f, x, torch.zeros(T, k, device="meta"))
     else:
-        assume(T > 0)
+        assume(T * k > 1)       # a 1 x 1 view is contiguous whatever its strides
         expect_error("topk_reduce", "weights", f, x, torch.zeros(T, 2 * k)[:, ::2])
 
 
@@ -408,7 +408,7 @@ def test_router_gemm_bad_input(data):
     elif kind == "rank":
         expect_error("router_gemm", "x", f, x.reshape(1, M, H), w, b)
     elif kind == "noncontig":
-        assume(M > 0)
+        assume(M * H > 1)       # a 1 x 1 view is contiguous whatever its strides
         expect_error("router_gemm", "x", f, torch.zeros(M, 2 * H, dtype=x.dtype)[:, ::2], w, b)
     elif kind == "bias":
         expect_error("router_gemm", "bias", f, x, w, torch.zeros(E + 1))
