@@ -242,26 +242,23 @@ def part_bench(args, gpus: int) -> list[Step]:
     ops = [b for op in _ops(args) for b in OPS[op].benches(op)] if args.op else []
     if args.op and not ops:
         return []
-    argv = _py("-m", "minimax_rocm", "bench", *(a for op in ops for a in ("--op", op)),
-               "--json", str(Path(args.out) / "bench.json"))
+    out = Path(args.out)
+    # the bench command's arguments shared by this tree's run and a baseline's
+    which = [*(a for op in ops for a in ("--op", op)), *(["--quick"] if args.quick else [])]
+    argv = _py("-m", "minimax_rocm", "bench", *which, "--json", str(out / "bench.json"))
     if importlib.util.find_spec("matplotlib"):
-        argv += ["--plot", str(Path(args.out) / "bench.png")]
-    if args.quick:
-        argv.append("--quick")
+        argv += ["--plot", str(out / "bench.png")]
     steps = [Step("bench", argv, echo=tail(None))]
     if args.baseline:
         # the same benches from another tree (its own package and JIT build; -P keeps
         # this checkout off sys.path), then both side by side
-        base = str(Path(args.baseline).resolve())
-        before = str(Path(args.out) / "bench_baseline.json")
-        argv_base = _py("-P", "-m", "minimax_rocm", "bench", *(a for op in ops for a in ("--op", op)),
-                        "--json", before) + (["--quick"] if args.quick else [])
-        steps = [Step("bench_baseline", argv_base, env={"PYTHONPATH": base,
-                                                        "MINIMAX_ROCM_BUILD_DIR": str(Path(base) / ".ext")},
-                      echo=tail(None)),
+        base = Path(args.baseline).resolve()
+        before = str(out / "bench_baseline.json")
+        steps = [Step("bench_baseline", _py("-P", "-m", "minimax_rocm", "bench", *which, "--json", before),
+                      env={"PYTHONPATH": str(base), "MINIMAX_ROCM_BUILD_DIR": str(base / ".ext")}, echo=tail(None)),
                  *steps,
-                 Step("bench_compare", _py("-m", "minimax_rocm.bench.compare", before,
-                                           str(Path(args.out) / "bench.json")), echo=tail(None))]
+                 Step("bench_compare", _py("-m", "minimax_rocm.bench.compare", before, str(out / "bench.json")),
+                      echo=tail(None))]
     return steps
 
 

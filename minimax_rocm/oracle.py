@@ -367,6 +367,7 @@ class Kernel:
     """A kernel of a backend and the build-time choices it is launched with."""
     name: str
     args: tuple[tuple[str, int], ...] = ()
+    reason: str = field(default="", compare=False)
 
     def arg(self, key: str) -> int:
         return dict(self.args)[key]
@@ -428,7 +429,7 @@ def kernel_for(problem: Problem, backend: str, plat: Platform) -> Optional[Kerne
     """The kernel `backend` runs for `problem` (None where the backend has one)."""
     for r in KERNEL_RULES:
         if r.op == problem.op and r.backend == backend and r.when(problem, plat):
-            return Kernel(r.kernel, tuple(sorted(r.args(problem, plat).items())))
+            return Kernel(r.kernel, tuple(sorted(r.args(problem, plat).items())), r.reason)
     return None
 
 
@@ -575,9 +576,8 @@ def explain_rows(problems: Iterable[Problem], plat: Platform, check_impl: bool) 
         d = decide(p, plat, check_impl)
         k = d.chosen.kernel
         rows.append(dict(op=p.op, backend=d.chosen.backend, path=d.chosen.path, kernel=str(k) if k else "",
-                         kernel_reason=next((r.reason for r in KERNEL_RULES if k and r.op == p.op
-                                             and r.backend == d.chosen.backend and r.kernel == k.name), ""),
-                         reason=d.chosen.reason, fallbacks=[c.label for c in d.fallbacks], forced=d.forced))
+                         kernel_reason=k.reason if k else "", reason=d.chosen.reason,
+                         fallbacks=[c.label for c in d.fallbacks], forced=d.forced))
     return rows
 
 

@@ -1,7 +1,7 @@
 """Two `bench --json` results side by side: the same rows (op, case, impl)
 before and after a change, with after / before and the rows that moved by
-more than a tolerance. A refactor that should change nothing is proved by a
-run of both trees on one machine in one session.
+more than a tolerance. A refactor that should change nothing is proved by
+both trees run on one machine, one after the other.
 
     python -m minimax_rocm.bench.compare BEFORE.json AFTER.json [--tolerance 0.05]
 

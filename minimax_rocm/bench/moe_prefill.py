@@ -27,6 +27,7 @@ from typing import Callable, Optional
 import torch
 
 from .fused_moe import SHAPES, make_weights, rank_step, touched_bytes
+from .fused_moe_mxfp8 import fp8_touched_bytes, mxfp8_weights
 from .harness import Context, Row, register_bench, time_us
 from ..ops.moe import align_routes
 from ..ops.mxfp8 import quantize_tokens
@@ -55,18 +56,17 @@ def vllm_baseline() -> Optional[Callable]:
 def bench(ctx: Context) -> list[Row]:
     if not ctx.gpu:
         return []   # GBs of weights and activations: GPU only
-    from .. import oracle
-    from ..ops.mxfp8 import mxfp8_quant
     from ..triton import fused_moe as tri
     from ..triton import fused_moe_mxfp8 as trimx
     rows: list[Row] = []
     dev = ctx.device
     vllm = vllm_baseline()
-    fp8 = oracle.detect_platform().fp8_dtype
     tk = dict(warmup=2, iters=5, inner=2)
     for name, H, I, E, E_loc, k, act, ep in SHAPES:
-        w13, w2 = make_weights(E_loc, H, I, dev)
-        mx = (*mxfp8_quant(w13, fp8), *mxfp8_quant(w2, fp8)) if ep > 1 else None
+        if ep > 1:
+            w13, w2, *mx = mxfp8_weights(E_loc, H, I, dev)
+        else:
+            (w13, w2), mx = make_weights(E_loc, H, I, dev), None
         for T in (QUICK_TOKENS if ctx.quick else PREFILL_TOKENS):
             hidden, tw, ids, emap, grp, case = rank_step(name, T, H, E, E_loc, k, ep, 2000 + T, dev)
             flops = expert_flops(len(grp["order"]), H, I)
@@ -80,7 +80,7 @@ def bench(ctx: Context) -> list[Row]:
                     return trimx.fused_moe_mxfp8(hidden, *mx, tw, ids, emap, act, quantize=quantize_tokens,
                                                  align=align_routes)
                 rows.append(Row("moe_prefill", case, "ours MXFP8 native", time_us(native, **tk),
-                                nbytes * 33 // 64, flops))
+                                fp8_touched_bytes(grp, H, I), flops))
             if vllm is not None:
                 rows.append(Row("moe_prefill", case, "vLLM fused_experts (local copy)",
                                 time_us(lambda: vllm(hidden, w13, w2, tw, ids, emap, activation=act), **tk),

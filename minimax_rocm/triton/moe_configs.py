@@ -262,21 +262,19 @@ def rows_per_active_expert(num_routes: int, num_experts: int, num_local: int) ->
     return (num_routes * num_local / num_experts) / active if active else 0.0
 
 
-def prefill_tile(ent: ArchMoe, gemm: str, num_routes: int, num_experts: int, num_local: int) -> Optional[Tile]:
-    """The prefill tile of `gemm` where the entry has one and the expected rows
-    per active expert reach prefill_min_rows; else None."""
+def prefill_tile(ent: ArchMoe, gemm: str, rows: float) -> Optional[Tile]:
+    """The prefill tile of `gemm` where the entry has one and the expected
+    `rows` per active expert reach prefill_min_rows; else None."""
     tile = ent.prefill_gemm1 if gemm == "gemm1" else ent.prefill_gemm2
-    if tile is None or rows_per_active_expert(num_routes, num_experts, num_local) < ent.prefill_min_rows:
-        return None
-    return tile
+    return tile if tile is not None and rows >= ent.prefill_min_rows else None
 
 
 def choose_block_m(arch: str, num_routes: int, num_experts: int, num_local: int) -> int:
     ent = arch_entry(arch)
-    pre = prefill_tile(ent, "gemm1", num_routes, num_experts, num_local)
+    rows = rows_per_active_expert(num_routes, num_experts, num_local)
+    pre = prefill_tile(ent, "gemm1", rows)
     if pre is not None:
         return pre.block_m
-    rows = rows_per_active_expert(num_routes, num_experts, num_local)
     for max_rows, bm in ent.block_m_by_rows:
         if rows <= max_rows:
             return bm
@@ -289,7 +287,7 @@ def choose(arch: str, gemm: str, *, N: int, K: int, num_routes: int, num_experts
     ent = arch_entry(arch)
     if override is not None:
         return replace(override, block_m=block_m)
-    pre = None if before else prefill_tile(ent, gemm, num_routes, num_experts, num_local)
+    pre = None if before else prefill_tile(ent, gemm, rows_per_active_expert(num_routes, num_experts, num_local))
     if pre is not None and block_m == pre.block_m:
         return pre
     if before:
