@@ -34,7 +34,7 @@ from .. import reference
 from ..models.config import preset
 from ..ops.moe import align_routes
 from ..parallel import expert_map as make_expert_map
-from .harness import Context, Row, register_bench, time_us
+from .harness import Context, Row, register_bench, time_us, vllm_fused_experts
 
 
 def rank_case(name: str, model: str, ep: int = 1, tp: int = 1) -> tuple:
@@ -143,6 +143,7 @@ def bench(ctx: Context) -> list[Row]:
     shapes = SHAPES[:1] if ctx.quick else SHAPES
     tokens = (16, 216) if ctx.quick else TOKENS
     dev = ctx.device
+    vllm = vllm_fused_experts()
     for name, H, I, E, E_loc, k, act, ep in shapes:
         w13, w2 = make_weights(E_loc, H, I, dev)
         for T in tokens:
@@ -190,6 +191,10 @@ def bench(ctx: Context) -> list[Row]:
                 lfn = lambda: per_expert_moe(hidden, w13, w2, grp, act, "split", slices)
                 rows.append(Row("fused_moe", case, "per-expert loop (torch)", time_us(lfn, iters=10, inner=5),
                                 nbytes, note=" ".join(filter(None, (note, agree(lfn()))))))
+            if vllm is not None:
+                vfn = lambda: vllm(hidden, w13, w2, tw, ids, emap, activation=act)  # noqa: E731
+                rows.append(Row("fused_moe", case, "vLLM fused_experts (local copy)", time_us(vfn, **tk), nbytes,
+                                note=" ".join(filter(None, (note, agree(vfn()))))))
         del w13, w2
         torch.cuda.empty_cache()
     return rows
@@ -216,9 +221,10 @@ def sweep_plan():
     return [((1024, 216), (16, 32, 64), g1, g2)]
 
 
-def sweep(device: torch.device, plan=None, shapes=SHAPES, log=print) -> list[dict]:
+def sweep(device: torch.device, plan=None, shapes=SHAPES, log=print, flops_per_s: float = 0.0) -> list[dict]:
     """Time GEMM1 (fused SwiGLU-OAI) and GEMM2 alone for candidate tiles; log
-    each one's % of its own weight-bytes floor."""
+    each one's % of its own floor: weight bytes at the copy bandwidth, or
+    with `flops_per_s` the larger of that and its FLOPs at that rate."""
     from ..triton import fused_moe as tri
     from ..triton.moe_align import moe_align
     from .harness import copy_bandwidth_gbs
@@ -238,8 +244,10 @@ def sweep(device: torch.device, plan=None, shapes=SHAPES, log=print) -> list[dic
                     a1 = torch.zeros(rows, I, device=device, dtype=torch.bfloat16)
                     y = torch.empty(ids.numel(), H, device=device, dtype=torch.bfloat16)
                     g = dict(expert_map=emap, num_routes=ids.numel(), top_k=k, num_global=E)
-                    for which, tiles, nb in (("gemm1", g1_tiles, n_exp * 2 * I * H * 2),
-                                             ("gemm2", g2_tiles, n_exp * H * I * 2)):
+                    macs = len(grp["order"]) * H * I   # GEMM2's; GEMM1 has twice as many
+                    for which, tiles, nb, fl in (("gemm1", g1_tiles, n_exp * 2 * I * H * 2, 4 * macs),
+                                                 ("gemm2", g2_tiles, n_exp * H * I * 2, 2 * macs)):
+                        floor_s = max(nb / bw, fl / flops_per_s if flops_per_s else 0.0)
                         for t in tiles:
                             t = replace(t, block_m=bm)
                             if which == "gemm1":
@@ -248,7 +256,7 @@ def sweep(device: torch.device, plan=None, shapes=SHAPES, log=print) -> list[dic
                             else:
                                 fn = lambda t=t: tri.gemm(a1, w2, y, s, b, n, topk_w=tw.reshape(-1), N=H, tile=t,
                                                           a_by_token=False, c_by_route=True, mul_weight=True, **g)
-                            out += time_tile(fn, nb / bw, name, T, which, t, n_exp, log)
+                            out += time_tile(fn, floor_s, name, T, which, t, n_exp, log)
         del w13, w2
         torch.cuda.empty_cache()
     return out

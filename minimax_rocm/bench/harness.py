@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import math
+import os
 import statistics
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -265,3 +267,18 @@ def run(ops: Optional[list[str]], ctx: Context) -> list[Row]:
     for op in names:
         rows += finish(BENCHES[op](ctx))
     return rows
+
+
+def vllm_fused_experts() -> Optional[Callable]:
+    """Upstream vLLM's Triton fused MoE as a timing baseline: `fused_experts`
+    from the Python file MINIMAX_ROCM_VLLM_MOE names (a local copy, never part
+    of the package), taking `(hidden, w13, w2, topk_weights, topk_ids,
+    expert_map, activation=...)` as vLLM's does (global ids, the map global ->
+    local or -1); None when the variable is unset."""
+    path = os.environ.get("MINIMAX_ROCM_VLLM_MOE")
+    if not path:
+        return None
+    spec = importlib.util.spec_from_file_location("vllm_moe_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.fused_experts

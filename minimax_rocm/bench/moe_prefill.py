@@ -7,11 +7,8 @@ One GPU simulates the busiest rank of the rank shapes of bench/fused_moe.py
   ours MXFP8         fused_moe_mxfp8's native path on the same weights quantised
                      (EP8 shapes; the oracle's choice between it and a BF16
                      copy is what this row and the base row measure)
-  vLLM fused_experts a local copy of vLLM's Triton fused MoE, where
-                     MINIMAX_ROCM_VLLM_MOE names a Python file defining
-                     `fused_experts(hidden, w13, w2, topk_weights, topk_ids,
-                     expert_map)` as vLLM's takes them (global ids, the map
-                     global -> local or -1); never part of the package
+  vLLM fused_experts a local copy of vLLM's Triton fused MoE
+                     (harness.vllm_fused_experts: MINIMAX_ROCM_VLLM_MOE)
 Each row's floor is max(its weight bytes / the measured copy bandwidth, its
 FLOPs / the dense BF16 rate measured in the same run by an 8192^3 torch.mm):
 % roof is the share of that dense rate where FLOPs bind. The MXFP8 row's
@@ -20,15 +17,11 @@ fp8 tensor cores.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-from typing import Callable, Optional
-
 import torch
 
 from .fused_moe import SHAPES, make_weights, rank_step, touched_bytes
 from .fused_moe_mxfp8 import fp8_touched_bytes, mxfp8_weights
-from .harness import Context, Row, register_bench, time_us
+from .harness import Context, Row, register_bench, time_us, vllm_fused_experts
 from ..ops.moe import align_routes
 from ..ops.mxfp8 import quantize_tokens
 
@@ -41,17 +34,6 @@ def expert_flops(num_local_routes: int, H: int, I: int) -> int:
     return 2 * num_local_routes * 3 * H * I
 
 
-def vllm_baseline() -> Optional[Callable]:
-    """`fused_experts` from the file MINIMAX_ROCM_VLLM_MOE names, or None."""
-    path = os.environ.get("MINIMAX_ROCM_VLLM_MOE")
-    if not path:
-        return None
-    spec = importlib.util.spec_from_file_location("vllm_moe_baseline", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.fused_experts
-
-
 @register_bench("moe_prefill")
 def bench(ctx: Context) -> list[Row]:
     if not ctx.gpu:
@@ -60,7 +42,7 @@ def bench(ctx: Context) -> list[Row]:
     from ..triton import fused_moe_mxfp8 as trimx
     rows: list[Row] = []
     dev = ctx.device
-    vllm = vllm_baseline()
+    vllm = vllm_fused_experts()
     tk = dict(warmup=2, iters=5, inner=2)
     for name, H, I, E, E_loc, k, act, ep in SHAPES:
         if ep > 1:
@@ -88,3 +70,75 @@ def bench(ctx: Context) -> list[Row]:
         del w13, w2, mx
         torch.cuda.empty_cache()
     return rows
+
+
+# --------------------------------------------------------------------------- #
+# prefill tile sweep (not a registered bench): `python -m minimax_rocm.bench.moe_prefill sweep`
+# fills the sm90 prefill entries of minimax_rocm/triton/moe_configs.py.
+# --------------------------------------------------------------------------- #
+
+def sweep_plan():
+    """(tokens, block_ms, gemm1 tiles, gemm2 tiles): 64- and 128-row tiles
+    with one or two programs per SM. GEMM1's BLOCK_N counts output columns
+    of the fused SwiGLU: each program multiplies 2 x BLOCK_N weight rows."""
+    from .fused_moe import _t
+    g1 = [_t(64, 64, 4, 4, ppc=1), _t(64, 64, 8, 4, ppc=1), _t(128, 64, 8, 3, ppc=1), _t(64, 128, 8, 3, ppc=1),
+          _t(64, 64, 4, 3), _t(32, 64, 4, 4), _t(64, 128, 4, 2)]
+    g2 = [_t(128, 64, 8, 4, ppc=1), _t(128, 64, 4, 4, ppc=1), _t(256, 64, 8, 3, ppc=1), _t(128, 128, 8, 3, ppc=1),
+          _t(64, 64, 4, 4), _t(128, 64, 4, 3), _t(128, 128, 4, 2)]
+    return [((4096, 16384), (64, 128), g1, g2)]
+
+
+def mxfp8_variants() -> list[dict]:
+    """End-to-end native MXFP8 variants at prefill sizes: the dot mode and
+    the tile (both GEMMs) at 128 rows."""
+    big = dict(block_n=128, block_k=128, num_warps=8, num_stages=3, progs_per_cu=1)
+    mid = dict(block_n=64, block_k=128, num_warps=4, num_stages=3, progs_per_cu=1)
+    return [dict(), dict(block_m=128, tile=big), dict(block_m=128, tile=mid),
+            dict(block_m=128, dot="fp8", tile=big), dict(block_m=128, dot="fp8", tile=mid),
+            dict(block_m=128, dot="fp8", tile=dict(big, block_k=64)), dict(block_m=64, dot="fp8", tile=mid),
+            dict(block_m=128, dot="scaled", tile=big)]
+
+
+def sweep_mxfp8(device: torch.device, tokens=(4096, 16384), log=print) -> None:
+    """The native MXFP8 MoE end to end for each of mxfp8_variants(), beside
+    the BF16 MoE, at the EP8 ranks: TFLOP/s and the ratio to BF16."""
+    from .fused_moe import SHAPES
+    from ..triton import fused_moe as bf16_moe
+    from ..triton import fused_moe_mxfp8 as tri
+    for name, H, I, E, E_loc, k, act, ep in SHAPES:
+        if ep == 1:
+            continue
+        w13, w2, *mx = mxfp8_weights(E_loc, H, I, device)
+        for T in tokens:
+            hidden, tw, ids, emap, grp, case = rank_step(name, T, H, E, E_loc, k, ep, 2000 + T, device)
+            flops = expert_flops(len(grp["order"]), H, I)
+            base = time_us(lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act, align=align_routes),
+                           warmup=2, iters=5, inner=2)
+            log(f"mxfp8 sweep {case}: BF16 {base:8.1f} us {flops / base / 1e6:6.1f} TFLOP/s")
+            for kw in mxfp8_variants():
+                try:
+                    us = time_us(lambda: tri.fused_moe_mxfp8(hidden, *mx, tw, ids, emap, act, quantize=quantize_tokens,
+                                                             align=align_routes, **kw), warmup=2, iters=5, inner=2)
+                except Exception as exc:
+                    log(f"mxfp8 sweep {case} {kw}: FAILED {type(exc).__name__}: {str(exc)[:200]}")
+                    continue
+                log(f"mxfp8 sweep {case} {kw}: {us:8.1f} us {flops / us / 1e6:6.1f} TFLOP/s {base / us:5.2f}x BF16")
+        del w13, w2, mx
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":   # python -m minimax_rocm.bench.moe_prefill sweep | sweep-mxfp8
+    import argparse
+    from .fused_moe import print_best, sweep
+    from .harness import matmul_tflops
+    ap = argparse.ArgumentParser(prog="python -m minimax_rocm.bench.moe_prefill")
+    ap.add_argument("what", choices=("sweep", "sweep-mxfp8"),
+                    help="BF16 GEMM1 / GEMM2 alone over sweep_plan()'s tiles, or mxfp8_variants() end to end")
+    a = ap.parse_args()
+    if a.what == "sweep":
+        rate = matmul_tflops() * 1e12
+        print(f"dense BF16 torch.mm: {rate / 1e12:.1f} TFLOP/s")
+        print_best(sweep(torch.device("cuda"), plan=sweep_plan(), flops_per_s=rate))
+    else:
+        sweep_mxfp8(torch.device("cuda"))
