@@ -17,8 +17,11 @@ info tests demo bench):
               test_hostile.py, test_swiglu.py) with --examples Hypothesis
               examples per test (default $MINIMAX_ROCM_HYPOTHESIS_EXAMPLES,
               else 400); needs hypothesis installed (nothing is installed here)
-  sanitize    compute-sanitizer, one tool at a time, over the GPU tests of
-              every native and Triton kernel and the vLLM record replay
+  sanitize    compute-sanitizer (memcheck, racecheck, synccheck, initcheck;
+              --sanitize-tool), one tool at a time, over
+              `python -m minimax_rocm.sanitize_cases`: every native and Triton
+              kernel variant at small shapes, checked against the reference
+              (--op: that op's cases only)
   demo        python -m minimax_rocm demo
   bench       python -m minimax_rocm bench [--op OP ...] --json OUT/bench.json; with
               --baseline DIR first the same benches of the tree DIR, then
@@ -86,13 +89,14 @@ OPS: dict[str, OpChecks] = {
 }
 
 PROPERTY_TESTS = ("tests/test_properties.py", "tests/test_hostile.py", "tests/test_swiglu.py")
-# Kernels run tens of times slower under the sanitizer: the GPU tests of each
-# kernel and the vLLM record replay, not the whole suite.
-SANITIZE_TESTS = ("tests/test_router_gemm.py", "tests/test_topk_reduce_native.py", "tests/test_moe_align_native.py",
-                  "tests/test_mxfp8_quant.py", "tests/test_fused_moe.py", "tests/test_fused_moe_mxfp8.py",
-                  "tests/test_swiglu.py", "tests/test_moe_align.py", "tests/test_topk_reduce_triton.py",
-                  "tests/test_allreduce_rms.py", "tests/test_vllm_replay.py")
+# Kernels run tens of times slower under the sanitizer, so it runs a driver
+# that calls each kernel variant a few times at small shapes, not the tests.
+SANITIZE_DRIVER = ("-m", "minimax_rocm.sanitize_cases", "--device", "cuda")
 SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck", "initcheck")
+# echoed from a sanitize log: the first error reports, the tools' summaries,
+# the driver's failed cases and its closing lines
+SANITIZER_ERRORS = r"^=+ (Invalid|Uninitialized|Race reported|Barrier error|Program hit|Error)"
+SANITIZE_SUMMARY = r"ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY|: FAILED|^== "
 NCU_SECTIONS = ("SpeedOfLight", "MemoryWorkloadAnalysis", "WarpStateStats", "SchedulerStats", "Occupancy",
                 "LaunchStats")
 NCU_LINES = (r"^  [A-Za-z_].*\(|profiled:|==ERROR==|Duration|Executed Ipc|Issued Warp|Warp Cycles Per Issued|"
@@ -220,15 +224,20 @@ def part_properties(args, gpus: int) -> list[Step]:
 
 def part_sanitize(args, gpus: int) -> list[Step]:
     cs = _tool("compute-sanitizer")
-    tests = _test_files(args) or list(SANITIZE_TESTS)
+    ops = [a for op in dict.fromkeys(args.op) for a in ("--op", op)]
     steps = []
     for tool in args.sanitize_tool or SANITIZER_TOOLS:
         extra = ["--leak-check", "full"] if tool == "memcheck" else []
+        # initcheck: outputs left unpoisoned, so a read of memory no kernel
+        # wrote is reported instead of hidden behind the poison's writes
+        driver = _py(*SANITIZE_DRIVER, *ops, *(["--no-poison"] if tool == "initcheck" else []))
         steps.append(Step(f"sanitize_{tool}",
                           [cs or "compute-sanitizer", "--tool", tool, *extra, "--target-processes", "all",
-                           "--print-limit", "50",
-                           *_py("-m", "pytest", "-q", "-x", "-m", "gpu", "-p", "no:cacheprovider", *tests)],
-                          echo=lambda text: grep(r"ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY")(text) + tail(3)(text),
+                           "--print-limit", "50", *driver],
+                          # no caching allocator: each tensor its own allocation, so
+                          # memcheck sees an access past a tensor's end
+                          env={"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"},
+                          echo=lambda text: grep(SANITIZER_ERRORS, first=20)(text) + grep(SANITIZE_SUMMARY)(text),
                           failure=sanitizer_failure,
                           missing="" if cs else "compute-sanitizer not found (on PATH or in /usr/local/cuda/bin)"))
     return steps
@@ -324,7 +333,8 @@ def plan(args, gpus: int) -> list[Step]:
             steps.append(s)
     source = (ROOT / "tests").is_dir() and (ROOT / "setup.py").exists()
     for s in steps:
-        if not s.missing and not source and s.part in ("tests", "properties", "sanitize", "install"):
+        # (sanitize runs a module of the package: an install serves it)
+        if not s.missing and not source and s.part in ("tests", "properties", "install"):
             s.missing = f"no source checkout at {ROOT} (tests/ and setup.py are needed)"
         if not s.missing and gpus == 0 and s.part != "info":
             s.missing = "no CUDA/ROCm GPU visible here"
@@ -494,7 +504,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("parts", nargs="*", type=_part, metavar="PART",
                    help=f"{' | '.join(PARTS)} (default: {' '.join(DEFAULT_PARTS)})")
     p.add_argument("--op", action="append", default=[], choices=sorted(OPS),
-                   help="only this op's tests, benches, sweeps and profiles (repeatable)")
+                   help="only this op's tests, benches, sweeps, profiles and sanitizer cases (repeatable)")
     p.add_argument("--out", default=os.environ.get("OUT") or "/tmp/mmr_out", help="log folder (default $OUT or %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--quick", action="store_true", help="bench: fewer cases")

@@ -33,7 +33,7 @@ def steps(*argv: str, gpus: int = 1) -> dict:
 
 
 def test_every_op_test_file_exists():
-    files = {f for op in gc.OPS.values() for f in op.tests} | set(gc.PROPERTY_TESTS) | set(gc.SANITIZE_TESTS)
+    files = {f for op in gc.OPS.values() for f in op.tests} | set(gc.PROPERTY_TESTS)
     assert [f for f in sorted(files) if not (ROOT / f).is_file()] == []
 
 
@@ -103,16 +103,20 @@ def test_properties_budget_and_missing_hypothesis(monkeypatch):
     assert "hypothesis is not installed" in steps("properties")["properties"].missing
 
 
-def test_sanitize_runs_each_tool_over_the_kernel_tests(monkeypatch):
+def test_sanitize_runs_each_tool_over_the_case_driver(monkeypatch):
     monkeypatch.setattr(gc, "_tool", lambda name: f"/cuda/{name}")
     s = steps("sanitize")
     assert list(s) == [f"sanitize_{t}" for t in gc.SANITIZER_TOOLS]
     mem = s["sanitize_memcheck"].argv
     assert mem[:5] == ["/cuda/compute-sanitizer", "--tool", "memcheck", "--leak-check", "full"]
-    assert mem[-len(gc.SANITIZE_TESTS):] == list(gc.SANITIZE_TESTS) and "--leak-check" not in s["sanitize_racecheck"].argv
-    one = steps("sanitize", "--sanitize-tool", "racecheck", "--op", "topk_reduce")
+    assert "--target-processes" in mem and "--leak-check" not in s["sanitize_racecheck"].argv
+    assert mem[-4:] == ["-m", "minimax_rocm.sanitize_cases", "--device", "cuda"]
+    assert all(st.env == {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"} for st in s.values())
+    # initcheck sees unpoisoned outputs: a read of memory no kernel wrote is its to report
+    assert s["sanitize_initcheck"].argv[-1] == "--no-poison" and "--no-poison" not in mem
+    one = steps("sanitize", "--sanitize-tool", "racecheck", "--op", "topk_reduce", "--op", "fused_moe")
     assert list(one) == ["sanitize_racecheck"]
-    assert one["sanitize_racecheck"].argv[-2:] == list(gc.OPS["topk_reduce"].tests)
+    assert one["sanitize_racecheck"].argv[-4:] == ["--op", "topk_reduce", "--op", "fused_moe"]
     monkeypatch.setattr(gc, "_tool", lambda name: None)
     assert "compute-sanitizer not found" in steps("sanitize")["sanitize_memcheck"].missing
 
