@@ -125,25 +125,23 @@ def test_tiles_uneven_shapes_swap_ab_and_block_m():
 
 def test_prefill_tiles_by_rows_per_expert():
     # The table's prefill regime: 128-row tiles once an active expert expects
-    # prefill_min_rows rows (gfx942, gfx950: reasoned entries); sm90 keeps the
-    # 64-row decode tiles at every size until its prefill tiles are measured.
+    # prefill_min_rows rows (sm90 measured; gfx942, gfx950 reasoned entries).
     from minimax_rocm.triton import moe_configs as mc
     E, E_loc, k = 128, 16, 8                                   # an EP8 rank of a 128-expert, top-8 model
-    for arch in ("gfx942", "gfx950"):
+    for arch, cus in (("sm90", 132), ("gfx942", 304), ("gfx950", 256)):
         ent = mc.ARCHS[arch]
         for T, want in ((216, False), (1024, False), (2048, True), (16384, True)):
             routes = T * k
             rows = mc.rows_per_active_expert(routes, E, E_loc)
             assert (rows >= ent.prefill_min_rows) == want, (arch, T, rows)
             bm = mc.choose_block_m(arch, routes, E, E_loc)
-            common = dict(num_routes=routes, num_experts=E, num_local=E_loc, block_m=bm, cu_count=304)
+            common = dict(num_routes=routes, num_experts=E, num_local=E_loc, block_m=bm, cu_count=cus)
             t1 = mc.choose(arch, "gemm1", N=3072, K=6144, **common)
             t2 = mc.choose(arch, "gemm2", N=6144, K=3072, **common)
             if want:
                 assert bm == 128 and t1 == ent.prefill_gemm1 and t2 == ent.prefill_gemm2, (arch, T)
             else:
-                assert bm <= 64 and t1.block_m == bm, (arch, T)
-    assert mc.choose_block_m("sm90", 16384 * k, E, E_loc) == 64
+                assert bm <= 64 and t1.block_m == bm and t1.group_m == 0, (arch, T)
 
 
 def test_prefill_sized_tiles_in_the_interpreter():
@@ -155,6 +153,22 @@ def test_prefill_sized_tiles_in_the_interpreter():
     t = Tile(block_m=128, block_n=16, block_k=16, progs_per_cu=1)
     out = tri.fused_moe(hidden, w13, w2, tw, ids, emap, "swiglu_oai", block_m=128, tile1=t, tile2=t)
     assert R.rel_error(out, ref) < FP32_TOL
+
+
+@pytest.mark.parametrize("group_m", [1, 3, 4, 64])
+def test_grouped_item_order(group_m):
+    # Groups of group_m M blocks sweep every N tile in turn (prefill's L2
+    # order): ~9 blocks of 16 rows over 2 (GEMM1) and 3 (GEMM2) N tiles, a
+    # last group that is partial for 3 and 4, one group holding all for 64.
+    E, ep = 4, 2
+    emap = expert_map(E, ep, 0)
+    hidden, w13, w2, tw, ids = _args(T=60, H=48, I=32, E=E, k=2, E_loc=2)
+    ref = _ref(hidden, w13, w2, tw, ids, emap, "swiglu_oai")
+    t = Tile(block_m=16, block_n=16, block_k=16, progs_per_cu=1, group_m=group_m)
+    for fuse in (True, False):
+        out = tri.fused_moe(hidden, w13, w2, tw, ids, emap, "swiglu_oai", fuse_act=fuse, block_m=16, tile1=t,
+                            tile2=t)
+        assert R.rel_error(out, ref) < FP32_TOL, (group_m, fuse)
 
 
 def _bf16_truncated(t: torch.Tensor) -> torch.Tensor:
@@ -224,7 +238,7 @@ def _gpu_case(model, T, rank, get):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("model", ["M3", "M2"])
-@pytest.mark.parametrize("T", [1, 16, 64, 216, 512, 2048])
+@pytest.mark.parametrize("T", [1, 16, 64, 216, 512, 2048, 4096])
 def test_gpu_ep8_rank_matches_float64(model, T, gpu_weights):
     hidden, w13, w2, tw, ids, emap, act = _gpu_case(model, T, rank=T % 8, get=gpu_weights)
     out = mm.fused_moe(hidden, w13, w2, tw, ids, emap, activation=act)      # through the op and the oracle

@@ -315,6 +315,28 @@ def test_native_kernel_on_gpu(device, shape, T, dot):
     _check_native(out, args, emap, s["act"], "split")
 
 
+@pytest.mark.parametrize("group_m", [2, 5])
+def test_native_grouped_item_order(group_m):
+    # Prefill's item order (groups of M blocks over every N tile), with the
+    # next item's indices prefetched across group boundaries.
+    args = _args(T=40, H=64, I=64, E=4, k=2)
+    for dot in ("fp8", "upcast"):
+        out = tri.fused_moe_mxfp8(*args, None, "swiglu_oai", "split", block_m=16, dot=dot,
+                                  tile=dict(block_n=32, block_k=32, group_m=group_m))
+        _check_native(out, args, None, "swiglu_oai", "split")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_native_prefill_on_gpu(device, shape):
+    # T = 4096: the table's prefill tiles (128-row blocks, grouped item order)
+    s = SHAPES[shape]
+    args, emap = _shape_args(shape, 4096, device)
+    out = tri.fused_moe_mxfp8(*args, emap, s["act"], "split")
+    assert tri.plan(args[0], args[1], args[6], emap)["tile1"].group_m > 0
+    _check_native(out, args, emap, s["act"], "split")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("T", [16])

@@ -64,19 +64,36 @@ def _mma(a, w, acc, SWAP_AB: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.conste
 
 
 @triton.jit
-def item_tile(item, n_blocks, N, BLOCK_N: tl.constexpr):
-    """Item -> (M block b, its columns offs_n and their mask) of the
-    persistent MoE GEMM loops (this file's and the MXFP8 one's): M blocks of
-    one N tile are adjacent items, so blocks sharing an expert's weight tile
-    run together."""
-    offs_n = (item // n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
-    return item % n_blocks, offs_n, offs_n < N
+def item_coords(item, n_blocks, n_tiles, GROUP_M: tl.constexpr):
+    """Work item -> (M block, N tile) of the persistent MoE GEMM loops (this
+    file's and the MXFP8 one's). GROUP_M 0: the M blocks of one N tile are
+    adjacent items, so blocks sharing an expert's weight tile run together
+    (decode: the weights are the traffic). GROUP_M > 0: groups of GROUP_M M
+    blocks sweep every N tile before the next group starts, so a group's A
+    rows stay in L2 while weight tiles stream (prefill: A outgrows L2 and
+    would be read again for every N tile)."""
+    if GROUP_M == 0:
+        return item % n_blocks, item // n_blocks
+    per_group = GROUP_M * n_tiles
+    first = (item // per_group) * GROUP_M
+    size = tl.minimum(n_blocks - first, GROUP_M)
+    r = item % per_group
+    return first + r % size, r // size
 
 
 @triton.jit
-def work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def item_tile(item, n_blocks, N, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """item_coords -> (M block b, its columns offs_n and their mask)."""
+    b, n = item_coords(item, n_blocks, tl.cdiv(N, BLOCK_N), GROUP_M)
+    offs_n = n * BLOCK_N + tl.arange(0, BLOCK_N)
+    return b, offs_n, offs_n < N
+
+
+@triton.jit
+def work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              GROUP_M: tl.constexpr):
     """item_tile, plus the block's route ids and their mask."""
-    b, offs_n, n_ok = item_tile(item, n_blocks, N, BLOCK_N)
+    b, offs_n, n_ok = item_tile(item, n_blocks, N, BLOCK_N, GROUP_M)
     routes = tl.load(sorted_ptr + b * BLOCK_M + tl.arange(0, BLOCK_M))
     return b, offs_n, n_ok, routes, routes < num_routes
 
@@ -88,6 +105,7 @@ def _moe_gemm_kernel(
         stride_am, stride_we, stride_wn, stride_cm,
         alpha, limit,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        GROUP_M: tl.constexpr,        # item order (item_coords): 0 N-tile major, else groups of GROUP_M M blocks
         A_BY_TOKEN: tl.constexpr,     # GEMM1: A row = route // top_k (hidden); GEMM2: A row = sorted position
         C_BY_ROUTE: tl.constexpr,     # GEMM2: C row = route id; GEMM1: C row = sorted position
         ACT: tl.constexpr,            # 0: plain GEMM; 1 silu / 2 SwiGLU-OAI fused (loads gate + up tiles)
@@ -104,7 +122,8 @@ def _moe_gemm_kernel(
     offs_m = tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, BLOCK_K)
     for item in range(tl.program_id(0), total, tl.num_programs(0)):
-        b, offs_n, n_ok, routes, row_ok = work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M, BLOCK_N)
+        b, offs_n, n_ok, routes, row_ok = work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M, BLOCK_N,
+                                                    GROUP_M)
         e = tl.load(block_ptr + b)
         if MAP_BLOCKS:
             e = local_expert(e, map_ptr, E_glob, E_loc, HAS_MAP)
@@ -237,7 +256,7 @@ def gemm(a, w, c, sorted_ids, block_ids, npost, expert_map, topk_w, *, num_route
         sorted_ids if topk_w is None else topk_w,
         num_routes, top_k, N, K, num_global or E_loc, E_loc,
         a.stride(0), w.stride(0), w.stride(1), c.stride(0), float(alpha), float(limit),
-        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, A_BY_TOKEN=a_by_token,
+        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m, A_BY_TOKEN=a_by_token,
         C_BY_ROUTE=c_by_route, ACT=act, INTERLEAVED=interleaved, MUL_WEIGHT=mul_weight, ZERO_REMOTE=zero_remote,
         MAP_BLOCKS=map_blocks, HAS_MAP=expert_map is not None, SWAP_AB=tile.swap_ab,
         EVEN_K=K % tile.block_k == 0, EVEN_N=N % tile.block_n == 0, ALIGNED=aligned, UPCAST=UPCAST_DOT and not fp32,
@@ -363,7 +382,7 @@ _SIG = {"a_ptr": "*bf16", "w_ptr": "*bf16", "c_ptr": "*bf16", "sorted_ptr": "*i3
         "npost_ptr": "*i32", "map_ptr": "*i32", "topk_w_ptr": "*fp32", "num_routes": "i32", "top_k": "i32",
         "N": "i32", "K": "i32", "E_glob": "i32", "E_loc": "i32", "stride_am": "i32", "stride_we": "i32",
         "stride_wn": "i32", "stride_cm": "i32", "alpha": "fp32", "limit": "fp32"}
-_CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "A_BY_TOKEN", "C_BY_ROUTE", "ACT", "INTERLEAVED", "MUL_WEIGHT",
+_CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "A_BY_TOKEN", "C_BY_ROUTE", "ACT", "INTERLEAVED", "MUL_WEIGHT",
           "ZERO_REMOTE", "MAP_BLOCKS", "HAS_MAP", "SWAP_AB", "EVEN_K", "EVEN_N", "ALIGNED", "UPCAST",
           "IEEE")
 

@@ -57,11 +57,11 @@ import triton
 import triton.language as tl
 
 from .. import reference
-from ..platform import device_arch
+from ..platform import ARCHS, device_arch
 from . import dependent_launch, moe_configs
 from .dependent_launch import pdl_enter
 from .elementwise import ACT_IDS, act_math
-from .fused_moe import _buffer, cu_count, item_tile, persistent_grid
+from .fused_moe import _buffer, cu_count, item_coords, item_tile, persistent_grid
 from .moe_align import moe_align
 from .mxfp8_quant import (bf16_block_multiplier, e8m0_decode, flavour_constexprs, fp8_bits_as_bf16, fp8_decode,
                           hw_fp8_cvt, mx_quantize, mx_round)
@@ -122,20 +122,24 @@ def _red_add_bf16x2(row_ptrs, offs_n, v, row_ok, n_ok, BLOCK_M: tl.constexpr, BL
 
 
 @triton.jit
-def _item_indices(item, n_blocks, sorted_ptr, block_ptr, BLOCK_M: tl.constexpr):
-    """A work item's loaded indices: its block's route ids and expert id."""
-    b = item % n_blocks
+def _item_indices(item, n_blocks, N, sorted_ptr, block_ptr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  GROUP_M: tl.constexpr):
+    """A work item's loaded indices: its block's route ids and expert id. An
+    item past the last (the prefetch after a program's final item) wraps to
+    a valid one, keeping every load in bounds; n_blocks must be >= 1."""
+    n_tiles = tl.cdiv(N, BLOCK_N)
+    b, _ = item_coords(item % (n_blocks * n_tiles), n_blocks, n_tiles, GROUP_M)
     return tl.load(sorted_ptr + b * BLOCK_M + tl.arange(0, BLOCK_M)), tl.load(block_ptr + b)
 
 
 @triton.jit
 def _item(item, n_blocks, routes, e, num_routes, top_k, N, E_loc, stride_wn, stride_wsn,
-          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, A_BY_TOKEN: tl.constexpr, ACT: tl.constexpr,
-          INTERLEAVED: tl.constexpr):
+          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr, A_BY_TOKEN: tl.constexpr,
+          ACT: tl.constexpr, INTERLEAVED: tl.constexpr):
     """Work item and its _item_indices -> (M block b, columns offs_n, n_ok,
     row_ok, local expert e, A rows, weight row offsets, scale row offsets)."""
     offs_m = tl.arange(0, BLOCK_M)
-    b, offs_n, n_ok = item_tile(item, n_blocks, N, BLOCK_N)
+    b, offs_n, n_ok = item_tile(item, n_blocks, N, BLOCK_N, GROUP_M)
     row_ok = routes < num_routes
     # an invalid block id (none inside the padded count) masks the whole
     # item (compared as vectors: the interpreter's masks must be bool arrays)
@@ -256,6 +260,7 @@ def _mx_gemm_kernel(
         num_routes, top_k, N, K, E_loc,
         stride_am, stride_asm, stride_we, stride_wn, stride_wse, stride_wsn, stride_cm,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        GROUP_M: tl.constexpr,        # item order (fused_moe.item_coords)
         A_BY_TOKEN: tl.constexpr,     # GEMM1: A row = route // top_k (the token); GEMM2: the sorted position
         ATOMIC_OUT: tl.constexpr,     # GEMM2: c[token] += router weight * row (fp32 atomics); GEMM1: c[position] = row
         SWAP_AB: tl.constexpr,        # compute the weight tile as the MMA's M side (wgmma wants M >= 64)
@@ -286,13 +291,15 @@ def _mx_gemm_kernel(
     # than a chain of dependent index loads (measured: GEMM1 1-3 us faster
     # at M3 T=64/216). n_blocks 0 runs no item; the modulo's divisor stays
     # non-zero and every index load in bounds.
-    routes_nxt, e_nxt = _item_indices(pid, tl.maximum(n_blocks, 1), sorted_ptr, block_ptr, BLOCK_M)
+    routes_nxt, e_nxt = _item_indices(pid, tl.maximum(n_blocks, 1), N, sorted_ptr, block_ptr, BLOCK_M, BLOCK_N,
+                                      GROUP_M)
     for item in range(pid, total, progs):
         routes, e = routes_nxt, e_nxt
-        routes_nxt, e_nxt = _item_indices(item + progs, n_blocks, sorted_ptr, block_ptr, BLOCK_M)
+        routes_nxt, e_nxt = _item_indices(item + progs, n_blocks, N, sorted_ptr, block_ptr, BLOCK_M, BLOCK_N,
+                                          GROUP_M)
         b, offs_n, n_ok, row_ok, e, a_rows, w_rows, ws_rows = _item(
             item, n_blocks, routes, e, num_routes, top_k, N, E_loc, stride_wn, stride_wsn, BLOCK_M, BLOCK_N,
-            A_BY_TOKEN, ACT, INTERLEAVED)
+            GROUP_M, A_BY_TOKEN, ACT, INTERLEAVED)
         acc = tl.zeros_like(acc)
         acc_u = tl.zeros_like(acc_u)
         for ks in range(0, k_steps):
@@ -349,13 +356,6 @@ def _fp8_tile(tile: moe_configs.Tile, K: int, factor: int = 2) -> moe_configs.Ti
     return replace(tile, block_k=bk)
 
 
-def _table_tile(ent: moe_configs.ArchMoe, which: str, K: int) -> moe_configs.Tile:
-    """The 16-row tile of GEMM `which` from an arch entry (AOT specs)."""
-    if ent.mxfp8_tile is not None:
-        return _fp8_tile(ent.mxfp8_tile, K, 1)
-    return _fp8_tile(getattr(ent, which), K, ent.mxfp8_block_k_factor)
-
-
 def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes: int, top_k: int,
          tile: moe_configs.Tile, a_by_token: bool, atomic_out: bool, dot: str,
          act: Optional[tuple] = None) -> None:
@@ -382,8 +382,9 @@ def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes:
         a, a_s, w.view(torch.uint8), w_s, c, sorted_ids, block_ids, npost,
         sorted_ids if topk_w is None else topk_w, num_routes, top_k, N, K, E_loc,
         a.stride(0), a_s.stride(0), w.stride(0), w.stride(1), w_s.stride(0), w_s.stride(1), c.stride(0),
-        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, A_BY_TOKEN=a_by_token,
-        ATOMIC_OUT=atomic_out, SWAP_AB=tile.swap_ab, DOT_MODE=DOT_MODES[dot], FNUZ=w.dtype == torch.float8_e4m3fnuz, DECODE=DECODE,
+        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
+        A_BY_TOKEN=a_by_token, ATOMIC_OUT=atomic_out, SWAP_AB=tile.swap_ab, DOT_MODE=DOT_MODES[dot],
+        FNUZ=w.dtype == torch.float8_e4m3fnuz, DECODE=DECODE,
         PTX=not DECODE and torch.version.hip is None, **fused,
         num_warps=tile.num_warps, num_stages=tile.num_stages)
 
@@ -452,8 +453,12 @@ def plan_shape(arch: str, cus: int, *, H: int, I: int, E_glob: int, E_loc: int, 
     """plan() from sizes alone: what `explain` shows for a target."""
     bm = block_m or moe_configs.choose_block_m(arch, routes, E_glob, E_loc)
     ent = moe_configs.arch_entry(arch)
+    pre = moe_configs.prefill_tile(ent, "gemm1", moe_configs.rows_per_active_expert(routes, E_glob, E_loc))
     if ent.mxfp8_tile is not None and bm < 64:
         t1 = t2 = replace(ent.mxfp8_tile, block_m=bm)
+        f = 1
+    elif ent.mxfp8_prefill_tile is not None and pre is not None and bm == pre.block_m:
+        t1 = t2 = ent.mxfp8_prefill_tile
         f = 1
     else:
         common = dict(num_routes=routes, num_experts=E_glob, num_local=E_loc, block_m=bm, cu_count=cus)
@@ -551,8 +556,8 @@ _SIG = {"a_ptr": "*u8", "as_ptr": "*u8", "w_ptr": "*u8", "ws_ptr": "*u8", "c_ptr
         "N": "i32", "K": "i32", "E_loc": "i32", "stride_am": "i32", "stride_asm": "i32", "stride_we": "i32",
         "stride_wn": "i32", "stride_wse": "i32", "stride_wsn": "i32", "stride_cm": "i32", "alpha": "fp32",
         "limit": "fp32"}
-_CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "A_BY_TOKEN", "ATOMIC_OUT", "SWAP_AB", "DOT_MODE", "FNUZ", "DECODE", "PTX",
-          "ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE")
+_CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "A_BY_TOKEN", "ATOMIC_OUT", "SWAP_AB", "DOT_MODE", "FNUZ",
+          "DECODE", "PTX", "ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE")
 
 
 def aot_specs():
@@ -572,27 +577,28 @@ def aot_specs():
         fuse = upcast and ent.mxfp8_fuse_act
         flav = flavour_constexprs(fp8)
         sig = {**_SIG, "a_ptr": "*bf16" if upcast else "*u8", **{c: "constexpr" for c in _CONST}}
-        # M3 EP8 rank: GEMM1 N = 2I = 6144, K = 6144; GEMM2 N = 6144, K = I = 3072
-        gemms = [("mxfp8_moe_gemm1", "gemm1", 6144, dict(A_BY_TOKEN=True, ATOMIC_OUT=False)),
-                 ("mxfp8_moe_gemm2[atomic top-k]", "gemm2", 3072, dict(A_BY_TOKEN=False, ATOMIC_OUT=True))]
-        if ent.prefill_gemm1 is not None:   # prefill tiles at fp8 widths (plan() above)
-            gemms += [(f"{n}[prefill]", f"prefill_{w}", K, g) for n, w, K, g in gemms]
-        for name, which, K, g in gemms:
-            t = (_fp8_tile(getattr(ent, which), K, ent.mxfp8_block_k_factor) if which.startswith("prefill")
-                 else _table_tile(ent, which, K))
-            sig_g, act = sig, dict(ACT=0, INTERLEAVED=False)
-            if which.endswith("gemm2") and ent.mxfp8_bf16_atomics:
-                sig_g = {**sig, "c_ptr": "*bf16"}
-            if fuse and which.endswith("gemm1"):
-                t = replace(t, block_n=max(32, t.block_n // 2))
-                sig_g, act = {**sig, "c_ptr": "*bf16"}, dict(ACT=2, INTERLEAVED=False)
-            specs.append(AotSpec(f"{name}[{ent.mxfp8_dot}{',swiglu_oai fused' if act['ACT'] else ''}]",
-                                 _mx_gemm_kernel, sig_g,
-                                 dict(g, **t.constexprs(), **act, FNUZ=flav["FNUZ"], DECODE=False,
-                                      PTX=target.startswith("sm"), DOT_MODE=DOT_MODES[ent.mxfp8_dot],
-                                      **{k: flav[k] for k in ("EMAX", "BIAS", "FP8_MAX", "NAN_BYTE")}),
-                                 num_warps=t.num_warps, num_stages=t.num_stages, matmul=True, fp8=True,
-                                 targets=(target,)))
+        # M3 EP8 rank (GEMM1 N = 2I = 6144, K = 6144; GEMM2 N = 6144, K = I =
+        # 3072) at a decode and, where the table has one, a prefill step:
+        # the tiles plan_shape() gives them
+        rank = dict(H=6144, I=3072, E_glob=128, E_loc=16)
+        plans = [("", plan_shape(target, ARCHS[target]["cu_count"], routes=216 * 4, **rank))]
+        if ent.prefill_gemm1 is not None:
+            plans.append(("[prefill]", plan_shape(target, ARCHS[target]["cu_count"], routes=16384 * 4, **rank)))
+        for suffix, p in plans:
+            for name, t, g in (("mxfp8_moe_gemm1", p["tile1"], dict(A_BY_TOKEN=True, ATOMIC_OUT=False)),
+                               ("mxfp8_moe_gemm2[atomic top-k]", p["tile2"], dict(A_BY_TOKEN=False, ATOMIC_OUT=True))):
+                sig_g, act = sig, dict(ACT=0, INTERLEAVED=False)
+                if not g["A_BY_TOKEN"] and ent.mxfp8_bf16_atomics:
+                    sig_g = {**sig, "c_ptr": "*bf16"}
+                if p["fuse_act"] and g["A_BY_TOKEN"]:
+                    sig_g, act = {**sig, "c_ptr": "*bf16"}, dict(ACT=2, INTERLEAVED=False)
+                specs.append(AotSpec(f"{name}{suffix}[{ent.mxfp8_dot}{',swiglu_oai fused' if act['ACT'] else ''}]",
+                                     _mx_gemm_kernel, sig_g,
+                                     dict(g, **t.constexprs(), **act, FNUZ=flav["FNUZ"], DECODE=False,
+                                          PTX=target.startswith("sm"), DOT_MODE=DOT_MODES[ent.mxfp8_dot],
+                                          **{k: flav[k] for k in ("EMAX", "BIAS", "FP8_MAX", "NAN_BYTE")}),
+                                     num_warps=t.num_warps, num_stages=t.num_stages, matmul=True, fp8=True,
+                                     targets=(target,)))
         if fuse:
             continue
         flavour = "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn"

@@ -36,9 +36,11 @@ class Tile:
     num_stages: int = 3
     swap_ab: bool = False      # compute C^T = W X^T: the weight tile is the MMA's M side (wgmma wants M >= 64)
     progs_per_cu: int = 2      # persistent grid: programs per SM/CU (the grid never exceeds the work items)
+    group_m: int = 0           # work-item order (fused_moe.item_coords): 0 N-tile major, else M-block groups
 
     def constexprs(self) -> dict:
-        return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, SWAP_AB=self.swap_ab)
+        return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, GROUP_M=self.group_m,
+                    SWAP_AB=self.swap_ab)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class ArchMoe:
     # small-T narrowing); None: the BF16 tiles at fp8 widths (above)
     mxfp8_tile: Optional[Tile] = None
     why_mxfp8_tile: str = ""
+    # ... and in the prefill regime (prefill_min_rows; its BLOCK_M); None:
+    # the prefill tiles above at fp8 widths
+    mxfp8_prefill_tile: Optional[Tile] = None
     # upcast mode: SwiGLU + MX rounding in GEMM1's epilogue (no fp32 `[rows,
     # 2I]` intermediate, no separate kernel; GEMM1's BLOCK_N halves). Off:
     # on H200 the fused GEMM1 was 1.24-1.26x slower end to end at M3 T=16..216
@@ -137,7 +142,22 @@ ARCHS: dict[str, ArchMoe] = {
                                     "161.6-162.8 / 272.6-276.7 / "
                                     "275.8-278.1 us vs 162.9-163.8 / 273.0-275.2 / 277.9-279.1 us: 1-2 us at T=16 and "
                                     "216, within noise at T=64"),
+        # Prefill: 128 x 64 (GEMM1, fused: 128 weight rows) and 128 x 128
+        # (GEMM2) with groups of 8 M blocks sweeping the N tiles (A rows stay
+        # in L2: without it A is read again per N tile once it outgrows L2).
+        prefill_min_rows=128,
+        prefill_gemm1=Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2, group_m=8),
+        prefill_gemm2=Tile(block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2,
+                           group_m=8),
+        why_prefill=("measured on H100 (python -m minimax_rocm.bench.moe_prefill sweep, GEMMs alone, 7 tiles each at "
+                     "BLOCK_M 64 and 128, M3 / M2 EP8 and M3 TP8 ranks, T=4096): these tiles are the fastest or within "
+                     "3% in 5 of 6 cases, 54-77% of the dense torch.mm rate; at T=16384 without grouping A outgrew L2 "
+                     "(47-55%)"),
         mxfp8_tile=Tile(block_n=64, block_k=256, num_warps=4, num_stages=3, progs_per_cu=3),
+        # measured on H100 (moe_prefill sweep-mxfp8, M3 / M2 EP8, T=4096 / 16384): 0.72-0.83x the BF16 MoE
+        # against 0.53-0.62x with the BF16 prefill tiles at fp8 widths (upcast dots are BF16 MMAs)
+        mxfp8_prefill_tile=Tile(block_m=128, block_n=128, block_k=128, num_warps=8, num_stages=3, progs_per_cu=1,
+                                group_m=8),
         why_mxfp8_tile=("measured on H200 (python -m minimax_rocm.bench.fused_moe_mxfp8 sweep, GEMMs alone, M3 and "
                         "M2 EP8 ranks, T=16/64/216): BN 64 / BK 256 / 3 stages / 3 programs per SM is within 2% of "
                         "the best of 13 tiles for both GEMMs (GEMM1 81-87% of its fp8 floor, GEMM2 63-81%); the "
