@@ -228,6 +228,12 @@ def test_sanitizer_summaries():
     leaks = "========= Leaked 512 bytes at 0x7f\n========= Leaked 64 bytes at 0x7e\n========= ERROR SUMMARY: 2 errors"
     assert gc.sanitizer_failure(leaks) == ""
     assert gc.sanitizer_failure(leaks.replace("2 errors", "3 errors")) == "compute-sanitizer reported 1 error(s)"
+    # past --print-limit: the leak summary counts every leaked allocation
+    many = ("========= Leaked 512 bytes at 0x7f\n========= LEAK SUMMARY: 9000 bytes leaked in 785 allocations\n"
+            "========= ERROR SUMMARY: 785 errors\n"
+            "========= ERROR SUMMARY: 735 errors were not printed. Use --print-limit option to adjust")
+    assert gc.sanitizer_failure(many) == ""
+    assert gc.sanitizer_failure(many.replace(": 785 errors", ": 786 errors")) == "compute-sanitizer reported 1 error(s)"
     race = "========= RACECHECK SUMMARY: 4 hazards displayed (1 errors, 3 warnings)"
     assert gc.sanitizer_failure(race) == "compute-sanitizer reported 1 error(s)"
 
