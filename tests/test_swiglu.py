@@ -1,6 +1,7 @@
 """Triton gated activations (SwiGLU-OAI, silu-and-mul; split and interleaved
 gate/up layouts) against the float64 reference; the row-count variant the
-unfused MoE uses leaves rows past the device count untouched."""
+unfused MoE uses leaves rows past the device count untouched, and the
+block-masked variant rows of remote experts' blocks."""
 import pytest
 import torch
 
@@ -39,6 +40,27 @@ def test_row_count_from_device_limits_the_rows():
     ew.glu(x, "silu", row_count=torch.tensor([4], dtype=torch.int32), out=out)
     assert R.rel_error(out[:4], R.silu_and_mul(x[:4].double())) < 1e-6
     assert torch.isnan(out[4:]).all()
+
+
+@pytest.mark.parametrize("with_map", [True, False])
+def test_blocks_of_remote_experts_are_skipped(with_map):
+    # MoE-aligned rows in blocks of 4: the blocks' (global) expert ids map to
+    # local 0, remote, local 1, out of range. Skipped rows are neither read
+    # (their NaN inputs reach nothing) nor written (out keeps its sentinel).
+    x = _x((16, 32), torch.float32)
+    block_ids = torch.tensor([2, 0, 3, 9], dtype=torch.int32)
+    if with_map:
+        emap = torch.tensor([-1, -1, 0, 1], dtype=torch.int32)          # 4 global experts, 2 local
+    else:
+        emap, block_ids = None, torch.tensor([0, -1, 1, 5], dtype=torch.int32)
+    x[4:8] = float("nan")
+    x[12:16] = float("nan")
+    out = torch.full((16, 16), 123.0)
+    ew.glu(x, "swiglu_oai", blocks=(block_ids, 4, emap, 2), out=out)
+    for rows in (slice(0, 4), slice(8, 12)):
+        assert R.rel_error(out[rows], R.swiglu_oai(x[rows].double(), 1.702, 7.0, "split")) < 1e-6
+    for rows in (slice(4, 8), slice(12, 16)):
+        assert (out[rows] == 123.0).all()
 
 
 def test_empty():

@@ -353,8 +353,10 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
         h1 = _buffer((rows, 2 * I), hidden.dtype, hidden.device)
         gemm(hidden, w13, h1, sorted_ids, block_ids, npost, topk_w=None, N=2 * I, tile=p["tile1"],
              a_by_token=True, c_by_route=False, **g)
+        # ("before": blocks of remote experts, which GEMM1 leaves unwritten, are skipped)
         a1 = glu(h1, activation, layout, alpha, limit, row_count=npost,
-                 out=_buffer((rows, I), hidden.dtype, hidden.device))
+                 out=_buffer((rows, I), hidden.dtype, hidden.device),
+                 blocks=(block_ids, bm, expert_map, E_loc) if before else None)
 
     y = _buffer((routes, H), hidden.dtype, hidden.device)
     gemm(a1, w2, y, sorted_ids, block_ids, npost, topk_w=None if before else tw, N=H, tile=p["tile2"],
