@@ -174,8 +174,10 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     # EP8 ranks): native faster from T=16 to 216 (1.38-1.52x), BF16 faster at
     # T=1 for M3 (native 0.80x; M2 1.05x) and at T=1024 (native 0.71-0.72x).
     # 512 is the linear interpolation of both shapes' crossovers (M3 ~580,
-    # M2 ~520); T in 2..15 and 217..1023 is unmeasured. sm100: not measured,
-    # no native band.
+    # M2 ~520); T in 2..15 and 217..1023 is unmeasured. At prefill sizes
+    # (H100, T=2048-16384, bench moe_prefill) native ran 0.51-0.70x BF16: sm90
+    # has no MX MMA (benchmarks/history/fused_moe_mxfp8.md). sm100: not
+    # measured, no native band.
     "mxfp8_bf16_max_tokens": {"gfx942": 8, "gfx950": 8, "sm90": 1, "sm100": 1 << 30, "cpu": 8},
     "mxfp8_bf16_min_tokens": {"gfx942": 832, "gfx950": 832, "sm90": 512, "sm100": 1 << 30, "cpu": 832},
     # Mixed policy, memory side: above mxfp8_native_max_model_len every n-th

@@ -57,6 +57,23 @@ def test_table_from_synthetic_results(tmp_path):
     assert ops == sorted(ops)
 
 
+def test_vllm_row_is_the_moe_baseline_where_timed(tmp_path):
+    # fused_moe and moe_prefill compare with upstream vLLM's row when the run
+    # timed it (not the row the bench flags), else with the flagged row
+    res = tmp_path / "results"
+    res.mkdir()
+    rows = [Row("moe_prefill", "T=4096", "ours BF16 BM=128", 800.0, baseline=True, floor_us=600.0,
+                pct_roofline=0.75),
+            Row("moe_prefill", "T=4096", "vLLM fused_experts (local copy)", 1000.0, ratio=0.8),
+            Row("moe_prefill", "T=8192", "ours BF16 BM=128", 1200.0, baseline=True)]
+    _write(res / "moe_prefill_2026-12-07.json", rows)
+    lines = figures.render(figures.load_results(res, tmp_path), ops=["moe_prefill"]).splitlines()
+    assert ("| moe_prefill | T=4096 | ours BF16 BM=128 | NVIDIA H200 | 2026-12-07 | 800.0 | "
+            "vLLM fused_experts (local copy) | 1000.0 | 1.25x | 75% |") in lines
+    assert "| moe_prefill | T=8192 | ours BF16 BM=128 | NVIDIA H200 | 2026-12-07 | 1200.0 | - | - | - | - |" in lines
+    assert "moe_prefill" in figures.all_ops()
+
+
 def test_update_between_markers(tmp_path):
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
     _write(tmp_path / "benchmarks" / "results" / "moe_align_2026-05-06.json",

@@ -7,6 +7,8 @@ One GPU simulates the busiest rank of the rank shapes of bench/fused_moe.py
   ours MXFP8         fused_moe_mxfp8's native path on the same weights quantised
                      (EP8 shapes; the oracle's choice between it and a BF16
                      copy is what this row and the base row measure)
+  ours MXFP8 emul.   its emulation path (every local expert dequantised, then
+                     the BF16 MoE): the choice where no BF16 copy is kept
   vLLM fused_experts a local copy of vLLM's Triton fused MoE
                      (harness.vllm_fused_experts: MINIMAX_ROCM_VLLM_MOE)
 Each row's floor is max(its weight bytes / the measured copy bandwidth, its
@@ -40,6 +42,7 @@ def bench(ctx: Context) -> list[Row]:
         return []   # GBs of weights and activations: GPU only
     from ..triton import fused_moe as tri
     from ..triton import fused_moe_mxfp8 as trimx
+    from ..triton import mxfp8_quant as tq
     rows: list[Row] = []
     dev = ctx.device
     vllm = vllm_fused_experts()
@@ -63,6 +66,13 @@ def bench(ctx: Context) -> list[Row]:
                                                  align=align_routes)
                 rows.append(Row("moe_prefill", case, "ours MXFP8 native", time_us(native, **tk),
                                 fp8_touched_bytes(grp, H, I), flops))
+                # without a BF16 copy the other MXFP8 path: dequantise, then the BF16 MoE
+                def emulate():
+                    a = tq.mxfp8_dequant(mx[0], mx[1], torch.bfloat16)
+                    b = tq.mxfp8_dequant(mx[2], mx[3], torch.bfloat16)
+                    return tri.fused_moe(hidden, a, b, tw, ids, emap, act, align=align_routes)
+                rows.append(Row("moe_prefill", case, "ours MXFP8 emulation (dequantise + BF16)",
+                                time_us(emulate, **tk), fp8_touched_bytes(grp, H, I), flops))
             if vllm is not None:
                 rows.append(Row("moe_prefill", case, "vLLM fused_experts (local copy)",
                                 time_us(lambda: vllm(hidden, w13, w2, tw, ids, emap, activation=act), **tk),
@@ -78,15 +88,24 @@ def bench(ctx: Context) -> list[Row]:
 # --------------------------------------------------------------------------- #
 
 def sweep_plan():
-    """(tokens, block_ms, gemm1 tiles, gemm2 tiles): 64- and 128-row tiles
-    with one or two programs per SM. GEMM1's BLOCK_N counts output columns
-    of the fused SwiGLU: each program multiplies 2 x BLOCK_N weight rows."""
+    """(tokens, block_ms, gemm1 tiles, gemm2 tiles): the table's prefill
+    tiles at group sizes 0 (N-tile major), 4, 8 and 16 M blocks, and other
+    shapes at 8, with 64- and 128-row blocks (2048 tokens: the decode
+    table's 64-row regime, whose A rows outgrow L2 at the TP8 rank). GEMM1's
+    BLOCK_N counts output columns of the fused SwiGLU: each program
+    multiplies 2 x BLOCK_N weight rows."""
+    from dataclasses import replace
+
+    from ..triton.moe_configs import ARCHS
     from .fused_moe import _t
-    g1 = [_t(64, 64, 4, 4, ppc=1), _t(64, 64, 8, 4, ppc=1), _t(128, 64, 8, 3, ppc=1), _t(64, 128, 8, 3, ppc=1),
-          _t(64, 64, 4, 3), _t(32, 64, 4, 4), _t(64, 128, 4, 2)]
-    g2 = [_t(128, 64, 8, 4, ppc=1), _t(128, 64, 4, 4, ppc=1), _t(256, 64, 8, 3, ppc=1), _t(128, 128, 8, 3, ppc=1),
-          _t(64, 64, 4, 4), _t(128, 64, 4, 3), _t(128, 128, 4, 2)]
-    return [((4096, 16384), (64, 128), g1, g2)]
+    ent = ARCHS["sm90"]
+    g1 = [replace(ent.prefill_gemm1, group_m=g) for g in (0, 4, 8, 16)] + [
+        _t(64, 128, 8, 3, ppc=1), _t(128, 64, 8, 3, ppc=1), _t(64, 64, 8, 4, ppc=1)]
+    g2 = [replace(ent.prefill_gemm2, group_m=g) for g in (0, 4, 8, 16)] + [
+        _t(256, 64, 8, 3, ppc=1), _t(128, 128, 8, 3, ppc=1), _t(128, 64, 8, 4, ppc=1)]
+    g1[4:] = [replace(t, group_m=8) for t in g1[4:]]
+    g2[4:] = [replace(t, group_m=8) for t in g2[4:]]
+    return [((2048, 4096, 16384), (64, 128), g1, g2)]
 
 
 def mxfp8_variants() -> list[dict]:

@@ -149,10 +149,9 @@ ARCHS: dict[str, ArchMoe] = {
         prefill_gemm1=Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2, group_m=8),
         prefill_gemm2=Tile(block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2,
                            group_m=8),
-        why_prefill=("measured on H100 (python -m minimax_rocm.bench.moe_prefill sweep, GEMMs alone, 7 tiles each at "
-                     "BLOCK_M 64 and 128, M3 / M2 EP8 and M3 TP8 ranks, T=4096): these tiles are the fastest or within "
-                     "3% in 5 of 6 cases, 54-77% of the dense torch.mm rate; at T=16384 without grouping A outgrew L2 "
-                     "(47-55%)"),
+        why_prefill=("measured on H100 (moe_prefill sweep, GEMMs alone, 7 tiles at BLOCK_M 64 and 128, T=4096: "
+                     "fastest or within 3% in 5 of 6 cases; bench moe_prefill end to end, T=4096-16384: 1.20-1.61x "
+                     "the 64-row tiles, 1.05-1.84x vLLM's fused_experts; benchmarks/history/fused_moe.md)"),
         mxfp8_tile=Tile(block_n=64, block_k=256, num_warps=4, num_stages=3, progs_per_cu=3),
         # measured on H100 (moe_prefill sweep-mxfp8, M3 / M2 EP8, T=4096 / 16384): 0.72-0.83x the BF16 MoE
         # against 0.53-0.62x with the BF16 prefill tiles at fp8 widths (upcast dots are BF16 MMAs)
