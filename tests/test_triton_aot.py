@@ -52,6 +52,8 @@ def test_aot_compile(results, name, target):
             assert r["mfma"] > 0, f"{name}: no v_mfma on {target}: {r}"
         if spec.fp8 and target == "gfx942":
             assert r["mfma_fp8"] > 0, f"{name}: no fp8 MFMA on gfx942: {r}"
+        if spec.fp8 and spec.constexprs.get("DOT_MODE") == 2 and target == "gfx950":
+            assert r["mfma_scale"] > 0, f"{name}: tl.dot_scaled without MX-scaled MFMA on gfx950: {r}"
     else:
         # registers and stack / local bytes come from cuobjdump (-1: tool missing)
         assert r["regs"] == -1 or r["scratch"] == 0, f"{name} uses local memory (spills) on {target}: {r}"

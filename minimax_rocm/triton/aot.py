@@ -58,6 +58,7 @@ class AotResult:
     scratch: int = 0             # private segment (AMD) / spill stores + loads (NVIDIA)
     mfma: int = 0                # v_mfma* (AMD)
     mfma_fp8: int = 0            # v_mfma*fp8* / *f8f6f4* (AMD)
+    mfma_scale: int = 0          # v_mfma_scale* (AMD gfx950: MX block scales inside the instruction)
     wgmma: int = 0               # wgmma.mma_async (sm90 PTX)
     mma: int = 0                 # mma.sync (NVIDIA, the pre-Hopper path)
     grid_dep: int = 0            # griddepcontrol.wait (NVIDIA: programmatic dependent launch)
@@ -103,6 +104,7 @@ def compile_spec(spec: AotSpec, target: str) -> AotResult:
         mfma = re.findall(r"^\s*(v_mfma\S*)", isa, re.M)
         r.mfma = len(mfma)
         r.mfma_fp8 = sum(1 for m in mfma if "fp8" in m or "f8" in m or "bf8" in m)
+        r.mfma_scale = sum(1 for m in mfma if m.startswith("v_mfma_scale"))
     else:
         ptx = compiled.asm["ptx"]
         r.wgmma = len(re.findall(r"wgmma\.mma_async", ptx))
