@@ -58,7 +58,10 @@ def test_aot_compile(results, name, target):
         # registers and stack / local bytes come from cuobjdump (-1: tool missing)
         assert r["regs"] == -1 or r["scratch"] == 0, f"{name} uses local memory (spills) on {target}: {r}"
         if spec.matmul:
-            assert r["wgmma"] > 0 or r["mma"] > 0, f"{name}: no tensor-core instruction on {target}: {r}"
+            assert r["wgmma"] > 0 or r["mma"] > 0 or r["tcgen05"] > 0, \
+                f"{name}: no tensor-core instruction on {target}: {r}"
+        if spec.fp8 and spec.constexprs.get("DOT_MODE") == 2 and target == "sm100":
+            assert r["block_scaled"] > 0, f"{name}: tl.dot_scaled without block-scaled tcgen05.mma on sm100: {r}"
         if "PDL" in spec.signature and spec.constexprs.get("PDL", True):
             # the kernel launches with the PDL attribute on sm90, so it must wait first
             assert r["grid_dep"] > 0, f"{name}: PDL kernel without griddepcontrol.wait on {target}: {r}"

@@ -1,5 +1,5 @@
 """Ahead-of-time compiles of the Triton kernels for targets this machine lacks
-(gfx942, gfx950, sm90), and what their ISA says: matrix instructions, scratch
+(gfx942, gfx950, sm90, sm100), and what their ISA says: matrix instructions, scratch
 (spills), registers, shared memory.
 
 Every module in minimax_rocm/triton that defines `aot_specs()` is picked up by
@@ -17,7 +17,11 @@ TARGETS = {
     "gfx942": ("hip", "gfx942", 64),
     "gfx950": ("hip", "gfx950", 64),
     "sm90": ("cuda", 90, 32),
+    "sm100": ("cuda", 100, 32),
 }
+# what a spec compiles for unless it names its targets (sm100: the specs of
+# kernels whose table entries differ from sm90's)
+DEFAULT_TARGETS = ("gfx942", "gfx950", "sm90")
 
 
 @dataclass
@@ -30,7 +34,7 @@ class AotSpec:
     num_stages: int = 2
     matmul: bool = False                    # a GEMM: must show MFMA (AMD) / wgmma (sm90)
     fp8: bool = False                       # an fp8 GEMM: must show fp8 MFMA on gfx942
-    targets: tuple[str, ...] = tuple(TARGETS)
+    targets: tuple[str, ...] = DEFAULT_TARGETS
     # per-target overrides of constexprs / num_warps (tile tables differ per arch)
     per_target: dict[str, dict[str, Any]] = field(default_factory=dict)
     # arguments compiled as multiples of 16, as the JIT specialises them when
@@ -60,6 +64,8 @@ class AotResult:
     mfma_fp8: int = 0            # v_mfma*fp8* / *f8f6f4* (AMD)
     mfma_scale: int = 0          # v_mfma_scale* (AMD gfx950: MX block scales inside the instruction)
     wgmma: int = 0               # wgmma.mma_async (sm90 PTX)
+    tcgen05: int = 0             # tcgen05.mma (sm100 PTX)
+    block_scaled: int = 0        # tcgen05.mma ... block_scale (sm100: MX scales inside the instruction)
     mma: int = 0                 # mma.sync (NVIDIA, the pre-Hopper path)
     grid_dep: int = 0            # griddepcontrol.wait (NVIDIA: programmatic dependent launch)
 
@@ -108,6 +114,8 @@ def compile_spec(spec: AotSpec, target: str) -> AotResult:
     else:
         ptx = compiled.asm["ptx"]
         r.wgmma = len(re.findall(r"wgmma\.mma_async", ptx))
+        r.tcgen05 = len(re.findall(r"tcgen05\.mma", ptx))
+        r.block_scaled = len(re.findall(r"tcgen05\.mma\S*block_scale", ptx))
         r.mma = len(re.findall(r"\bmma\.sync", ptx))
         r.grid_dep = len(re.findall(r"griddepcontrol\.wait", ptx))
         r.regs, r.scratch = _nvidia_resources(compiled.asm.get("cubin"))

@@ -454,10 +454,11 @@ def plan_shape(arch: str, cus: int, *, H: int, I: int, E_glob: int, E_loc: int, 
     bm = block_m or moe_configs.choose_block_m(arch, routes, E_glob, E_loc)
     ent = moe_configs.arch_entry(arch)
     pre = moe_configs.prefill_tile(ent, "gemm1", moe_configs.rows_per_active_expert(routes, E_glob, E_loc))
+    prefill = pre is not None and bm == pre.block_m
     if ent.mxfp8_tile is not None and bm < 64:
         t1 = t2 = replace(ent.mxfp8_tile, block_m=bm)
         f = 1
-    elif ent.mxfp8_prefill_tile is not None and pre is not None and bm == pre.block_m:
+    elif ent.mxfp8_prefill_tile is not None and prefill:
         t1 = t2 = ent.mxfp8_prefill_tile
         f = 1
     else:
@@ -468,7 +469,7 @@ def plan_shape(arch: str, cus: int, *, H: int, I: int, E_glob: int, E_loc: int, 
     t1, t2 = _fp8_tile(t1, H, f), _fp8_tile(t2, I, f)
     if tile:
         t1, t2 = replace(t1, **tile), replace(t2, **tile)
-    dot = dot or ent.mxfp8_dot
+    dot = dot or (prefill and ent.mxfp8_prefill_dot) or ent.mxfp8_dot
     fuse = (dot == "upcast" and (ent.mxfp8_fuse_act if fuse_act is None else fuse_act) and I % 32 == 0
             and not t1.swap_ab)
     if fuse:
@@ -570,32 +571,32 @@ def aot_specs():
                **{c: "constexpr" for c in ("ACT", "INTERLEAVED", "EMAX", "BIAS", "FP8_MAX", "NAN_BYTE", "FNUZ",
                                            "BLOCK_R", "BLOCK_C", "OUT_BF16", "HW_CVT", "PDL")}}
     specs = []
-    for target in ("gfx942", "gfx950", "sm90"):
+    for target in ("gfx942", "gfx950", "sm90", "sm100"):
         ent = moe_configs.ARCHS[target]
         fp8 = torch.float8_e4m3fnuz if target == "gfx942" else torch.float8_e4m3fn
         upcast = ent.mxfp8_dot == "upcast"
         fuse = upcast and ent.mxfp8_fuse_act
         flav = flavour_constexprs(fp8)
-        sig = {**_SIG, "a_ptr": "*bf16" if upcast else "*u8", **{c: "constexpr" for c in _CONST}}
         # M3 EP8 rank (GEMM1 N = 2I = 6144, K = 6144; GEMM2 N = 6144, K = I =
         # 3072) at a decode and, where the table has one, a prefill step:
-        # the tiles plan_shape() gives them
+        # the tiles and dot mode plan_shape() gives them
         rank = dict(H=6144, I=3072, E_glob=128, E_loc=16)
         plans = [("", plan_shape(target, ARCHS[target]["cu_count"], routes=216 * 4, **rank))]
         if ent.prefill_gemm1 is not None:
             plans.append(("[prefill]", plan_shape(target, ARCHS[target]["cu_count"], routes=16384 * 4, **rank)))
         for suffix, p in plans:
+            sig = {**_SIG, "a_ptr": "*bf16" if p["dot"] == "upcast" else "*u8", **{c: "constexpr" for c in _CONST}}
             for name, t, g in (("mxfp8_moe_gemm1", p["tile1"], dict(A_BY_TOKEN=True, ATOMIC_OUT=False)),
                                ("mxfp8_moe_gemm2[atomic top-k]", p["tile2"], dict(A_BY_TOKEN=False, ATOMIC_OUT=True))):
                 sig_g, act = sig, dict(ACT=0, INTERLEAVED=False)
-                if not g["A_BY_TOKEN"] and ent.mxfp8_bf16_atomics:
+                if not g["A_BY_TOKEN"] and p["bf16_atomics"]:
                     sig_g = {**sig, "c_ptr": "*bf16"}
                 if p["fuse_act"] and g["A_BY_TOKEN"]:
                     sig_g, act = {**sig, "c_ptr": "*bf16"}, dict(ACT=2, INTERLEAVED=False)
-                specs.append(AotSpec(f"{name}{suffix}[{ent.mxfp8_dot}{',swiglu_oai fused' if act['ACT'] else ''}]",
+                specs.append(AotSpec(f"{name}{suffix}[{p['dot']}{',swiglu_oai fused' if act['ACT'] else ''}]",
                                      _mx_gemm_kernel, sig_g,
                                      dict(g, **t.constexprs(), **act, FNUZ=flav["FNUZ"], DECODE=False,
-                                          PTX=target.startswith("sm"), DOT_MODE=DOT_MODES[ent.mxfp8_dot],
+                                          PTX=target.startswith("sm"), DOT_MODE=DOT_MODES[p["dot"]],
                                           **{k: flav[k] for k in ("EMAX", "BIAS", "FP8_MAX", "NAN_BYTE")}),
                                      num_warps=t.num_warps, num_stages=t.num_stages, matmul=True, fp8=True,
                                      targets=(target,)))

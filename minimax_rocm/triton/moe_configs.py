@@ -86,6 +86,8 @@ class ArchMoe:
     # ... and in the prefill regime (prefill_min_rows; its BLOCK_M); None:
     # the prefill tiles above at fp8 widths
     mxfp8_prefill_tile: Optional[Tile] = None
+    # the dot mode in the prefill regime (None: mxfp8_dot)
+    mxfp8_prefill_dot: Optional[str] = None
     # upcast mode: SwiGLU + MX rounding in GEMM1's epilogue (no fp32 `[rows,
     # 2I]` intermediate, no separate kernel; GEMM1's BLOCK_N halves). Off:
     # on H200 the fused GEMM1 was 1.24-1.26x slower end to end at M3 T=16..216
@@ -106,6 +108,15 @@ class ArchMoe:
     mxfp8_overlap_rounding: bool = False
     why_mxfp8_overlap_rounding: str = "not measured: one stream"
 
+
+# sm90 prefill tiles: 128 x 64 (GEMM1, fused: 128 weight rows) and 128 x 128
+# (GEMM2) with groups of 8 M blocks sweeping the N tiles (A rows stay in L2:
+# without it A is read again per N tile once it outgrows L2).
+SM90_PREFILL_GEMM1 = Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2, group_m=8)
+SM90_PREFILL_GEMM2 = Tile(block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2, group_m=8)
+# measured on H100 (moe_prefill sweep-mxfp8, M3 / M2 EP8, T=4096 / 16384): 0.72-0.83x the BF16 MoE against
+# 0.53-0.62x with the BF16 prefill tiles at fp8 widths (upcast dots are BF16 MMAs)
+SM90_MXFP8_PREFILL = Tile(block_m=128, block_n=128, block_k=128, num_warps=8, num_stages=3, progs_per_cu=1, group_m=8)
 
 ARCHS: dict[str, ArchMoe] = {
     # H100 / H200 (132 SMs, 228 KB shared memory per SM, ~3.0 TB/s copy).
@@ -142,27 +153,23 @@ ARCHS: dict[str, ArchMoe] = {
                                     "161.6-162.8 / 272.6-276.7 / "
                                     "275.8-278.1 us vs 162.9-163.8 / 273.0-275.2 / 277.9-279.1 us: 1-2 us at T=16 and "
                                     "216, within noise at T=64"),
-        # Prefill: 128 x 64 (GEMM1, fused: 128 weight rows) and 128 x 128
-        # (GEMM2) with groups of 8 M blocks sweeping the N tiles (A rows stay
-        # in L2: without it A is read again per N tile once it outgrows L2).
         prefill_min_rows=128,
-        prefill_gemm1=Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2, group_m=8),
-        prefill_gemm2=Tile(block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2,
-                           group_m=8),
+        prefill_gemm1=SM90_PREFILL_GEMM1,
+        prefill_gemm2=SM90_PREFILL_GEMM2,
         why_prefill=("measured on H100 (moe_prefill sweep, GEMMs alone, 7 tiles at BLOCK_M 64 and 128, T=4096: "
                      "fastest or within 3% in 5 of 6 cases; bench moe_prefill end to end, T=4096-16384: 1.20-1.61x "
                      "the 64-row tiles, 1.05-1.84x vLLM's fused_experts; benchmarks/history/fused_moe.md)"),
         mxfp8_tile=Tile(block_n=64, block_k=256, num_warps=4, num_stages=3, progs_per_cu=3),
-        # measured on H100 (moe_prefill sweep-mxfp8, M3 / M2 EP8, T=4096 / 16384): 0.72-0.83x the BF16 MoE
-        # against 0.53-0.62x with the BF16 prefill tiles at fp8 widths (upcast dots are BF16 MMAs)
-        mxfp8_prefill_tile=Tile(block_m=128, block_n=128, block_k=128, num_warps=8, num_stages=3, progs_per_cu=1,
-                                group_m=8),
+        mxfp8_prefill_tile=SM90_MXFP8_PREFILL,
         why_mxfp8_tile=("measured on H200 (python -m minimax_rocm.bench.fused_moe_mxfp8 sweep, GEMMs alone, M3 and "
                         "M2 EP8 ranks, T=16/64/216): BN 64 / BK 256 / 3 stages / 3 programs per SM is within 2% of "
                         "the best of 13 tiles for both GEMMs (GEMM1 81-87% of its fp8 floor, GEMM2 63-81%); the "
                         "BF16 table's small-T narrowing to BN 32 was 1.6x slower at T=16, 4 stages 10-30% slower"),
     ),
-    # B200: sm90's tiles (not measured here).
+    # B200: sm90's tiles (not measured here). MX hardware: at 128-row tiles
+    # tl.dot_scaled lowers to tcgen05.mma kind::mxf8f6f4.block_scale (the
+    # e8m0 scales applied by the tensor core); 16-row tiles stay on upcast
+    # dots (there it lowers to a BF16 mma.sync).
     "sm100": ArchMoe(
         fuse_act=True,
         why_fuse="not measured: follows sm90",
@@ -171,6 +178,12 @@ ARCHS: dict[str, ArchMoe] = {
         gemm2_short_k=Tile(block_n=128, block_k=128, num_warps=4, num_stages=3, progs_per_cu=2),
         before=Tile(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2),
         large_m_stages=2,
+        prefill_min_rows=128,
+        prefill_gemm1=SM90_PREFILL_GEMM1,
+        prefill_gemm2=SM90_PREFILL_GEMM2,
+        why_prefill="not measured: sm90's prefill tiles",
+        mxfp8_prefill_tile=SM90_MXFP8_PREFILL,
+        mxfp8_prefill_dot="scaled",
     ),
     # MI300X (304 CUs, 64 KB LDS per CU, wave64, 5.3 TB/s HBM3, 256 MB Infinity
     # Cache). Reasoned, checked by the AOT compile (v_mfma, no scratch):
