@@ -266,10 +266,17 @@ def part_bench(args, gpus: int) -> list[Step]:
     steps = [Step("bench", argv, echo=tail(None))]
     if args.baseline:
         # the same benches from another tree (its own package and JIT build; -P keeps
-        # this checkout off sys.path), then both side by side
+        # this checkout off sys.path), then both side by side; a bench the older
+        # tree does not have (no bench/<name>.py there) runs on this side only
         base = Path(args.baseline).resolve()
         before = str(out / "bench_baseline.json")
-        steps = [Step("bench_baseline", _py("-P", "-m", "minimax_rocm", "bench", *which, "--json", before),
+        base_which = which
+        if ops:
+            have = [op for op in ops if (base / "minimax_rocm" / "bench" / f"{op}.py").exists()]
+            if not have:
+                return steps
+            base_which = [*(a for op in have for a in ("--op", op)), *(["--quick"] if args.quick else [])]
+        steps = [Step("bench_baseline", _py("-P", "-m", "minimax_rocm", "bench", *base_which, "--json", before),
                       env={"PYTHONPATH": str(base), "MINIMAX_ROCM_BUILD_DIR": str(base / ".ext")}, echo=tail(None)),
                  *steps,
                  Step("bench_compare", _py("-m", "minimax_rocm.bench.compare", before, str(out / "bench.json")),

@@ -263,6 +263,8 @@ def test_the_script_runs_the_check(tmp_path):
 
 
 def test_bench_against_a_baseline_tree(tmp_path):
+    (tmp_path / "minimax_rocm" / "bench").mkdir(parents=True)
+    (tmp_path / "minimax_rocm" / "bench" / "router_gemm.py").write_text("")
     s = steps("bench", "--op", "router_gemm", "--baseline", str(tmp_path), "--out", "/o")
     assert list(s) == ["bench_baseline", "bench", "bench_compare"]
     base = s["bench_baseline"]
@@ -271,3 +273,17 @@ def test_bench_against_a_baseline_tree(tmp_path):
     assert base.env["MINIMAX_ROCM_BUILD_DIR"].startswith(str(tmp_path.resolve()))
     assert base.argv[base.argv.index("--op") + 1] == "router_gemm"
     assert s["bench_compare"].argv[-2:] == ["/o/bench_baseline.json", "/o/bench.json"]
+
+
+def test_a_bench_the_baseline_tree_lacks_runs_on_this_side_only(tmp_path):
+    # fused_moe's checks include moe_prefill: an older tree with only bench/fused_moe.py
+    (tmp_path / "minimax_rocm" / "bench").mkdir(parents=True)
+    (tmp_path / "minimax_rocm" / "bench" / "fused_moe.py").write_text("")
+    s = steps("bench", "--op", "fused_moe", "--baseline", str(tmp_path), "--out", "/o")
+    base, ours = s["bench_baseline"].argv, s["bench"].argv
+    assert [base[i + 1] for i, a in enumerate(base) if a == "--op"] == ["fused_moe"]
+    assert [ours[i + 1] for i, a in enumerate(ours) if a == "--op"] == ["fused_moe", "moe_prefill"]
+    # nothing of the op's in the older tree: this side alone, no comparison
+    s = steps("bench", "--op", "moe_align", "--baseline", str(tmp_path), "--out", "/o")
+    assert list(s) == ["bench"]
+
