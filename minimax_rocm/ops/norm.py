@@ -7,8 +7,9 @@ all-reduced across the group, then each rank normalises its slice. The group is
 named by its `group_name` ("" = no group: a single rank), so the ops stay
 torch.library ops that torch.compile and graph capture can see.
 
-Every rank of the group must call with the same token count; with
-MINIMAX_ROCM_CHECK_COLLECTIVES=1 a mismatch raises OpInputError on every rank
+Every rank of the group must call with the same token count and valid
+inputs; with MINIMAX_ROCM_CHECK_COLLECTIVES=1 a mismatch, or one rank's
+rejected input, raises OpInputError on every rank before any exchange
 (parallel.groups.collective_checks_on says what happens without it).
 
 Huge rows: the torch and Triton backends sum and all-reduce the squares in
@@ -26,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from .. import oracle, reference
-from ..parallel import check_same_tokens, collective_checks_on, group_world_size, lamport_workspace, resolve_group
+from ..parallel import agree_on_call, collective_checks_on, group_world_size, lamport_workspace, resolve_group
 from ._common import check_tensor, fail, on_gpu
 from .spec import Float, Str, Tensor, declare_op
 
@@ -58,13 +59,17 @@ def norm_problem(op, x, group_name) -> oracle.Problem:
                           peer_access=lamport_workspace(group_name) is not None)
 
 
-def call_problem(op, arg, x, group_name) -> oracle.Problem:
-    """The op call's problem, once per call on every rank (never on a backend's
-    hand-over, which a rank may take alone): with MINIMAX_ROCM_CHECK_COLLECTIVES
-    set, the ranks' token counts are compared first."""
-    if collective_checks_on():
-        check_same_tokens(op, arg, x.shape[0], group_name, x.device)
-    return norm_problem(op, x, group_name)
+def agree_hook(op: str, arg: str):
+    """The ops' `agree`: with MINIMAX_ROCM_CHECK_COLLECTIVES set, the group
+    agrees on each call (same token count, every rank's input accepted)
+    before the sums are exchanged; without it a rank's input error is its
+    own."""
+    def agree(error, x, *args):
+        if collective_checks_on():
+            agree_on_call(op, arg, x.shape[0] if x.dim() else -1, error, args[-1], x.device)
+        elif error is not None:
+            raise error
+    return agree
 
 
 # Both write their first argument in place and return it.
@@ -73,7 +78,8 @@ ALLREDUCE_RMS_QK = declare_op(
     params=(Tensor("qkv", mutable=True), Tensor("q_weight"), Tensor("k_weight"), Float("eps", default=1e-6),
             Str("group_name", default="")),
     check=lambda qkv, q_weight, k_weight, eps, group_name: check_qk(qkv, q_weight, k_weight, eps),
-    problem=lambda qkv, q_weight, k_weight, eps, group_name: call_problem(QK, "qkv", qkv, group_name),
+    problem=lambda qkv, q_weight, k_weight, eps, group_name: norm_problem(QK, qkv, group_name),
+    agree=agree_hook(QK, "qkv"),
     returns=0,
     doc="""Normalise q and k of this rank's qkv shard `[T, q + 2 kv]` in place over
     their full widths across the TP group; v is untouched. Returns qkv.""")
@@ -83,7 +89,8 @@ ALLREDUCE_RMS = declare_op(
     ONE,
     params=(Tensor("x", mutable=True), Tensor("weight"), Float("eps", default=1e-6), Str("group_name", default="")),
     check=lambda x, weight, eps, group_name: check_one(x, weight, eps),
-    problem=lambda x, weight, eps, group_name: call_problem(ONE, "x", x, group_name),
+    problem=lambda x, weight, eps, group_name: norm_problem(ONE, x, group_name),
+    agree=agree_hook(ONE, "x"),
     returns=0,
     doc="Normalise this rank's shard `[T, D]` in place over the full width across the group.")
 allreduce_rms = ALLREDUCE_RMS.public

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from .. import oracle
-from ._common import fail, run
+from ._common import OpInputError, fail, run
 
 NAMESPACE = "minimax_rocm"
 REQUIRED = inspect.Parameter.empty
@@ -98,9 +98,10 @@ class OpSpec:
     """An op's whole contract; see declare_op."""
 
     def __init__(self, name: str, params: Sequence[Param], *, check: Callable, problem: Callable,
-                 fake: Optional[Callable], returns: int, with_path: bool, doc: str, module: str):
+                 fake: Optional[Callable], returns: int, with_path: bool, doc: str, module: str,
+                 agree: Optional[Callable] = None):
         self.name, self.params, self.returns, self.with_path = name, tuple(params), returns, with_path
-        self.check, self.problem, self.fake = check, problem, fake
+        self.check, self.problem, self.fake, self.agree = check, problem, fake, agree
         has_default = [p.default is not REQUIRED for p in self.params]
         if has_default != sorted(has_default):      # a required one after one with a default
             raise ValueError(f"{name}: parameters with defaults must come last")
@@ -118,7 +119,16 @@ class OpSpec:
         return oracle.register_impl(self.name, backend)
 
     def _body(self, *args):
-        self.check(*args)
+        if self.agree is None:
+            self.check(*args)
+        else:
+            # a collective op: the group hears of a rank's bad input before any exchange
+            try:
+                self.check(*args)
+                error = None
+            except OpInputError as e:
+                error = e
+            self.agree(error, *args)
         to_backend = args if len(self.backend_args) == len(args) else tuple(args[i] for i in self.backend_args)
         return run(self.problem(*args), *to_backend, with_path=self.with_path)
 
@@ -156,7 +166,7 @@ class OpSpec:
 
 def declare_op(name: str, params: Sequence[Param], *, check: Callable, problem: Callable,
                fake: Optional[Callable] = None, returns: int = 1, with_path: bool = False,
-               doc: str = "") -> OpSpec:
+               doc: str = "", agree: Optional[Callable] = None) -> OpSpec:
     """Declare the op `minimax_rocm::<name>`.
 
     params: its arguments in schema order, with the public defaults.
@@ -166,10 +176,13 @@ def declare_op(name: str, params: Sequence[Param], *, check: Callable, problem: 
     called with the op's arguments. returns: the number of output tensors
     (0: none; the public function returns the first mutable argument).
     with_path: backends also get `path=`, the oracle rule's algorithmic path.
+    agree(error, *args), for a collective op: called on every rank after the
+    input check (error: the OpInputError it raised, or None) and before the
+    op's exchange; it raises, and must raise `error` when it is not None.
     """
     if name in SPECS:
         raise ValueError(f"op {name!r} is declared twice")
     module = sys._getframe(1).f_globals.get("__name__", __name__)
     spec = SPECS[name] = OpSpec(name, params, check=check, problem=problem, fake=fake, returns=returns,
-                                with_path=with_path, doc=doc, module=module)
+                                with_path=with_path, doc=doc, module=module, agree=agree)
     return spec

@@ -28,32 +28,45 @@ def group_world_size(group_name: str) -> int:
 
 
 def collective_checks_on() -> bool:
-    """MINIMAX_ROCM_CHECK_COLLECTIVES=1: every collective op first checks that
-    the group's ranks call it with the same token count (one small all-gather
-    more per call: a debugging aid, off by default). Without it a rank calling
-    with another count gets no error: a peer waits until the group's timeout
-    (torch.distributed's, or the Lamport workspace's timeout_s), or the
-    ranks compute from mismatched sums."""
+    """MINIMAX_ROCM_CHECK_COLLECTIVES=1: every collective op first agrees on
+    the call across the group (agree_on_call: one small all-gather more per
+    call, a debugging aid, off by default): same token count, every rank's
+    input accepted. Without it a rank calling with another count, or whose
+    input check raised, gets its error alone: a peer waits until the group's
+    timeout (torch.distributed's, or the Lamport workspace's timeout_s), or
+    the ranks compute from mismatched sums."""
     return os.environ.get("MINIMAX_ROCM_CHECK_COLLECTIVES", "0") not in ("", "0")
 
 
-def check_same_tokens(op: str, arg: str, tokens: int, group_name: str, device) -> None:
-    """Raise OpInputError on every rank of the group when its ranks' token
-    counts differ (collective: every rank must call it). Skipped under CUDA
-    graph capture, where the gathered counts could not be read."""
-    if not group_name or group_world_size(group_name) == 1:
-        return
+def agree_on_call(op: str, arg: str, tokens: int, error: Optional[Exception], group_name: str, device) -> None:
+    """The group's verdict on one call of a collective op, taken before any
+    data is exchanged (collective: every rank must call it, with `error` the
+    OpInputError its own input check raised, or None). A rank whose input was
+    rejected raises its own error; its peers raise OpInputError naming the
+    rejecting ranks, rather than waiting for it in the exchange until the
+    group's timeout; differing token counts raise on every rank. Skipped
+    under CUDA graph capture, where the gathered verdicts could not be read:
+    there `error` is raised locally."""
+    single = not group_name or group_world_size(group_name) == 1
     import torch
-    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+    if single or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
+        if error is not None:
+            raise error
         return
     from ..errors import fail
     group = resolve_group(group_name)
     # gloo gathers CPU tensors; NCCL / RCCL tensors on the rank's GPU
     where = "cpu" if dist.get_backend(group) == "gloo" else device
-    mine = torch.tensor([int(tokens)], dtype=torch.int64, device=where)
-    counts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(counts, mine, group=group)
-    counts = [int(c) for c in counts]
+    mine = torch.tensor([int(tokens), int(error is None)], dtype=torch.int64, device=where)
+    got = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(got, mine, group=group)
+    if error is not None:
+        raise error
+    rejected = [r for r, g in enumerate(got) if not int(g[1])]
+    if rejected:
+        fail(op, arg, f"was not exchanged: rank(s) {rejected} of group {group_name!r} rejected their inputs "
+                      f"to this call (their errors name the argument); this rank's were valid")
+    counts = [int(g[0]) for g in got]
     if len(set(counts)) > 1:
         fail(op, arg, f"has {tokens} tokens on rank {dist.get_rank(group)}; the ranks of group {group_name!r} "
                       f"call with {counts}: every rank must call with the same token count")
