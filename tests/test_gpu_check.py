@@ -84,8 +84,9 @@ def test_op_restricts_tests_bench_and_properties():
     assert b[1:4] == ["-m", "minimax_rocm", "bench"]
     assert b[b.index("--op") + 1] == "router_gemm" and b.count("--op") == 2 and "fused_moe_mxfp8" in b
     assert b[b.index("--json") + 1] == "/o/bench.json"
-    p = s["properties"].argv
-    assert p[p.index("-k") + 1] == "router_gemm or fused_moe_mxfp8"
+    assert [n for n in s if n.startswith("properties")] == ["properties_router_gemm", "properties_fused_moe_mxfp8"]
+    p = s["properties_router_gemm"].argv
+    assert p[p.index("-k") + 1] == "router_gemm"
 
 
 def test_an_op_without_a_bench_runs_no_bench():
@@ -94,13 +95,23 @@ def test_an_op_without_a_bench_runs_no_bench():
 
 
 def test_properties_budget_and_missing_hypothesis(monkeypatch):
-    s = steps("properties")["properties"]
+    s = steps("properties")["properties_router_gemm"]
     assert s.env == {"MINIMAX_ROCM_HYPOTHESIS_EXAMPLES": "400"}
     assert s.argv[-3:] == list(gc.PROPERTY_TESTS)
-    assert steps("properties", "--examples", "50")["properties"].env["MINIMAX_ROCM_HYPOTHESIS_EXAMPLES"] == "50"
+    assert steps("properties", "--examples", "50")["properties_moe_align"].env["MINIMAX_ROCM_HYPOTHESIS_EXAMPLES"] \
+        == "50"
     real = gc.importlib.util.find_spec
     monkeypatch.setattr(gc.importlib.util, "find_spec", lambda n: None if n == "hypothesis" else real(n))
-    assert "hypothesis is not installed" in steps("properties")["properties"].missing
+    assert "hypothesis is not installed" in steps("properties")["properties_topk_reduce"].missing
+
+
+def test_properties_run_one_step_per_op_and_one_for_the_rest():
+    s = steps("properties")
+    names = [n for n in s if n.startswith("properties_")]
+    assert names == [f"properties_{op}" for op in sorted(gc.OPS)] + ["properties_rest"]
+    k = {n: s[n].argv[s[n].argv.index("-k") + 1] for n in names}
+    assert k["properties_fused_moe"] == "fused_moe and not fused_moe_mxfp8"
+    assert k["properties_rest"].startswith("not (allreduce_rms_qk or fused_moe or ")
 
 
 def test_sanitize_runs_each_tool_over_the_case_driver(monkeypatch):
