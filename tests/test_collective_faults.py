@@ -34,6 +34,15 @@ def _matched_call(group) -> float:
     return _matched_error(torch.cat(full, dim=1), got, dist.get_rank(group), dist.get_world_size(group))
 
 
+def _finish(rank: int, out: str, res: dict) -> None:
+    """Write this rank's results, then leave the group together."""
+    with open(os.path.join(out, f"{rank}.json"), "w") as f:
+        json.dump(res, f)
+    dist.barrier()
+    dist.destroy_process_group()
+    end_spawned_worker()
+
+
 def _worker(rank, world, init_method, out):
     os.environ["MINIMAX_ROCM_CHECK_COLLECTIVES"] = "1"
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
@@ -61,11 +70,7 @@ def _worker(rank, world, init_method, out):
     except OpInputError as e:
         res["rejected"] = str(e)
     res["rejected_next"] = _matched_call(dist.group.WORLD)
-    with open(os.path.join(out, f"{rank}.json"), "w") as f:
-        json.dump(res, f)
-    dist.barrier()
-    dist.destroy_process_group()
-    end_spawned_worker()
+    _finish(rank, out, res)
 
 
 def test_mismatched_token_counts_raise_on_every_rank(tmp_path):
@@ -107,11 +112,7 @@ def _absent_worker(rank, world, init_method, out):
     dist.barrier()                      # on the default group: rank 1 waits here meanwhile
     fresh = dist.new_group([0, 1], timeout=datetime.timedelta(seconds=60))
     res["fresh_next"] = _matched_call(fresh)
-    with open(os.path.join(out, f"{rank}.json"), "w") as f:
-        json.dump(res, f)
-    dist.barrier()
-    dist.destroy_process_group()
-    end_spawned_worker()
+    _finish(rank, out, res)
 
 
 def test_a_rank_that_never_arrives_times_out_and_a_new_group_recovers(tmp_path):
