@@ -272,6 +272,20 @@ def test_op_paths_on_cpu_use_the_reference():
     assert R.rel_error(out, R.fused_moe_mxfp8(*args, None, quantize_activations=False)) < BF16_TOL
 
 
+@pytest.mark.parametrize("arch,decode,prefill", [("sm90", "upcast", "upcast"), ("sm100", "upcast", "scaled"),
+                                                  ("gfx950", "scaled", "scaled"), ("gfx942", "fp8", "fp8")])
+def test_dot_mode_by_target_and_regime(arch, decode, prefill):
+    # MX hardware (gfx950 always, sm100 at its 128-row prefill tiles) takes
+    # tl.dot_scaled; the prefill regime takes 128-row tiles in the grouped order
+    from minimax_rocm.platform import ARCHS
+    rank = dict(H=6144, I=3072, E_glob=128, E_loc=16)
+    d = tri.plan_shape(arch, ARCHS[arch]["cu_count"], routes=216 * 4, **rank)
+    p = tri.plan_shape(arch, ARCHS[arch]["cu_count"], routes=16384 * 4, **rank)
+    assert (d["dot"], p["dot"]) == (decode, prefill)
+    assert d["block_m"] < 64 and d["tile1"].group_m == 0
+    assert p["block_m"] == 128 and p["tile1"].group_m > 0 and p["tile2"].group_m > 0
+
+
 def test_layer_memory_policy():
     from minimax_rocm.ops.mxfp8 import layer_weight_formats
     short = layer_weight_formats(60, 4096, "gfx942")
