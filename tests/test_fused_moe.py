@@ -155,6 +155,22 @@ def test_prefill_sized_tiles_in_the_interpreter():
     assert R.rel_error(out, ref) < FP32_TOL
 
 
+def test_weight_tiles_through_a_tensor_descriptor():
+    # tma_w: weight tiles by descriptor (split layout, whole N tiles); K = 40
+    # is not a multiple of BLOCK_K (the descriptor reads zeros past K);
+    # interleaved and a ragged N fall back to pointer loads
+    E, ep = 4, 2
+    emap = expert_map(E, ep, 1)
+    for I, layout in ((32, "split"), (32, "interleaved"), (24, "split")):
+        hidden, w13, w2, tw, ids = _args(T=30, H=40, I=I, E=E, k=2, E_loc=2)
+        ref = _ref(hidden, w13, w2, tw, ids, emap, "swiglu_oai", layout)
+        t = Tile(block_m=16, block_n=16, block_k=16, progs_per_cu=1, group_m=2, tma_w=True)
+        for fuse in (True, False):
+            out = tri.fused_moe(hidden, w13, w2, tw, ids, emap, "swiglu_oai", layout, fuse_act=fuse, block_m=16,
+                                tile1=t, tile2=t)
+            assert R.rel_error(out, ref) < FP32_TOL, (I, layout, fuse)
+
+
 @pytest.mark.parametrize("group_m", [1, 3, 4, 64])
 def test_grouped_item_order(group_m):
     # Groups of group_m M blocks sweep every N tile in turn (prefill's L2

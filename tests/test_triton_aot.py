@@ -60,6 +60,8 @@ def test_aot_compile(results, name, target):
         if spec.matmul:
             assert r["wgmma"] > 0 or r["mma"] > 0 or r["tcgen05"] > 0, \
                 f"{name}: no tensor-core instruction on {target}: {r}"
+        if spec.tma:
+            assert r["tma_copies"] > 0, f"{name}: a tensor-descriptor load without TMA copies on {target}: {r}"
         if spec.fp8 and spec.constexprs.get("DOT_MODE") == 2 and target == "sm100":
             assert r["block_scaled"] > 0, f"{name}: tl.dot_scaled without block-scaled tcgen05.mma on sm100: {r}"
         if "PDL" in spec.signature and spec.constexprs.get("PDL", True):

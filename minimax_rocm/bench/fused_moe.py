@@ -273,7 +273,7 @@ def time_tile(fn, floor_s: float, name: str, T: int, which: str, t, n_exp: int, 
     pct = floor_s / (us * 1e-6)
     log(f"sweep {name:7s} T={T:5d} exp={n_exp:3d} {which} BM={t.block_m:3d} BN={t.block_n:3d} "
         f"BK={t.block_k:3d} w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} "
-        f"ppc={t.progs_per_cu}: {us:8.1f} us  {100 * pct:5.1f}% of floor")
+        f"ppc={t.progs_per_cu} g={t.group_m} tma={int(t.tma_w)}: {us:8.1f} us  {100 * pct:5.1f}% of floor")
     return [dict(shape=name, T=T, gemm=which, tile=t, us=us, pct=pct, experts=n_exp)]
 
 
@@ -293,7 +293,8 @@ def print_best(results: list[dict]) -> None:
     for key, r in sorted(best_by(results).items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
         t = r["tile"]
         print(f"  {key[0]:7s} T={key[1]:5d} {key[2]}: BM={t.block_m} BN={t.block_n} BK={t.block_k} "
-              f"w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} ppc={t.progs_per_cu} "
+              f"w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} ppc={t.progs_per_cu} g={t.group_m} "
+              f"tma={int(t.tma_w)} "
               f"{r['us']:.1f} us {100 * r['pct']:.1f}%")
 
 

@@ -89,8 +89,8 @@ def bench(ctx: Context) -> list[Row]:
 
 def sweep_plan():
     """(tokens, block_ms, gemm1 tiles, gemm2 tiles): the table's prefill
-    tiles at group sizes 0 (N-tile major), 4, 8 and 16 M blocks, and other
-    shapes at 8, with 64- and 128-row blocks (2048 tokens: the decode
+    tiles at group sizes 0 (N-tile major), 4, 8 and 16 M blocks, other
+    shapes at 8, and two with weight tiles by TMA, with 64- and 128-row blocks (2048 tokens: the decode
     table's 64-row regime, whose A rows outgrow L2 at the TP8 rank). GEMM1's
     BLOCK_N counts output columns of the fused SwiGLU: each program
     multiplies 2 x BLOCK_N weight rows."""
@@ -105,6 +105,9 @@ def sweep_plan():
         _t(256, 64, 8, 3, ppc=1), _t(128, 128, 8, 3, ppc=1), _t(128, 64, 8, 4, ppc=1)]
     g1[4:] = [replace(t, group_m=8) for t in g1[4:]]
     g2[4:] = [replace(t, group_m=8) for t in g2[4:]]
+    # weight tiles through tensor descriptors (TMA) on the table's tiles and an 8-warp one
+    g1 += [replace(t, tma_w=True) for t in (ent.prefill_gemm1, g1[6])]
+    g2 += [replace(t, tma_w=True) for t in (ent.prefill_gemm2, g2[5])]
     return [((2048, 4096, 16384), (64, 128), g1, g2)]
 
 

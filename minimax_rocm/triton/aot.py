@@ -34,6 +34,7 @@ class AotSpec:
     num_stages: int = 2
     matmul: bool = False                    # a GEMM: must show MFMA (AMD) / wgmma (sm90)
     fp8: bool = False                       # an fp8 GEMM: must show fp8 MFMA on gfx942
+    tma: bool = False                       # loads through a tensor descriptor: must show TMA copies (NVIDIA)
     targets: tuple[str, ...] = DEFAULT_TARGETS
     # per-target overrides of constexprs / num_warps (tile tables differ per arch)
     per_target: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -68,6 +69,7 @@ class AotResult:
     block_scaled: int = 0        # tcgen05.mma ... block_scale (sm100: MX scales inside the instruction)
     mma: int = 0                 # mma.sync (NVIDIA, the pre-Hopper path)
     grid_dep: int = 0            # griddepcontrol.wait (NVIDIA: programmatic dependent launch)
+    tma_copies: int = 0          # cp.async.bulk.tensor (NVIDIA: TMA)
 
 
 def all_specs() -> list[AotSpec]:
@@ -118,6 +120,7 @@ def compile_spec(spec: AotSpec, target: str) -> AotResult:
         r.block_scaled = len(re.findall(r"tcgen05\.mma\S*block_scale", ptx))
         r.mma = len(re.findall(r"\bmma\.sync", ptx))
         r.grid_dep = len(re.findall(r"griddepcontrol\.wait", ptx))
+        r.tma_copies = len(re.findall(r"cp\.async\.bulk\.tensor", ptx))
         r.regs, r.scratch = _nvidia_resources(compiled.asm.get("cubin"))
     return r
 

@@ -31,6 +31,7 @@ from typing import Callable, Optional
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .. import reference
 from ..platform import device_arch
@@ -83,24 +84,38 @@ def item_coords(item, n_blocks, n_tiles, GROUP_M: tl.constexpr):
 
 @triton.jit
 def item_tile(item, n_blocks, N, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
-    """item_coords -> (M block b, its columns offs_n and their mask)."""
+    """item_coords -> (M block b, its first column n0, its columns offs_n and
+    their mask)."""
     b, n = item_coords(item, n_blocks, tl.cdiv(N, BLOCK_N), GROUP_M)
     offs_n = n * BLOCK_N + tl.arange(0, BLOCK_N)
-    return b, offs_n, offs_n < N
+    return b, n * BLOCK_N, offs_n, offs_n < N
 
 
 @triton.jit
 def work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
               GROUP_M: tl.constexpr):
     """item_tile, plus the block's route ids and their mask."""
-    b, offs_n, n_ok = item_tile(item, n_blocks, N, BLOCK_N, GROUP_M)
+    b, n0, offs_n, n_ok = item_tile(item, n_blocks, N, BLOCK_N, GROUP_M)
     routes = tl.load(sorted_ptr + b * BLOCK_M + tl.arange(0, BLOCK_M))
-    return b, offs_n, n_ok, routes, routes < num_routes
+    return b, n0, offs_n, n_ok, routes, routes < num_routes
+
+
+@triton.jit
+def _w_tile(ptrs, w_desc, row0, k0, mask, TMA_W: tl.constexpr, MASKED: tl.constexpr):
+    """A [BLOCK_N, BLOCK_K] weight tile: rows row0.. of the [E_loc x rows, K]
+    weight view through its tensor descriptor (TMA_W: bulk copies, zeros
+    past K), else through pointers (masked where a tile edge needs it)."""
+    if TMA_W:
+        return w_desc.load([row0, k0])
+    elif MASKED:
+        return tl.load(ptrs, mask=mask, other=0.0)
+    else:
+        return tl.load(ptrs)
 
 
 @triton.jit
 def _moe_gemm_kernel(
-        a_ptr, w_ptr, c_ptr, sorted_ptr, block_ptr, npost_ptr, map_ptr, topk_w_ptr,
+        a_ptr, w_ptr, w_desc, c_ptr, sorted_ptr, block_ptr, npost_ptr, map_ptr, topk_w_ptr,
         num_routes, top_k, N, K, E_glob, E_loc,
         stride_am, stride_we, stride_wn, stride_cm,
         alpha, limit,
@@ -116,14 +131,15 @@ def _moe_gemm_kernel(
         HAS_MAP: tl.constexpr,
         SWAP_AB: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
         ALIGNED: tl.constexpr,        # bases and row strides of A and W are 16-byte multiples
-        UPCAST: tl.constexpr, IEEE: tl.constexpr):
+        UPCAST: tl.constexpr, IEEE: tl.constexpr,
+        TMA_W: tl.constexpr = False):  # weight tiles through w_desc (split layout, N % BLOCK_N == 0)
     n_blocks = tl.load(npost_ptr) // BLOCK_M
     total = n_blocks * tl.cdiv(N, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, BLOCK_K)
     for item in range(tl.program_id(0), total, tl.num_programs(0)):
-        b, offs_n, n_ok, routes, row_ok = work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M, BLOCK_N,
-                                                    GROUP_M)
+        b, n0, offs_n, n_ok, routes, row_ok = work_item(item, n_blocks, sorted_ptr, num_routes, N, BLOCK_M,
+                                                        BLOCK_N, GROUP_M)
         e = tl.load(block_ptr + b)
         if MAP_BLOCKS:
             e = local_expert(e, map_ptr, E_glob, E_loc, HAS_MAP)
@@ -165,6 +181,8 @@ def _moe_gemm_kernel(
             else:
                 acc_g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
             acc_u = tl.zeros_like(acc_g)
+            # the gate tile's first row in the [E_loc x rows, K] view (TMA_W)
+            g_row0 = e * (stride_we // stride_wn) + n0
             for k0 in range(0, K, BLOCK_K):
                 if EVEN_K:
                     a_m = row_ok[:, None]
@@ -174,22 +192,10 @@ def _moe_gemm_kernel(
                     a_m = row_ok[:, None] & k_ok[None, :]
                     w_m = n_ok[:, None] & k_ok[None, :]
                 a = tl.load(a_ptrs, mask=a_m, other=0.0)
-                if EVEN_N:
-                    if EVEN_K:
-                        g = tl.load(g_ptrs)
-                    else:
-                        g = tl.load(g_ptrs, mask=w_m, other=0.0)
-                else:
-                    g = tl.load(g_ptrs, mask=w_m, other=0.0)
+                g = _w_tile(g_ptrs, w_desc, g_row0, k0, w_m, TMA_W, not (EVEN_N and EVEN_K))
                 acc_g = _mma(a, g, acc_g, SWAP_AB, UPCAST, IEEE)
                 if ACT != 0:
-                    if EVEN_N:
-                        if EVEN_K:
-                            u = tl.load(u_ptrs)
-                        else:
-                            u = tl.load(u_ptrs, mask=w_m, other=0.0)
-                    else:
-                        u = tl.load(u_ptrs, mask=w_m, other=0.0)
+                    u = _w_tile(u_ptrs, w_desc, g_row0 + N, k0, w_m, TMA_W, not (EVEN_N and EVEN_K))
                     acc_u = _mma(a, u, acc_u, SWAP_AB, UPCAST, IEEE)
                 a_ptrs += BLOCK_K
                 g_ptrs += BLOCK_K
@@ -251,8 +257,13 @@ def gemm(a, w, c, sorted_ids, block_ids, npost, expert_map, topk_w, *, num_route
     fp32 = w.dtype == torch.float32
     aligned = all(t.data_ptr() % 16 == 0 for t in (a, w)) and all(
         (st * t.element_size()) % 16 == 0 for t, st in ((a, a.stride(0)), (w, w.stride(0)), (w, w.stride(1))))
+    # weight tiles by tensor descriptor: whole tiles of one expert's rows
+    # (split gate/up layout, N a multiple of BLOCK_N), contiguous aligned weights
+    tma = (tile.tma_w and aligned and w.is_contiguous() and not interleaved and N % tile.block_n == 0
+           and ((w.is_cuda and torch.version.hip is None) or os.environ.get("TRITON_INTERPRET") == "1"))
+    w_desc = TensorDescriptor.from_tensor(w.view(-1, K), [tile.block_n, tile.block_k]) if tma else w
     _moe_gemm_kernel[(progs,)](
-        a, w, c, sorted_ids, block_ids, npost, sorted_ids if expert_map is None else expert_map,
+        a, w, w_desc, c, sorted_ids, block_ids, npost, sorted_ids if expert_map is None else expert_map,
         sorted_ids if topk_w is None else topk_w,
         num_routes, top_k, N, K, num_global or E_loc, E_loc,
         a.stride(0), w.stride(0), w.stride(1), c.stride(0), float(alpha), float(limit),
@@ -260,7 +271,7 @@ def gemm(a, w, c, sorted_ids, block_ids, npost, expert_map, topk_w, *, num_route
         C_BY_ROUTE=c_by_route, ACT=act, INTERLEAVED=interleaved, MUL_WEIGHT=mul_weight, ZERO_REMOTE=zero_remote,
         MAP_BLOCKS=map_blocks, HAS_MAP=expert_map is not None, SWAP_AB=tile.swap_ab,
         EVEN_K=K % tile.block_k == 0, EVEN_N=N % tile.block_n == 0, ALIGNED=aligned, UPCAST=UPCAST_DOT and not fp32,
-        IEEE=fp32, num_warps=tile.num_warps, num_stages=tile.num_stages)
+        IEEE=fp32, TMA_W=tma, num_warps=tile.num_warps, num_stages=tile.num_stages)
 
 
 def _buffer(shape, dtype, device) -> torch.Tensor:
@@ -380,13 +391,13 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
 # ahead-of-time compile specs (production tiles of the per-arch table)
 # --------------------------------------------------------------------------- #
 
-_SIG = {"a_ptr": "*bf16", "w_ptr": "*bf16", "c_ptr": "*bf16", "sorted_ptr": "*i32", "block_ptr": "*i32",
-        "npost_ptr": "*i32", "map_ptr": "*i32", "topk_w_ptr": "*fp32", "num_routes": "i32", "top_k": "i32",
+_SIG = {"a_ptr": "*bf16", "w_ptr": "*bf16", "w_desc": "*bf16", "c_ptr": "*bf16", "sorted_ptr": "*i32",
+        "block_ptr": "*i32", "npost_ptr": "*i32", "map_ptr": "*i32", "topk_w_ptr": "*fp32", "num_routes": "i32", "top_k": "i32",
         "N": "i32", "K": "i32", "E_glob": "i32", "E_loc": "i32", "stride_am": "i32", "stride_we": "i32",
         "stride_wn": "i32", "stride_cm": "i32", "alpha": "fp32", "limit": "fp32"}
 _CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "A_BY_TOKEN", "C_BY_ROUTE", "ACT", "INTERLEAVED", "MUL_WEIGHT",
           "ZERO_REMOTE", "MAP_BLOCKS", "HAS_MAP", "SWAP_AB", "EVEN_K", "EVEN_N", "ALIGNED", "UPCAST",
-          "IEEE")
+          "IEEE", "TMA_W")
 
 
 def aot_specs():
@@ -402,10 +413,11 @@ def aot_specs():
         return out
 
     pre1, pre2 = per_target("prefill_gemm1"), per_target("prefill_gemm2")
+    t2 = moe_configs.ARCHS["sm90"].prefill_gemm2
 
     base = dict(A_BY_TOKEN=True, C_BY_ROUTE=False, ACT=2, INTERLEAVED=False, MUL_WEIGHT=False, ZERO_REMOTE=False,
                 MAP_BLOCKS=False, HAS_MAP=True, EVEN_K=True, EVEN_N=True, ALIGNED=True, UPCAST=False, IEEE=False,
-                **moe_configs.ARCHS["sm90"].gemm1.constexprs())
+                TMA_W=False, **moe_configs.ARCHS["sm90"].gemm1.constexprs())
     g2 = dict(base, A_BY_TOKEN=False, C_BY_ROUTE=True, ACT=0, MUL_WEIGHT=True,
               **moe_configs.ARCHS["sm90"].gemm2.constexprs())
     return [
@@ -431,6 +443,11 @@ def aot_specs():
                 targets=tuple(pre1), per_target=pre1),
         AotSpec("moe_gemm2[weighted,prefill]", _moe_gemm_kernel, sig, g2, matmul=True, targets=tuple(pre2),
                 per_target=pre2),
+        # weight tiles by tensor descriptor (a sweep variant): TMA bulk copies on sm90
+        AotSpec("moe_gemm2[weighted,prefill,tma]", _moe_gemm_kernel,
+                {**sig, "w_desc": f"tensordesc<bf16[{t2.block_n}, {t2.block_k}]>"},
+                dict(g2, **t2.constexprs(), TMA_W=True), matmul=True, tma=True, targets=("sm90",),
+                num_warps=t2.num_warps, num_stages=t2.num_stages),
         # the "before" configuration: 64-row tiles, global blocks mapped to local, zero rows for remote blocks
         AotSpec("moe_gemm2[before]", _moe_gemm_kernel, sig,
                 dict(g2, MUL_WEIGHT=False, ZERO_REMOTE=True, MAP_BLOCKS=True), matmul=True,

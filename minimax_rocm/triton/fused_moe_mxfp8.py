@@ -139,7 +139,7 @@ def _item(item, n_blocks, routes, e, num_routes, top_k, N, E_loc, stride_wn, str
     """Work item and its _item_indices -> (M block b, columns offs_n, n_ok,
     row_ok, local expert e, A rows, weight row offsets, scale row offsets)."""
     offs_m = tl.arange(0, BLOCK_M)
-    b, offs_n, n_ok = item_tile(item, n_blocks, N, BLOCK_N, GROUP_M)
+    b, _, offs_n, n_ok = item_tile(item, n_blocks, N, BLOCK_N, GROUP_M)
     row_ok = routes < num_routes
     # an invalid block id (none inside the padded count) masks the whole
     # item (compared as vectors: the interpreter's masks must be bool arrays)

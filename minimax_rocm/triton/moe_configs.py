@@ -37,6 +37,7 @@ class Tile:
     swap_ab: bool = False      # compute C^T = W X^T: the weight tile is the MMA's M side (wgmma wants M >= 64)
     progs_per_cu: int = 2      # persistent grid: programs per SM/CU (the grid never exceeds the work items)
     group_m: int = 0           # work-item order (fused_moe.item_coords): 0 N-tile major, else M-block groups
+    tma_w: bool = False        # BF16 GEMMs: weight tiles through a tensor descriptor (TMA on sm90+) where it fits
 
     def constexprs(self) -> dict:
         return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, GROUP_M=self.group_m,
