@@ -270,9 +270,12 @@ def part_bench(args, gpus: int) -> list[Step]:
     if args.op and not ops:
         return []
     out = Path(args.out)
-    # the bench command's arguments shared by this tree's run and a baseline's
-    which = [*(a for op in ops for a in ("--op", op)), *(["--quick"] if args.quick else [])]
-    argv = _py("-m", "minimax_rocm", "bench", *which, "--json", str(out / "bench.json"))
+
+    def which(benches: list[str]) -> list[str]:
+        """The bench command's selection, for this tree's run and a baseline's."""
+        return [*(a for b in benches for a in ("--op", b)), *(["--quick"] if args.quick else [])]
+
+    argv = _py("-m", "minimax_rocm", "bench", *which(ops), "--json", str(out / "bench.json"))
     if importlib.util.find_spec("matplotlib"):
         argv += ["--plot", str(out / "bench.png")]
     steps = [Step("bench", argv, echo=tail(None))]
@@ -282,13 +285,10 @@ def part_bench(args, gpus: int) -> list[Step]:
         # tree does not have (no bench/<name>.py there) runs on this side only
         base = Path(args.baseline).resolve()
         before = str(out / "bench_baseline.json")
-        base_which = which
-        if ops:
-            have = [op for op in ops if (base / "minimax_rocm" / "bench" / f"{op}.py").exists()]
-            if not have:
-                return steps
-            base_which = [*(a for op in have for a in ("--op", op)), *(["--quick"] if args.quick else [])]
-        steps = [Step("bench_baseline", _py("-P", "-m", "minimax_rocm", "bench", *base_which, "--json", before),
+        have = [op for op in ops if (base / "minimax_rocm" / "bench" / f"{op}.py").exists()]
+        if ops and not have:
+            return steps
+        steps = [Step("bench_baseline", _py("-P", "-m", "minimax_rocm", "bench", *which(have), "--json", before),
                       env={"PYTHONPATH": str(base), "MINIMAX_ROCM_BUILD_DIR": str(base / ".ext")}, echo=tail(None)),
                  *steps,
                  Step("bench_compare", _py("-m", "minimax_rocm.bench.compare", before, str(out / "bench.json")),

@@ -43,6 +43,13 @@ def rank_case(name: str, model: str, ep: int = 1, tp: int = 1) -> tuple:
     return (name, s.hidden, s.intermediate, s.num_experts, s.num_local_experts, s.top_k, s.activation, s.ep_size)
 
 
+def served_moe(hidden, w13, w2, tw, ids, emap, act, **kw) -> torch.Tensor:
+    """The BF16 MoE's Triton path as the op layer calls it (the oracle's
+    alignment); kw: the kernel driver's overrides (variant, tiles, ...)."""
+    from ..triton import fused_moe as tri
+    return tri.fused_moe(hidden, w13, w2, tw, ids, emap, act, align=align_routes, **kw)
+
+
 SHAPES = (rank_case("M3 EP8", "minimax-m3", ep=8), rank_case("M2 EP8", "minimax-m2", ep=8),
           rank_case("M3 TP8", "minimax-m3", tp=8))
 TOKENS = (1, 16, 64, 216, 1024)
@@ -153,8 +160,8 @@ def bench(ctx: Context) -> list[Row]:
             big = T >= 216 or name != "M2 EP8"
             tk = dict(iters=20, inner=10) if big else {}
             p = tri.plan(hidden, w13, ids, emap, "sparse_local")
-            ours = lambda f=p["fuse_act"]: tri.fused_moe(hidden, w13, w2, tw, ids, emap, act, variant="sparse_local",
-                                                         fuse_act=f, align=align_routes)
+            ours = lambda f=p["fuse_act"]: served_moe(hidden, w13, w2, tw, ids, emap, act, variant="sparse_local",
+                                                      fuse_act=f)
             label = "fused" if p["fuse_act"] else "separate act"
             rows.append(Row("fused_moe", case, f"ours sparse_local BM={p['block_m']} ({label})",
                             time_us(ours, **tk), nbytes, note=note))
@@ -168,8 +175,7 @@ def bench(ctx: Context) -> list[Row]:
                 return ("" if err < 2e-2 else f"MISMATCH rel {err:.1e}") if ref.abs().max() > 0 else \
                     ("" if out.abs().max() == 0 else "MISMATCH: nonzero")
 
-            before_fn = lambda: tri.fused_moe(hidden, w13, w2, tw, ids, emap, act, variant="before",
-                                              align=align_routes)
+            before_fn = lambda: served_moe(hidden, w13, w2, tw, ids, emap, act, variant="before")
             rows.append(Row("fused_moe", case, "before (global align, BM=64, sep. act)", time_us(before_fn, **tk),
                             nbytes, baseline=True, note=" ".join(filter(None, (note, agree(before_fn()))))))
             if grouped_mm_available() and grp["experts"]:
@@ -205,9 +211,9 @@ def bench(ctx: Context) -> list[Row]:
 # to fill the sm90 entries of minimax_rocm/triton/moe_configs.py.
 # --------------------------------------------------------------------------- #
 
-def _t(bn, bk, w, st, swap=False, ppc=2):
+def _t(bn, bk, w, st, swap=False, ppc=2, g=0):
     from ..triton.moe_configs import Tile
-    return Tile(block_n=bn, block_k=bk, num_warps=w, num_stages=st, swap_ab=swap, progs_per_cu=ppc)
+    return Tile(block_n=bn, block_k=bk, num_warps=w, num_stages=st, swap_ab=swap, progs_per_cu=ppc, group_m=g)
 
 
 def sweep_plan():
@@ -262,6 +268,12 @@ def sweep(device: torch.device, plan=None, shapes=SHAPES, log=print, flops_per_s
     return out
 
 
+def tile_label(t) -> str:
+    """A sweep tile's fields, as the logs show them."""
+    return (f"BM={t.block_m:3d} BN={t.block_n:3d} BK={t.block_k:3d} w={t.num_warps} st={t.num_stages} "
+            f"swap={int(t.swap_ab)} ppc={t.progs_per_cu} g={t.group_m} tma={int(t.tma_w)}")
+
+
 def time_tile(fn, floor_s: float, name: str, T: int, which: str, t, n_exp: int, log) -> list[dict]:
     """One sweep point: time a GEMM call with tile t, log it against its
     floor (seconds); [] when the tile fails to compile or run (logged)."""
@@ -271,9 +283,7 @@ def time_tile(fn, floor_s: float, name: str, T: int, which: str, t, n_exp: int, 
         log(f"sweep {name} T={T} {which} {t}: FAILED {type(exc).__name__}: {str(exc)[:200]}")
         return []
     pct = floor_s / (us * 1e-6)
-    log(f"sweep {name:7s} T={T:5d} exp={n_exp:3d} {which} BM={t.block_m:3d} BN={t.block_n:3d} "
-        f"BK={t.block_k:3d} w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} "
-        f"ppc={t.progs_per_cu} g={t.group_m} tma={int(t.tma_w)}: {us:8.1f} us  {100 * pct:5.1f}% of floor")
+    log(f"sweep {name:7s} T={T:5d} exp={n_exp:3d} {which} {tile_label(t)}: {us:8.1f} us  {100 * pct:5.1f}% of floor")
     return [dict(shape=name, T=T, gemm=which, tile=t, us=us, pct=pct, experts=n_exp)]
 
 
@@ -292,10 +302,7 @@ def print_best(results: list[dict]) -> None:
     print("\nbest per (shape, T, gemm):")
     for key, r in sorted(best_by(results).items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
         t = r["tile"]
-        print(f"  {key[0]:7s} T={key[1]:5d} {key[2]}: BM={t.block_m} BN={t.block_n} BK={t.block_k} "
-              f"w={t.num_warps} st={t.num_stages} swap={int(t.swap_ab)} ppc={t.progs_per_cu} g={t.group_m} "
-              f"tma={int(t.tma_w)} "
-              f"{r['us']:.1f} us {100 * r['pct']:.1f}%")
+        print(f"  {key[0]:7s} T={key[1]:5d} {key[2]}: {tile_label(t)} {r['us']:.1f} us {100 * r['pct']:.1f}%")
 
 
 if __name__ == "__main__":   # python -m minimax_rocm.bench.fused_moe sweep

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from . import fused_moe as bf16_bench
-from .fused_moe import TOKENS, _l2_bytes, make_weights, rank_step, touched_bytes
+from .fused_moe import TOKENS, _l2_bytes, make_weights, rank_step, served_moe, touched_bytes
 from .harness import Context, Row, register_bench, time_us
 from ..ops.moe import align_routes
 from ..ops.mxfp8 import quantize_tokens
@@ -38,6 +38,22 @@ def mxfp8_weights(E_loc: int, H: int, I: int, device) -> tuple[torch.Tensor, ...
     w13, w2 = make_weights(E_loc, H, I, device)
     ex = Mxfp8Experts.quantize(w13, w2)
     return w13, w2, ex.w13_q, ex.w13_s, ex.w2_q, ex.w2_s
+
+
+def served_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act, **kw) -> torch.Tensor:
+    """The native MXFP8 MoE as the op layer calls it (the oracle's token
+    quantiser and alignment); kw: the kernel driver's overrides."""
+    from ..triton import fused_moe_mxfp8 as tri
+    return tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act, quantize=quantize_tokens,
+                               align=align_routes, **kw)
+
+
+def emulated_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act) -> torch.Tensor:
+    """The op's emulation path (every local expert dequantised, then the BF16 MoE)."""
+    from .. import reference
+    from ..ops.mxfp8 import _moe_triton
+    return _moe_triton(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act, "split", reference.SWIGLU_OAI_ALPHA,
+                       reference.SWIGLU_OAI_LIMIT, None, None, path="emulation")
 
 
 def fp8_touched_bytes(grp, H: int, I: int) -> int:
@@ -63,10 +79,8 @@ def _crossover(rows: list[Row], name: str) -> str:
 def bench(ctx: Context) -> list[Row]:
     if not ctx.gpu:
         return []   # GBs of weights: GPU only
-    from ..triton import fused_moe as bf16_moe
     from ..triton import fused_moe_mxfp8 as tri
     from ..triton import dependent_launch
-    from ..triton import mxfp8_quant as tq
     rows: list[Row] = []
     shapes = SHAPES[:1] if ctx.quick else SHAPES
     tokens = (16, 216) if ctx.quick else TOKENS
@@ -80,7 +94,7 @@ def bench(ctx: Context) -> list[Row]:
             bf16_bytes = touched_bytes(grp, H, I)
             note = "weights fit in L2" if 0 < bf16_bytes <= _l2_bytes() else ""
 
-            bf16 = lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act, align=align_routes)  # noqa: E731
+            bf16 = lambda: served_moe(hidden, w13, w2, tw, ids, emap, act)  # noqa: E731
             ref = bf16().float()
             rows.append(Row("fused_moe_mxfp8", case, "BF16 (sparse-local, BF16 weights)", time_us(bf16, **tk),
                             bf16_bytes, baseline=True, note=note))
@@ -105,8 +119,7 @@ def bench(ctx: Context) -> list[Row]:
 
                 def fn(kw=kw, on=on):
                     with dependent_launch.forced(on):
-                        return tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act,
-                                                   quantize=quantize_tokens, align=align_routes, **kw)
+                        return served_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act, **kw)
                 q = tri.plan(hidden, w13_q, ids, emap, **kw)
                 err = (fn().float() - ref).norm() / ref.norm().clamp_min(1e-30)
                 cfg = (f"BM={q['block_m']} BN={q['tile1'].block_n}/{q['tile2'].block_n} "
@@ -118,10 +131,7 @@ def bench(ctx: Context) -> list[Row]:
                                 fp8_touched_bytes(grp, H, I),
                                 note=(note + f" rel.diff vs BF16 {err:.1e}").strip()))
 
-            def emulation():
-                a = tq.mxfp8_dequant(w13_q, w13_s, torch.bfloat16)
-                b = tq.mxfp8_dequant(w2_q, w2_s, torch.bfloat16)
-                return bf16_moe.fused_moe(hidden, a, b, tw, ids, emap, act, align=align_routes)
+            emulation = lambda: emulated_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act)  # noqa: E731
             emu_bytes = E_loc * per_expert * (33 + 64) // 32 + bf16_bytes  # fp8 in, BF16 out, BF16 MoE
             rows.append(Row("fused_moe_mxfp8", case, "emulation (dequantise all local + BF16)",
                             time_us(emulation, **tk), emu_bytes, note=note))
@@ -192,7 +202,6 @@ def spread(device: torch.device, tokens=(16, 64, 216), repeat: int = 3, log=prin
     rounding pass's stream placement flipped, timed in alternation `repeat`
     times in one process, each with its % of the fp8 floor (the goal of 80%
     sits within that spread: benchmarks/history/fused_moe_mxfp8.md)."""
-    from ..triton import fused_moe as bf16_moe
     from ..triton import fused_moe_mxfp8 as tri
     from .harness import copy_bandwidth_gbs
     bw = copy_bandwidth_gbs() * 1e9
@@ -204,13 +213,11 @@ def spread(device: torch.device, tokens=(16, 64, 216), repeat: int = 3, log=prin
         floor = fp8_touched_bytes(grp, H, I) / bw * 1e6
         tk = dict(iters=20, inner=10) if T >= 216 else {}
         flip = not tri.plan(hidden, w13_q, ids, emap)["overlap_rounding"]
-        served = dict(quantize=quantize_tokens, align=align_routes)   # the oracle's choices, as the op passes them
+        mx = (w13_q, w13_s, w2_q, w2_s)
         for _ in range(repeat):
-            base = time_us(lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act, align=align_routes), **tk)
-            us = time_us(lambda: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act, **served),
-                         **tk)
-            alt = time_us(lambda: tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act,
-                                                      overlap_rounding=flip, **served), **tk)
+            base = time_us(lambda: served_moe(hidden, w13, w2, tw, ids, emap, act), **tk)
+            us = time_us(lambda: served_mxfp8(hidden, *mx, tw, ids, emap, act), **tk)
+            alt = time_us(lambda: served_mxfp8(hidden, *mx, tw, ids, emap, act, overlap_rounding=flip), **tk)
             log(f"{case:40s} BF16 {base:8.1f} us  native {us:8.1f} us  {100 * floor / us:5.1f}% of floor  "
                 f"{base / us:4.2f}x BF16  | rounding {'beside' if flip else 'after'} the alignment "
                 f"{alt:8.1f} us {100 * floor / alt:5.1f}%")

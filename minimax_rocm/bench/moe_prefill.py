@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from .fused_moe import SHAPES, make_weights, rank_step, touched_bytes
-from .fused_moe_mxfp8 import fp8_touched_bytes, mxfp8_weights
+from .fused_moe import SHAPES, make_weights, rank_step, served_moe, touched_bytes
+from .fused_moe_mxfp8 import emulated_mxfp8, fp8_touched_bytes, mxfp8_weights, served_mxfp8
 from .harness import Context, Row, register_bench, time_us, vllm_fused_experts
-from ..ops.moe import align_routes
-from ..ops.mxfp8 import quantize_tokens
 
 PREFILL_TOKENS = (2048, 4096, 8192, 16384)
 QUICK_TOKENS = (2048,)
@@ -41,8 +39,6 @@ def bench(ctx: Context) -> list[Row]:
     if not ctx.gpu:
         return []   # GBs of weights and activations: GPU only
     from ..triton import fused_moe as tri
-    from ..triton import fused_moe_mxfp8 as trimx
-    from ..triton import mxfp8_quant as tq
     rows: list[Row] = []
     dev = ctx.device
     vllm = vllm_fused_experts()
@@ -56,23 +52,17 @@ def bench(ctx: Context) -> list[Row]:
             hidden, tw, ids, emap, grp, case = rank_step(name, T, H, E, E_loc, k, ep, 2000 + T, dev)
             flops = expert_flops(len(grp["order"]), H, I)
             nbytes = touched_bytes(grp, H, I)
-            ours = lambda: tri.fused_moe(hidden, w13, w2, tw, ids, emap, act, align=align_routes)  # noqa: E731
+            ours = lambda: served_moe(hidden, w13, w2, tw, ids, emap, act)  # noqa: E731
             p = tri.plan(hidden, w13, ids, emap)
             rows.append(Row("moe_prefill", case, f"ours BF16 BM={p['block_m']} BN={p['tile1'].block_n}",
                             time_us(ours, **tk), nbytes, flops, baseline=True))
             if mx is not None:
-                def native():
-                    return trimx.fused_moe_mxfp8(hidden, *mx, tw, ids, emap, act, quantize=quantize_tokens,
-                                                 align=align_routes)
-                rows.append(Row("moe_prefill", case, "ours MXFP8 native", time_us(native, **tk),
-                                fp8_touched_bytes(grp, H, I), flops))
-                # without a BF16 copy the other MXFP8 path: dequantise, then the BF16 MoE
-                def emulate():
-                    a = tq.mxfp8_dequant(mx[0], mx[1], torch.bfloat16)
-                    b = tq.mxfp8_dequant(mx[2], mx[3], torch.bfloat16)
-                    return tri.fused_moe(hidden, a, b, tw, ids, emap, act, align=align_routes)
-                rows.append(Row("moe_prefill", case, "ours MXFP8 emulation (dequantise + BF16)",
-                                time_us(emulate, **tk), fp8_touched_bytes(grp, H, I), flops))
+                # native, and (without a BF16 copy) the other MXFP8 path: dequantise, then the BF16 MoE
+                for label, path in (("ours MXFP8 native", served_mxfp8),
+                                    ("ours MXFP8 emulation (dequantise + BF16)", emulated_mxfp8)):
+                    rows.append(Row("moe_prefill", case, label,
+                                    time_us(lambda: path(hidden, *mx, tw, ids, emap, act), **tk),
+                                    fp8_touched_bytes(grp, H, I), flops))
             if vllm is not None:
                 rows.append(Row("moe_prefill", case, "vLLM fused_experts (local copy)",
                                 time_us(lambda: vllm(hidden, w13, w2, tw, ids, emap, activation=act), **tk),
@@ -90,8 +80,9 @@ def bench(ctx: Context) -> list[Row]:
 def sweep_plan():
     """(tokens, block_ms, gemm1 tiles, gemm2 tiles): the table's prefill
     tiles at group sizes 0 (N-tile major), 4, 8 and 16 M blocks, other
-    shapes at 8, and two with weight tiles by TMA, with 64- and 128-row blocks (2048 tokens: the decode
-    table's 64-row regime, whose A rows outgrow L2 at the TP8 rank). GEMM1's
+    shapes at 8, and two with weight tiles by TMA, with 64- and 128-row
+    blocks (2048 tokens: the decode table's 64-row regime, whose A rows
+    outgrow L2 at the TP8 rank). GEMM1's
     BLOCK_N counts output columns of the fused SwiGLU: each program
     multiplies 2 x BLOCK_N weight rows."""
     from dataclasses import replace
@@ -99,15 +90,14 @@ def sweep_plan():
     from ..triton.moe_configs import ARCHS
     from .fused_moe import _t
     ent = ARCHS["sm90"]
+    wide1, wide2 = _t(64, 64, 8, 4, ppc=1, g=8), _t(128, 128, 8, 3, ppc=1, g=8)
     g1 = [replace(ent.prefill_gemm1, group_m=g) for g in (0, 4, 8, 16)] + [
-        _t(64, 128, 8, 3, ppc=1), _t(128, 64, 8, 3, ppc=1), _t(64, 64, 8, 4, ppc=1)]
+        _t(64, 128, 8, 3, ppc=1, g=8), _t(128, 64, 8, 3, ppc=1, g=8), wide1]
     g2 = [replace(ent.prefill_gemm2, group_m=g) for g in (0, 4, 8, 16)] + [
-        _t(256, 64, 8, 3, ppc=1), _t(128, 128, 8, 3, ppc=1), _t(128, 64, 8, 4, ppc=1)]
-    g1[4:] = [replace(t, group_m=8) for t in g1[4:]]
-    g2[4:] = [replace(t, group_m=8) for t in g2[4:]]
+        _t(256, 64, 8, 3, ppc=1, g=8), wide2, _t(128, 64, 8, 4, ppc=1, g=8)]
     # weight tiles through tensor descriptors (TMA) on the table's tiles and an 8-warp one
-    g1 += [replace(t, tma_w=True) for t in (ent.prefill_gemm1, g1[6])]
-    g2 += [replace(t, tma_w=True) for t in (ent.prefill_gemm2, g2[5])]
+    g1 += [replace(t, tma_w=True) for t in (ent.prefill_gemm1, wide1)]
+    g2 += [replace(t, tma_w=True) for t in (ent.prefill_gemm2, wide2)]
     return [((2048, 4096, 16384), (64, 128), g1, g2)]
 
 
@@ -125,9 +115,6 @@ def mxfp8_variants() -> list[dict]:
 def sweep_mxfp8(device: torch.device, tokens=(4096, 16384), log=print) -> None:
     """The native MXFP8 MoE end to end for each of mxfp8_variants(), beside
     the BF16 MoE, at the EP8 ranks: TFLOP/s and the ratio to BF16."""
-    from .fused_moe import SHAPES
-    from ..triton import fused_moe as bf16_moe
-    from ..triton import fused_moe_mxfp8 as tri
     for name, H, I, E, E_loc, k, act, ep in SHAPES:
         if ep == 1:
             continue
@@ -135,13 +122,12 @@ def sweep_mxfp8(device: torch.device, tokens=(4096, 16384), log=print) -> None:
         for T in tokens:
             hidden, tw, ids, emap, grp, case = rank_step(name, T, H, E, E_loc, k, ep, 2000 + T, device)
             flops = expert_flops(len(grp["order"]), H, I)
-            base = time_us(lambda: bf16_moe.fused_moe(hidden, w13, w2, tw, ids, emap, act, align=align_routes),
-                           warmup=2, iters=5, inner=2)
+            base = time_us(lambda: served_moe(hidden, w13, w2, tw, ids, emap, act), warmup=2, iters=5, inner=2)
             log(f"mxfp8 sweep {case}: BF16 {base:8.1f} us {flops / base / 1e6:6.1f} TFLOP/s")
             for kw in mxfp8_variants():
                 try:
-                    us = time_us(lambda: tri.fused_moe_mxfp8(hidden, *mx, tw, ids, emap, act, quantize=quantize_tokens,
-                                                             align=align_routes, **kw), warmup=2, iters=5, inner=2)
+                    us = time_us(lambda: served_mxfp8(hidden, *mx, tw, ids, emap, act, **kw), warmup=2, iters=5,
+                                 inner=2)
                 except Exception as exc:
                     log(f"mxfp8 sweep {case} {kw}: FAILED {type(exc).__name__}: {str(exc)[:200]}")
                     continue

@@ -65,11 +65,9 @@ def router_gemm_cases(tokens=()) -> list[Case]:
 
 def fused_moe_mxfp8_cases(tokens=()) -> list[Case]:
     """One call of the native MXFP8 MoE at the M3 EP8 rank per T."""
-    from ..ops.moe import align_routes
-    from ..ops.mxfp8 import quantize_tokens
     from ..triton import fused_moe_mxfp8 as tri
     from .fused_moe import rank_step
-    from .fused_moe_mxfp8 import SHAPES, fp8_touched_bytes, mxfp8_weights
+    from .fused_moe_mxfp8 import SHAPES, fp8_touched_bytes, mxfp8_weights, served_mxfp8
     name, H, I, E, E_loc, k, act, ep = SHAPES[0]
     dev = torch.device("cuda")
     w13_q, w13_s, w2_q, w2_s = mxfp8_weights(E_loc, H, I, dev)[2:]
@@ -80,8 +78,7 @@ def fused_moe_mxfp8_cases(tokens=()) -> list[Case]:
         print(f"{case}: plan {tri.plan(hidden, w13_q, ids, emap)}; routes per local expert "
               f"{grp['counts'].tolist()}", flush=True)
         cases.append(Case(case, lambda hidden=hidden, tw=tw, ids=ids, emap=emap:
-                          tri.fused_moe_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act,
-                                              quantize=quantize_tokens, align=align_routes),
+                          served_mxfp8(hidden, w13_q, w13_s, w2_q, w2_s, tw, ids, emap, act),
                           fp8_touched_bytes(grp, H, I) / bw * 1e6 if bw else 0.0))
     return cases
 

@@ -392,8 +392,8 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
 # --------------------------------------------------------------------------- #
 
 _SIG = {"a_ptr": "*bf16", "w_ptr": "*bf16", "w_desc": "*bf16", "c_ptr": "*bf16", "sorted_ptr": "*i32",
-        "block_ptr": "*i32", "npost_ptr": "*i32", "map_ptr": "*i32", "topk_w_ptr": "*fp32", "num_routes": "i32", "top_k": "i32",
-        "N": "i32", "K": "i32", "E_glob": "i32", "E_loc": "i32", "stride_am": "i32", "stride_we": "i32",
+        "block_ptr": "*i32", "npost_ptr": "*i32", "map_ptr": "*i32", "topk_w_ptr": "*fp32", "num_routes": "i32",
+        "top_k": "i32", "N": "i32", "K": "i32", "E_glob": "i32", "E_loc": "i32", "stride_am": "i32", "stride_we": "i32",
         "stride_wn": "i32", "stride_cm": "i32", "alpha": "fp32", "limit": "fp32"}
 _CONST = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "A_BY_TOKEN", "C_BY_ROUTE", "ACT", "INTERLEAVED", "MUL_WEIGHT",
           "ZERO_REMOTE", "MAP_BLOCKS", "HAS_MAP", "SWAP_AB", "EVEN_K", "EVEN_N", "ALIGNED", "UPCAST",

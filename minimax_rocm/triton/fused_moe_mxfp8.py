@@ -453,8 +453,8 @@ def plan_shape(arch: str, cus: int, *, H: int, I: int, E_glob: int, E_loc: int, 
     """plan() from sizes alone: what `explain` shows for a target."""
     bm = block_m or moe_configs.choose_block_m(arch, routes, E_glob, E_loc)
     ent = moe_configs.arch_entry(arch)
-    pre = moe_configs.prefill_tile(ent, "gemm1", moe_configs.rows_per_active_expert(routes, E_glob, E_loc))
-    prefill = pre is not None and bm == pre.block_m
+    rows = moe_configs.rows_per_active_expert(routes, E_glob, E_loc)
+    prefill = moe_configs.prefill_tile(ent, "gemm1", rows, bm) is not None
     if ent.mxfp8_tile is not None and bm < 64:
         t1 = t2 = replace(ent.mxfp8_tile, block_m=bm)
         f = 1
@@ -574,8 +574,6 @@ def aot_specs():
     for target in ("gfx942", "gfx950", "sm90", "sm100"):
         ent = moe_configs.ARCHS[target]
         fp8 = torch.float8_e4m3fnuz if target == "gfx942" else torch.float8_e4m3fn
-        upcast = ent.mxfp8_dot == "upcast"
-        fuse = upcast and ent.mxfp8_fuse_act
         flav = flavour_constexprs(fp8)
         # M3 EP8 rank (GEMM1 N = 2I = 6144, K = 6144; GEMM2 N = 6144, K = I =
         # 3072) at a decode and, where the table has one, a prefill step:
@@ -600,8 +598,10 @@ def aot_specs():
                                           **{k: flav[k] for k in ("EMAX", "BIAS", "FP8_MAX", "NAN_BYTE")}),
                                      num_warps=t.num_warps, num_stages=t.num_stages, matmul=True, fp8=True,
                                      targets=(target,)))
-        if fuse:
+        decode = plans[0][1]     # its activation: fused into GEMM1, or a kernel of its own
+        if decode["fuse_act"]:
             continue
+        upcast = decode["dot"] == "upcast"
         flavour = "e4m3fnuz" if fp8 == torch.float8_e4m3fnuz else "e4m3fn"
         specs.append(AotSpec(f"mxfp8_moe_swiglu_oai_quant[{flavour}{',bf16 out' if upcast else ''}]",
                              _act_quant_kernel, {**act_sig, "q_ptr": "*bf16" if upcast else "*u8"},

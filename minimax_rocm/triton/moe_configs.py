@@ -145,8 +145,8 @@ ARCHS: dict[str, ArchMoe] = {
                        "per 32-wide block 622/658 us, tl.dot_scaled 876/889 us (BF16 MoE 425/447 us)"),
         mxfp8_bf16_atomics=True,
         why_mxfp8_bf16_atomics=("measured on H200 (bench fused_moe_mxfp8 variant rows, same run, no PDL; "
-                                "benchmarks/history/fused_moe_mxfp8.md): packed bf16x2 red into the BF16 output vs fp32 atomics + "
-                                "conversion: M3 EP8 T=16/64/216 166.7/283.7/286.1 vs "
+                                "benchmarks/history/fused_moe_mxfp8.md): packed bf16x2 red into the BF16 output vs "
+                                "fp32 atomics + conversion: M3 EP8 T=16/64/216 166.7/283.7/286.1 vs "
                                 "169.7/283.7/288.2 us, M2 EP8 99.7/156.4/161.8 vs 101.6/157.9/165.0 us"),
         mxfp8_overlap_rounding=True,
         why_mxfp8_overlap_rounding=("measured on H200 (python -m minimax_rocm.bench.fused_moe_mxfp8 spread, "
@@ -302,11 +302,14 @@ def rows_per_active_expert(num_routes: int, num_experts: int, num_local: int) ->
     return (num_routes * num_local / num_experts) / active if active else 0.0
 
 
-def prefill_tile(ent: ArchMoe, gemm: str, rows: float) -> Optional[Tile]:
-    """The prefill tile of `gemm` where the entry has one and the expected
-    `rows` per active expert reach prefill_min_rows; else None."""
+def prefill_tile(ent: ArchMoe, gemm: str, rows: float, block_m: Optional[int] = None) -> Optional[Tile]:
+    """The prefill tile of `gemm` where the entry has one, the expected
+    `rows` per active expert reach prefill_min_rows and (given) block_m is
+    the tile's own (an overridden BLOCK_M keeps the decode table); else None."""
     tile = ent.prefill_gemm1 if gemm == "gemm1" else ent.prefill_gemm2
-    return tile if tile is not None and rows >= ent.prefill_min_rows else None
+    if tile is None or rows < ent.prefill_min_rows or block_m not in (None, tile.block_m):
+        return None
+    return tile
 
 
 def choose_block_m(arch: str, num_routes: int, num_experts: int, num_local: int) -> int:
@@ -327,8 +330,9 @@ def choose(arch: str, gemm: str, *, N: int, K: int, num_routes: int, num_experts
     ent = arch_entry(arch)
     if override is not None:
         return replace(override, block_m=block_m)
-    pre = None if before else prefill_tile(ent, gemm, rows_per_active_expert(num_routes, num_experts, num_local))
-    if pre is not None and block_m == pre.block_m:
+    pre = None if before else prefill_tile(ent, gemm, rows_per_active_expert(num_routes, num_experts, num_local),
+                                           block_m)
+    if pre is not None:
         return pre
     if before:
         base = ent.before
