@@ -41,11 +41,10 @@ BF, F32 = torch.bfloat16, torch.float32
 FN, FNUZ = torch.float8_e4m3fn, torch.float8_e4m3fnuz
 NAN = float("nan")
 
-# Tolerances of the tests (tests/test_*.py) for the same kernels.
-ROUTER_TOL = 1e-5        # fp32 math on the same inputs: accumulation order only
-BF16_TOL = 1e-2          # bf16 outputs (topk_reduce, activations, the BF16 MoE)
-F32_TOL = 1e-5           # fp32 outputs of elementwise kernels and the interpreter's MoE
-MX_TOL = 1.2e-2          # native MXFP8 MoE vs the reference quantising at the same points
+# The tests' tolerances (reference.REL_TOL) for the same kernels.
+ROUTER_TOL = F32_TOL = R.REL_TOL[F32]
+BF16_TOL = R.REL_TOL[BF]
+MX_TOL = R.MXFP8_REL_TOL
 EXACT = 0                # mismatching elements: alignment, quantisation bytes
 
 

@@ -23,8 +23,8 @@ from minimax_rocm.triton.moe_configs import Tile
 
 pytestmark = pytest.mark.interpreter  # CPU tensors to Triton kernels (conftest.py)
 
-FP32_TOL = 1e-5
-BF16_TOL = 1e-2
+FP32_TOL = R.REL_TOL[torch.float32]
+BF16_TOL = R.REL_TOL[torch.bfloat16]
 
 
 @pytest.fixture(autouse=True)

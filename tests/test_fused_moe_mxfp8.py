@@ -40,10 +40,10 @@ from minimax_rocm.triton import fused_moe_mxfp8 as tri
 pytestmark = pytest.mark.interpreter  # CPU tensors to Triton kernels (conftest.py)
 
 FN, FNUZ = torch.float8_e4m3fn, torch.float8_e4m3fnuz
-NATIVE_TOL = {torch.bfloat16: 1.2e-2, torch.float32: 1.2e-2}
-GEMM_TOL = 1e-5
+NATIVE_TOL = {torch.bfloat16: R.MXFP8_REL_TOL, torch.float32: R.MXFP8_REL_TOL}
+GEMM_TOL = R.REL_TOL[torch.float32]
 VS_UNQUANTISED_TOL = 0.3
-BF16_TOL = 1e-2
+BF16_TOL = R.REL_TOL[torch.bfloat16]
 
 
 @pytest.fixture(autouse=True)

@@ -729,7 +729,7 @@ def test_moe_align_bad_input(data):
 # fused_moe (BF16 weights) and fused_moe_mxfp8
 # --------------------------------------------------------------------------- #
 
-MOE_TOL = {F32: 1e-5, BF: 1e-2, F16: 1e-2}
+MOE_TOL = R.REL_TOL
 
 
 @st.composite

@@ -13,7 +13,7 @@ from minimax_rocm.triton import router_gemm as tri
 
 # fp32 math on bf16 or fp32 inputs: the reference sees the same input values,
 # so only fp32 accumulation order differs: far below 1e-5 relative.
-TOL = 1e-5
+TOL = reference.REL_TOL[torch.float32]   # fp32 math: accumulation order only
 
 
 @pytest.mark.parametrize("M,H,E,dtype", [(1, 64, 8, torch.bfloat16), (3, 136, 24, torch.float32),
