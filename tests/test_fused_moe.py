@@ -125,23 +125,31 @@ def test_tiles_uneven_shapes_swap_ab_and_block_m():
 
 def test_prefill_tiles_by_rows_per_expert():
     # The table's prefill regime: 128-row tiles once an active expert expects
-    # prefill_min_rows rows (sm90 measured; gfx942, gfx950 reasoned entries).
+    # prefill_min_rows rows, by tier (sm90 measured; gfx942, gfx950 reasoned).
     from minimax_rocm.triton import moe_configs as mc
-    E, E_loc, k = 128, 16, 8                                   # an EP8 rank of a 128-expert, top-8 model
-    for arch, cus in (("sm90", 132), ("gfx942", 304), ("gfx950", 256)):
-        ent = mc.ARCHS[arch]
-        for T, want in ((216, False), (1024, False), (2048, True), (16384, True)):
+    E, E_loc, k = 128, 16, 4                                   # the M3 EP8 rank: 128 experts, top-4
+    for arch, cus in (("sm90", 132), ("sm100", 148), ("gfx942", 304), ("gfx950", 256)):
+        ent = mc.arch_entry(arch)
+        mins = [p.min_rows for p in ent.prefill]
+        assert mins == sorted(mins) and len({p.gemm1.block_m for p in ent.prefill} |
+                                            {p.gemm2.block_m for p in ent.prefill}) == 1, arch
+        for T in (216, 1024, 2048, 4096, 16384):
             routes = T * k
             rows = mc.rows_per_active_expert(routes, E, E_loc)
-            assert (rows >= ent.prefill_min_rows) == want, (arch, T, rows)
+            tier = [p for p in ent.prefill if rows >= p.min_rows]
             bm = mc.choose_block_m(arch, routes, E, E_loc)
             common = dict(num_routes=routes, num_experts=E, num_local=E_loc, block_m=bm, cu_count=cus)
             t1 = mc.choose(arch, "gemm1", N=3072, K=6144, **common)
             t2 = mc.choose(arch, "gemm2", N=6144, K=3072, **common)
-            if want:
-                assert bm == 128 and t1 == ent.prefill_gemm1 and t2 == ent.prefill_gemm2, (arch, T)
+            if tier:
+                assert bm == 128 and (t1, t2) == (tier[-1].gemm1, tier[-1].gemm2), (arch, T)
             else:
                 assert bm <= 64 and t1.block_m == bm and t1.group_m == 0, (arch, T)
+    # sm90 (measured): decode tiles to T = 1024, the first tier from 2048 (64+ rows per expert), the second at 16384
+    sm90 = mc.ARCHS["sm90"]
+    tier_of = {T: sum(mc.rows_per_active_expert(T * k, E, E_loc) >= p.min_rows for p in sm90.prefill)
+               for T in (1024, 2048, 4096, 8192, 16384)}
+    assert tier_of == {1024: 0, 2048: 1, 4096: 1, 8192: 1, 16384: 2}, tier_of
 
 
 def test_prefill_sized_tiles_in_the_interpreter():

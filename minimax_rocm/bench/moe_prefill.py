@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .fused_moe import SHAPES, make_weights, rank_step, served_moe, touched_bytes
+from .fused_moe import SHAPES, make_weights, rank_step, served_moe, tile_label, touched_bytes
 from .fused_moe_mxfp8 import emulated_mxfp8, fp8_touched_bytes, mxfp8_weights, served_mxfp8
 from .harness import Context, Row, register_bench, time_us, vllm_fused_experts
 
@@ -82,7 +82,7 @@ def sweep_plan():
     tiles at group sizes 0 (N-tile major), 4, 8 and 16 M blocks, other
     shapes at 8, and two with weight tiles by TMA, with 64- and 128-row
     blocks (2048 tokens: the decode table's 64-row regime, whose A rows
-    outgrow L2 at the TP8 rank). GEMM1's
+    outgrow L2 at the TP8 rank; 8192: between the tiers). GEMM1's
     BLOCK_N counts output columns of the fused SwiGLU: each program
     multiplies 2 x BLOCK_N weight rows."""
     from dataclasses import replace
@@ -91,14 +91,51 @@ def sweep_plan():
     from .fused_moe import _t
     ent = ARCHS["sm90"]
     wide1, wide2 = _t(64, 64, 8, 4, ppc=1, g=8), _t(128, 128, 8, 3, ppc=1, g=8)
-    g1 = [replace(ent.prefill_gemm1, group_m=g) for g in (0, 4, 8, 16)] + [
+    pre1, pre2 = ent.prefill[0].gemm1, ent.prefill[0].gemm2
+    g1 = [replace(pre1, group_m=g) for g in (0, 4, 8, 16)] + [
         _t(64, 128, 8, 3, ppc=1, g=8), _t(128, 64, 8, 3, ppc=1, g=8), wide1]
-    g2 = [replace(ent.prefill_gemm2, group_m=g) for g in (0, 4, 8, 16)] + [
+    g2 = [replace(pre2, group_m=g) for g in (0, 4, 8, 16)] + [
         _t(256, 64, 8, 3, ppc=1, g=8), wide2, _t(128, 64, 8, 4, ppc=1, g=8)]
     # weight tiles through tensor descriptors (TMA) on the table's tiles and an 8-warp one
-    g1 += [replace(t, tma_w=True) for t in (ent.prefill_gemm1, wide1)]
-    g2 += [replace(t, tma_w=True) for t in (ent.prefill_gemm2, wide2)]
-    return [((2048, 4096, 16384), (64, 128), g1, g2)]
+    g1 += [replace(t, tma_w=True) for t in (pre1, wide1)]
+    g2 += [replace(t, tma_w=True) for t in (pre2, wide2)]
+    return [((2048, 4096, 8192, 16384), (64, 128), g1, g2)]
+
+
+def dense_probe(device: torch.device, flops_per_s: float, rows: int = 8192, H: int = 6144, I: int = 3072,
+                log=print) -> None:
+    """What limits the prefill GEMMs: the same kernel and tiles on dense
+    routing (one expert holding every row, in order: no gather scatter, no
+    padding, one weight matrix), as % of the dense torch.mm rate. If these
+    sit where the routed GEMMs do, the tile's GEMM code is the limit, not
+    the routing."""
+    from dataclasses import replace
+
+    from ..triton import fused_moe as tri
+    from ..triton.moe_align import moe_align
+    from ..triton.moe_configs import ARCHS
+    w13, w2 = make_weights(1, H, I, device)
+    x = torch.randn(rows, H, device=device, dtype=torch.bfloat16)
+    ids = torch.zeros(rows, 1, dtype=torch.int32, device=device)
+    tw = torch.ones(rows, 1, device=device)
+    tiers = ARCHS["sm90"].prefill
+    for bm_tile in {t.gemm1.block_m for t in tiers}:
+        s, b, n = moe_align(ids, bm_tile, None, 1)
+        a1 = torch.zeros(s.shape[0], I, device=device, dtype=torch.bfloat16)
+        y = torch.empty(rows, H, device=device, dtype=torch.bfloat16)
+        g = dict(expert_map=None, num_routes=rows, top_k=1, num_global=1)
+        for which, fl in (("gemm1", 4 * rows * H * I), ("gemm2", 2 * rows * H * I)):
+            for i, tier in enumerate(tiers):
+                t = replace(getattr(tier, which), block_m=bm_tile)
+                if which == "gemm1":
+                    fn = lambda t=t: tri.gemm(x, w13, a1, s, b, n, topk_w=None, N=I, tile=t, a_by_token=True,  # noqa: E731
+                                              c_by_route=False, act=2, **g)
+                else:
+                    fn = lambda t=t: tri.gemm(a1, w2, y, s, b, n, topk_w=tw.reshape(-1), N=H, tile=t,  # noqa: E731
+                                              a_by_token=False, c_by_route=True, mul_weight=True, **g)
+                us = time_us(fn, iters=10, inner=5)
+                log(f"dense routing {rows} rows {which} tier {i} ({tile_label(t)}): {us:8.1f} us "
+                    f"{fl / us / 1e6:6.1f} TFLOP/s {100 * fl / us / 1e-6 / flops_per_s:5.1f}% of torch.mm")
 
 
 def mxfp8_variants() -> list[dict]:
@@ -148,5 +185,6 @@ if __name__ == "__main__":   # python -m minimax_rocm.bench.moe_prefill sweep | 
         rate = matmul_tflops() * 1e12
         print(f"dense BF16 torch.mm: {rate / 1e12:.1f} TFLOP/s")
         print_best(sweep(torch.device("cuda"), plan=sweep_plan(), flops_per_s=rate))
+        dense_probe(torch.device("cuda"), rate)
     else:
         sweep_mxfp8(torch.device("cuda"))

@@ -404,16 +404,24 @@ def aot_specs():
     from .aot import AotSpec
     sig = {**_SIG, **{c: "constexpr" for c in _CONST}}
 
-    def per_target(which: str) -> dict:
+    def per_target(which: str, tier: int = -1) -> dict:
+        """{target: its tile's launch settings}: a decode-table tile, or with
+        `which` "gemm1" / "gemm2" and tier >= 0 that prefill tier's."""
         out = {}
         for target in ("gfx942", "gfx950", "sm90"):
-            t = getattr(moe_configs.ARCHS[target], which)
+            ent = moe_configs.ARCHS[target]
+            if tier >= 0:
+                t = getattr(ent.prefill[tier], which) if tier < len(ent.prefill) else None
+            else:
+                t = getattr(ent, which)
             if t is not None:
                 out[target] = dict(**t.constexprs(), num_warps=t.num_warps, num_stages=t.num_stages)
         return out
 
-    pre1, pre2 = per_target("prefill_gemm1"), per_target("prefill_gemm2")
-    t2 = moe_configs.ARCHS["sm90"].prefill_gemm2
+    pre1, pre2 = per_target("gemm1", 0), per_target("gemm2", 0)
+    big1 = per_target("gemm1", 1)
+    t2 = moe_configs.ARCHS["sm90"].prefill[-1].gemm2      # the tier whose GEMM2 loads weights by TMA
+    assert t2.tma_w
 
     base = dict(A_BY_TOKEN=True, C_BY_ROUTE=False, ACT=2, INTERLEAVED=False, MUL_WEIGHT=False, ZERO_REMOTE=False,
                 MAP_BLOCKS=False, HAS_MAP=True, EVEN_K=True, EVEN_N=True, ALIGNED=True, UPCAST=False, IEEE=False,
@@ -443,8 +451,10 @@ def aot_specs():
                 targets=tuple(pre1), per_target=pre1),
         AotSpec("moe_gemm2[weighted,prefill]", _moe_gemm_kernel, sig, g2, matmul=True, targets=tuple(pre2),
                 per_target=pre2),
-        # weight tiles by tensor descriptor (a sweep variant): TMA bulk copies on sm90
-        AotSpec("moe_gemm2[weighted,prefill,tma]", _moe_gemm_kernel,
+        AotSpec("moe_gemm1[swiglu_oai,split,fused,prefill large]", _moe_gemm_kernel, sig, base, matmul=True,
+                targets=tuple(big1), per_target=big1),
+        # weight tiles by tensor descriptor: TMA bulk copies on sm90
+        AotSpec("moe_gemm2[weighted,prefill large,tma]", _moe_gemm_kernel,
                 {**sig, "w_desc": f"tensordesc<bf16[{t2.block_n}, {t2.block_k}]>"},
                 dict(g2, **t2.constexprs(), TMA_W=True), matmul=True, tma=True, targets=("sm90",),
                 num_warps=t2.num_warps, num_stages=t2.num_stages),

@@ -580,7 +580,7 @@ def aot_specs():
         # the tiles and dot mode plan_shape() gives them
         rank = dict(H=6144, I=3072, E_glob=128, E_loc=16)
         plans = [("", plan_shape(target, ARCHS[target]["cu_count"], routes=216 * 4, **rank))]
-        if ent.prefill_gemm1 is not None:
+        if ent.prefill:
             plans.append(("[prefill]", plan_shape(target, ARCHS[target]["cu_count"], routes=16384 * 4, **rank)))
         for suffix, p in plans:
             sig = {**_SIG, "a_ptr": "*bf16" if p["dot"] == "upcast" else "*u8", **{c: "constexpr" for c in _CONST}}

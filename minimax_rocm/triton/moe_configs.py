@@ -45,6 +45,15 @@ class Tile:
 
 
 @dataclass(frozen=True)
+class PrefillTiles:
+    """GEMM1 and GEMM2 tiles from `min_rows` expected rows per active expert
+    on (one tier of an entry's prefill regime)."""
+    min_rows: float
+    gemm1: Tile
+    gemm2: Tile
+
+
+@dataclass(frozen=True)
 class ArchMoe:
     # Fuse the activation (SwiGLU-OAI / silu-and-mul) into GEMM1's epilogue?
     fuse_act: bool
@@ -63,14 +72,12 @@ class ArchMoe:
     block_m_by_rows: tuple[tuple[float, int], ...] = ((24.0, 16), (math.inf, 64))
     # pipeline stages of the sparse GEMMs when BLOCK_M >= 64 (bigger A tiles)
     large_m_stages: int = 2
-    # Prefill (a chunked-prefill step: hundreds of rows per active expert,
-    # where the expert GEMMs turn compute-bound): from prefill_min_rows
-    # expected rows per active expert, GEMM1 and GEMM2 take these tiles
-    # (their BLOCK_M included). None: the decode table's 64-row tiles serve
-    # every size.
-    prefill_min_rows: float = math.inf
-    prefill_gemm1: Optional[Tile] = None
-    prefill_gemm2: Optional[Tile] = None
+    # Prefill (a chunked-prefill step: tens to hundreds of rows per active
+    # expert, where the expert GEMMs turn compute-bound): tiers by ascending
+    # min_rows, one BLOCK_M for all; the last tier whose min_rows the expected
+    # rows per active expert reach gives GEMM1 and GEMM2 their tiles. Empty:
+    # the decode table's 64-row tiles serve every size.
+    prefill: tuple[PrefillTiles, ...] = ()
     why_prefill: str = "not measured: the 64-row decode tiles at every size"
     # Native MXFP8 GEMMs (triton/fused_moe_mxfp8.py): "fp8" one fp8 MMA per
     # 32-wide K block with both scales applied to its fp32 result; "upcast"
@@ -84,7 +91,7 @@ class ArchMoe:
     # small-T narrowing); None: the BF16 tiles at fp8 widths (above)
     mxfp8_tile: Optional[Tile] = None
     why_mxfp8_tile: str = ""
-    # ... and in the prefill regime (prefill_min_rows; its BLOCK_M); None:
+    # ... and in the prefill regime (from prefill_min_rows; its BLOCK_M); None:
     # the prefill tiles above at fp8 widths
     mxfp8_prefill_tile: Optional[Tile] = None
     # the dot mode in the prefill regime (None: mxfp8_dot)
@@ -109,12 +116,24 @@ class ArchMoe:
     mxfp8_overlap_rounding: bool = False
     why_mxfp8_overlap_rounding: str = "not measured: one stream"
 
+    @property
+    def prefill_min_rows(self) -> float:
+        """Expected rows per active expert from which the prefill tiles serve."""
+        return self.prefill[0].min_rows if self.prefill else math.inf
+
 
 # sm90 prefill tiles: 128 x 64 (GEMM1, fused: 128 weight rows) and 128 x 128
 # (GEMM2) with groups of 8 M blocks sweeping the N tiles (A rows stay in L2:
-# without it A is read again per N tile once it outgrows L2).
+# without it A is read again per N tile once it outgrows L2). From 512 rows
+# per expert GEMM1 takes 128 x 128 over 8 warps (each A tile meets twice the
+# weight rows) and GEMM2 loads its weight tiles by TMA.
 SM90_PREFILL_GEMM1 = Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2, group_m=8)
 SM90_PREFILL_GEMM2 = Tile(block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2, group_m=8)
+SM90_PREFILL = (
+    PrefillTiles(64, SM90_PREFILL_GEMM1, SM90_PREFILL_GEMM2),
+    PrefillTiles(512, Tile(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3, progs_per_cu=1, group_m=8),
+                 replace(SM90_PREFILL_GEMM2, tma_w=True)),
+)
 # measured on H100 (moe_prefill sweep-mxfp8, M3 / M2 EP8, T=4096 / 16384): 0.72-0.83x the BF16 MoE against
 # 0.53-0.62x with the BF16 prefill tiles at fp8 widths (upcast dots are BF16 MMAs)
 SM90_MXFP8_PREFILL = Tile(block_m=128, block_n=128, block_k=128, num_warps=8, num_stages=3, progs_per_cu=1, group_m=8)
@@ -154,9 +173,7 @@ ARCHS: dict[str, ArchMoe] = {
                                     "161.6-162.8 / 272.6-276.7 / "
                                     "275.8-278.1 us vs 162.9-163.8 / 273.0-275.2 / 277.9-279.1 us: 1-2 us at T=16 and "
                                     "216, within noise at T=64"),
-        prefill_min_rows=128,
-        prefill_gemm1=SM90_PREFILL_GEMM1,
-        prefill_gemm2=SM90_PREFILL_GEMM2,
+        prefill=SM90_PREFILL,
         why_prefill=("measured on H100 (moe_prefill sweep, GEMMs alone, 7 tiles at BLOCK_M 64 and 128, T=4096: "
                      "fastest or within 3% in 5 of 6 cases; bench moe_prefill end to end, T=4096-16384: 1.20-1.61x "
                      "the 64-row tiles, 1.05-1.84x vLLM's fused_experts; benchmarks/history/fused_moe.md)"),
@@ -179,9 +196,7 @@ ARCHS: dict[str, ArchMoe] = {
         gemm2_short_k=Tile(block_n=128, block_k=128, num_warps=4, num_stages=3, progs_per_cu=2),
         before=Tile(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2),
         large_m_stages=2,
-        prefill_min_rows=128,
-        prefill_gemm1=SM90_PREFILL_GEMM1,
-        prefill_gemm2=SM90_PREFILL_GEMM2,
+        prefill=SM90_PREFILL,
         why_prefill="not measured: sm90's prefill tiles",
         mxfp8_prefill_tile=SM90_MXFP8_PREFILL,
         mxfp8_prefill_dot="scaled",
@@ -233,9 +248,8 @@ ARCHS: dict[str, ArchMoe] = {
         # Groups of 8 M blocks sweep the N tiles (group_m): the gathered
         # activations of a prefill step outgrow the 4 MB L2 of an XCD, as
         # they outgrew the H100's 50 MB (measured there: 1.2-1.6x).
-        prefill_min_rows=128,
-        prefill_gemm1=Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2, group_m=8),
-        prefill_gemm2=Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2, group_m=8),
+        prefill=(PrefillTiles(128, *[Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2,
+                                          progs_per_cu=2, group_m=8)] * 2),),
         why_prefill="reasoned from LDS (2 x 32 KB per CU) and VGPR budgets; AOT-compiled, not measured",
         # gfx942 has fp8 MFMA (v_mfma_f32_16x16x32_fp8_fp8) and no bf16 fast
         # path for fp8 inputs; the issue asks for fp8 MFMA. Not measured (no
@@ -255,9 +269,8 @@ ARCHS: dict[str, ArchMoe] = {
         # Prefill: gfx942's tiles (ridge 2.5 PFLOP/s bf16 / 8 TB/s = 312 rows
         # per expert). A deeper K step (BLOCK_K 128, a 64 KB stage of the 160
         # KB LDS) spilled in the MXFP8 GEMMs, whose fp8 BLOCK_K doubles to 256.
-        prefill_min_rows=128,
-        prefill_gemm1=Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2, group_m=8),
-        prefill_gemm2=Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2, progs_per_cu=2, group_m=8),
+        prefill=(PrefillTiles(128, *[Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2,
+                                          progs_per_cu=2, group_m=8)] * 2),),
         why_prefill="reasoned as gfx942 (VGPR budget of the fp8 GEMMs); AOT-compiled, not measured",
         # MX hardware: tl.dot_scaled lowers to v_mfma_scale_f32_32x32x64_f8f6f4
         # (16x16x128 at 16 rows), both e8m0 scales applied per 32-wide block
@@ -303,13 +316,15 @@ def rows_per_active_expert(num_routes: int, num_experts: int, num_local: int) ->
 
 
 def prefill_tile(ent: ArchMoe, gemm: str, rows: float, block_m: Optional[int] = None) -> Optional[Tile]:
-    """The prefill tile of `gemm` where the entry has one, the expected
-    `rows` per active expert reach prefill_min_rows and (given) block_m is
-    the tile's own (an overridden BLOCK_M keeps the decode table); else None."""
-    tile = ent.prefill_gemm1 if gemm == "gemm1" else ent.prefill_gemm2
-    if tile is None or rows < ent.prefill_min_rows or block_m not in (None, tile.block_m):
+    """The prefill tile of `gemm` where the expected `rows` per active expert
+    reach a tier of the entry's prefill regime (the last such) and (given)
+    block_m is the tile's own (an overridden BLOCK_M keeps the decode table);
+    else None."""
+    tiers = [p for p in ent.prefill if rows >= p.min_rows]
+    if not tiers:
         return None
-    return tile
+    tile = tiers[-1].gemm1 if gemm == "gemm1" else tiers[-1].gemm2
+    return tile if block_m in (None, tile.block_m) else None
 
 
 def choose_block_m(arch: str, num_routes: int, num_experts: int, num_local: int) -> int:
