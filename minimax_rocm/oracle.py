@@ -180,6 +180,16 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     # measured, no native band.
     "mxfp8_bf16_max_tokens": {"gfx942": 8, "gfx950": 8, "sm90": 1, "sm100": 1 << 30, "cpu": 8},
     "mxfp8_bf16_min_tokens": {"gfx942": 832, "gfx950": 832, "sm90": 512, "sm100": 1 << 30, "cpu": 832},
+    # Without a BF16 copy: native below this many tokens, emulation (every
+    # local expert dequantised, then the BF16 MoE) from it. sm90: bench
+    # moe_prefill on an H100 (M3 and M2 EP8 ranks, two runs): native 1.20-1.30x
+    # emulation at T=8192, emulation 1.11-1.17x native at T=16384; 13312 is the
+    # linear interpolation of both shapes' crossovers (M3 ~13800, M2 ~13300),
+    # T in 8193..16383 unmeasured. No MX MMA on sm90: its native GEMMs upcast to
+    # BF16 and lose to the BF16 MoE once FLOPs bind. Other archs: not measured
+    # (gfx950 and sm100 have MX MMA: no crossover expected).
+    "mxfp8_emulation_min_tokens": {"gfx942": 1 << 30, "gfx950": 1 << 30, "sm90": 13312, "sm100": 1 << 30,
+                                   "cpu": 1 << 30},
     # Mixed policy, memory side: above mxfp8_native_max_model_len every n-th
     # MoE layer keeps BF16 experts only (the rest MXFP8 only), so the model
     # fits beside a long KV cache (MI300X: every fifth layer).
@@ -268,12 +278,14 @@ def _bf16_ep_sparse(p, plat):
 def _mxfp8_native(p, plat):
     # Short context: native, except where the mixed policy kept a BF16 copy
     # and the batch is outside the band native wins (tiny / prefill-sized).
-    # Without a copy native reads the fewest bytes at every size (emulation
-    # reads the fp8 weights, writes and reads a BF16 copy).
+    # Without a copy native reads the fewest bytes (emulation reads the fp8
+    # weights, writes and reads a BF16 copy), up to where FLOPs bind and the
+    # arch's native GEMMs lose (mxfp8_emulation_min_tokens).
     if p.weight_format != "mxfp8" or p.max_model_len > threshold("mxfp8_native_max_model_len", plat.arch):
         return False
-    return not p.has_bf16_copy or (threshold("mxfp8_bf16_max_tokens", plat.arch) < p.tokens
-                                   < threshold("mxfp8_bf16_min_tokens", plat.arch))
+    if not p.has_bf16_copy:
+        return p.tokens < threshold("mxfp8_emulation_min_tokens", plat.arch)
+    return threshold("mxfp8_bf16_max_tokens", plat.arch) < p.tokens < threshold("mxfp8_bf16_min_tokens", plat.arch)
 
 
 def _mxfp8_bf16_copy(p, plat):

@@ -145,11 +145,12 @@ def test_prefill_tiles_by_rows_per_expert():
                 assert bm == 128 and (t1, t2) == (tier[-1].gemm1, tier[-1].gemm2), (arch, T)
             else:
                 assert bm <= 64 and t1.block_m == bm and t1.group_m == 0, (arch, T)
-    # sm90 (measured): decode tiles to T = 1024, the first tier from 2048 (64+ rows per expert), the second at 16384
+    # sm90 (measured): decode tiles to T = 1024, the first tier at 2048 and 4096 (64, 128 rows per expert), the
+    # second from 8192 (256)
     sm90 = mc.ARCHS["sm90"]
     tier_of = {T: sum(mc.rows_per_active_expert(T * k, E, E_loc) >= p.min_rows for p in sm90.prefill)
                for T in (1024, 2048, 4096, 8192, 16384)}
-    assert tier_of == {1024: 0, 2048: 1, 4096: 1, 8192: 1, 16384: 2}, tier_of
+    assert tier_of == {1024: 0, 2048: 1, 4096: 1, 8192: 2, 16384: 2}, tier_of
 
 
 def test_prefill_sized_tiles_in_the_interpreter():

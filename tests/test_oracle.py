@@ -113,6 +113,12 @@ def test_moe_paths(arch):
             "native_mxfp8" if lo < t < hi else "bf16_copy"), t
     assert path(_moe(weight_format="mxfp8", tokens=4)) == "native_mxfp8"  # no copy kept: fewest bytes
     assert path(_moe(weight_format="mxfp8", tokens=2048)) == "native_mxfp8"
+    # no copy, prefill sizes: emulation from where the arch's native GEMMs lose (sm90: no MX MMA)
+    emu = oracle.threshold("mxfp8_emulation_min_tokens", arch)
+    assert path(_moe(weight_format="mxfp8", tokens=8192)) == ("native_mxfp8" if emu > 8192 else "emulation")
+    assert path(_moe(weight_format="mxfp8", tokens=16384)) == ("emulation" if arch == "sm90" else "native_mxfp8")
+    assert path(_moe(weight_format="mxfp8", tokens=16384, has_bf16_copy=True)) == (
+        "native_mxfp8" if lo < 16384 < hi else "bf16_copy")
     assert path(_moe(weight_format="mxfp8", tokens=4, max_model_len=8192, has_bf16_copy=True)) == "emulation"
 
 

@@ -124,14 +124,14 @@ class ArchMoe:
 
 # sm90 prefill tiles: 128 x 64 (GEMM1, fused: 128 weight rows) and 128 x 128
 # (GEMM2) with groups of 8 M blocks sweeping the N tiles (A rows stay in L2:
-# without it A is read again per N tile once it outgrows L2). From 512 rows
+# without it A is read again per N tile once it outgrows L2). From 256 rows
 # per expert GEMM1 takes 128 x 128 over 8 warps (each A tile meets twice the
 # weight rows) and GEMM2 loads its weight tiles by TMA.
 SM90_PREFILL_GEMM1 = Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2, group_m=8)
 SM90_PREFILL_GEMM2 = Tile(block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=3, progs_per_cu=2, group_m=8)
 SM90_PREFILL = (
     PrefillTiles(64, SM90_PREFILL_GEMM1, SM90_PREFILL_GEMM2),
-    PrefillTiles(512, Tile(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3, progs_per_cu=1, group_m=8),
+    PrefillTiles(256, Tile(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3, progs_per_cu=1, group_m=8),
                  replace(SM90_PREFILL_GEMM2, tma_w=True)),
 )
 # measured on H100 (moe_prefill sweep-mxfp8, M3 / M2 EP8, T=4096 / 16384): 0.72-0.83x the BF16 MoE against
@@ -174,9 +174,11 @@ ARCHS: dict[str, ArchMoe] = {
                                     "275.8-278.1 us vs 162.9-163.8 / 273.0-275.2 / 277.9-279.1 us: 1-2 us at T=16 and "
                                     "216, within noise at T=64"),
         prefill=SM90_PREFILL,
-        why_prefill=("measured on H100 (moe_prefill sweep, GEMMs alone, 7 tiles at BLOCK_M 64 and 128, T=4096: "
-                     "fastest or within 3% in 5 of 6 cases; bench moe_prefill end to end, T=4096-16384: 1.20-1.61x "
-                     "the 64-row tiles, 1.05-1.84x vLLM's fused_experts; benchmarks/history/fused_moe.md)"),
+        why_prefill=("measured on H100 (moe_prefill sweep, GEMMs alone, 18 tiles per GEMM at BLOCK_M 64 and 128, "
+                     "T=2048-16384, three rank shapes: the first tier beats the 64-row tiles 1.04-1.11x from 64 "
+                     "rows per expert and is best or within 4% at 128; the second tier beats the first 1.05-1.27x "
+                     "from 256 rows; bench moe_prefill end to end: 1.04-1.92x vLLM's fused_experts at T=2048-16384; "
+                     "benchmarks/history/fused_moe.md)"),
         mxfp8_tile=Tile(block_n=64, block_k=256, num_warps=4, num_stages=3, progs_per_cu=3),
         mxfp8_prefill_tile=SM90_MXFP8_PREFILL,
         why_mxfp8_tile=("measured on H200 (python -m minimax_rocm.bench.fused_moe_mxfp8 sweep, GEMMs alone, M3 and "
