@@ -263,7 +263,7 @@ def _gpu_case(model, T, rank, get):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("model", ["M3", "M2"])
-@pytest.mark.parametrize("T", [1, 16, 64, 216, 512, 2048, 4096])
+@pytest.mark.parametrize("T", [1, 16, 64, 216, 512, 2048, 4096, 8192])   # decode tiles, prefill tiers 1 and 2
 def test_gpu_ep8_rank_matches_float64(model, T, gpu_weights):
     hidden, w13, w2, tw, ids, emap, act = _gpu_case(model, T, rank=T % 8, get=gpu_weights)
     out = mm.fused_moe(hidden, w13, w2, tw, ids, emap, activation=act)      # through the op and the oracle
@@ -286,12 +286,13 @@ def test_gpu_other_configurations(model, T, variant, fuse, gpu_weights):
 
 
 @pytest.mark.gpu
-def test_gpu_m3_tp8_shape_all_experts_local():
+@pytest.mark.parametrize("T", [216, 8192])    # decode; the second prefill tier (GEMM2 K = 384 by TMA)
+def test_gpu_m3_tp8_shape_all_experts_local(T):
     H, I, E, k = 6144, 384, 128, 4
     g = torch.Generator(device="cuda").manual_seed(7)
     w13 = (torch.randn(E, 2 * I, H, device="cuda", generator=g) * (3.0 / H ** 0.5)).to(torch.bfloat16)
     w2 = (torch.randn(E, H, I, device="cuda", generator=g) / I ** 0.5).to(torch.bfloat16)
-    hidden = torch.randn(216, H, device="cuda").to(torch.bfloat16)
-    tw, ids = R.minimax_route(torch.randn(216, E, device="cuda"), None, k)
+    hidden = torch.randn(T, H, device="cuda").to(torch.bfloat16)
+    tw, ids = R.minimax_route(torch.randn(T, E, device="cuda"), None, k)
     out = tri.fused_moe(hidden, w13, w2, tw.float(), ids, None, "swiglu_oai")
     assert R.rel_error(out, _ref(hidden, w13, w2, tw, ids, None, "swiglu_oai")) < BF16_TOL
