@@ -26,7 +26,8 @@ info tests demo bench):
   bench       python -m minimax_rocm bench [--op OP ...] --json OUT/bench.json; with
               --baseline DIR first the same benches of the tree DIR, then
               both side by side (minimax_rocm.bench.compare)
-  sweep       each op's sweeps (`python -m minimax_rocm.bench.<op> <sweep>`)
+  sweep       each op's sweeps (`python -m minimax_rocm.bench.<module> <sweep>`: the op's
+              module, and moe_prefill's for the MoE ops)
   profile     minimax_rocm.bench.profiling per op: graph against eager time,
               the kernels of one graph replay, Nsight Compute counters (ncu)
   install     `setup.py build_ext --inplace` (what `pip install .` builds), the
@@ -79,10 +80,12 @@ OPS: dict[str, OpChecks] = {
     "moe_align": OpChecks(("tests/test_moe_align.py", "tests/test_moe_align_native.py")),
     "fused_moe": OpChecks(("tests/test_fused_moe.py", "tests/test_moe_align.py", "tests/test_swiglu.py",
                            "tests/test_topk_reduce_triton.py"),
-                          sweeps=(("minimax_rocm.bench.fused_moe", "sweep"),), more_benches=("moe_prefill",)),
+                          sweeps=(("minimax_rocm.bench.fused_moe", "sweep"), ("minimax_rocm.bench.moe_prefill", "sweep")),
+                          more_benches=("moe_prefill",)),
     "fused_moe_mxfp8": OpChecks(("tests/test_fused_moe_mxfp8.py", "tests/test_moe_align.py", "tests/test_fused_moe.py"),
                                 sweeps=(("minimax_rocm.bench.fused_moe_mxfp8", "sweep"),
-                                        ("minimax_rocm.bench.fused_moe_mxfp8", "spread")), profile=True),
+                                        ("minimax_rocm.bench.fused_moe_mxfp8", "spread"),
+                                        ("minimax_rocm.bench.moe_prefill", "sweep-mxfp8")), profile=True),
     "mxfp8_quant": OpChecks(("tests/test_mxfp8_quant.py",), profile=True),
     "swiglu_oai": OpChecks(("tests/test_swiglu.py",), bench=False),
     "topk_reduce": OpChecks(("tests/test_topk_reduce_native.py", "tests/test_topk_reduce_triton.py")),
@@ -297,7 +300,11 @@ def part_bench(args, gpus: int) -> list[Step]:
 
 
 def part_sweep(args, gpus: int) -> list[Step]:
-    return [Step(f"sweep_{op}_{sw[-1]}", _py("-m", *sw), echo=tail(80)) for op in _ops(args) for sw in OPS[op].sweeps]
+    def name(op: str, sw: tuple) -> str:
+        # a sweep of another bench module (moe_prefill's under fused_moe) names that module too
+        module = sw[0].rsplit(".", 1)[-1]
+        return f"sweep_{op}_{sw[-1]}" if module == op else f"sweep_{op}_{module}_{sw[-1]}"
+    return [Step(name(op, sw), _py("-m", *sw), echo=tail(80)) for op in _ops(args) for sw in OPS[op].sweeps]
 
 
 def part_profile(args, gpus: int) -> list[Step]:

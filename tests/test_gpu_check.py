@@ -135,6 +135,9 @@ def test_sanitize_runs_each_tool_over_the_case_driver(monkeypatch):
 def test_sweeps_and_profiles_per_op(monkeypatch):
     assert list(steps("sweep", "--op", "router_gemm")) == ["sweep_router_gemm_sweep_splitk",
                                                           "sweep_router_gemm_sweep_op"]
+    assert list(steps("sweep", "--op", "fused_moe")) == ["sweep_fused_moe_sweep", "sweep_fused_moe_moe_prefill_sweep"]
+    names = [s.name for s in gc.plan(args("sweep"), 1)]
+    assert len(names) == len(set(names)), names
     assert len(steps("sweep")) == sum(len(c.sweeps) for c in gc.OPS.values())
     monkeypatch.setattr(gc, "_tool", lambda name: f"/cuda/{name}")
     s = steps("profile", "--op", "fused_moe_mxfp8", "--tokens", "216")
