@@ -352,7 +352,8 @@ RULES: tuple[Rule, ...] = (
     # per-32 e8m0 ones (backends/aiter.py says more).
     Rule("fused_moe_mxfp8", "triton", "mixed policy: BF16 weight copy for tiny/large batches",
          _mxfp8_bf16_copy, path="bf16_copy"),
-    Rule("fused_moe_mxfp8", "triton", "long context: emulation (dequantise + sparse-local BF16)",
+    Rule("fused_moe_mxfp8", "triton",
+         "emulation (dequantise + sparse-local BF16): long context, or large batches without a BF16 copy",
          _mxfp8, path="emulation"),
     Rule("fused_moe_mxfp8", "torch", "reference (dequantise + reference MoE)", path="reference"),
     # MXFP8 quant ---------------------------------------------------------------
