@@ -128,11 +128,13 @@ def dense_probe(device: torch.device, flops_per_s: float, rows: int = 8192, H: i
             for i, tier in enumerate(tiers):
                 t = replace(getattr(tier, which), block_m=bm_tile)
                 if which == "gemm1":
-                    fn = lambda t=t: tri.gemm(x, w13, a1, s, b, n, topk_w=None, N=I, tile=t, a_by_token=True,  # noqa: E731
-                                              c_by_route=False, act=2, **g)
+                    def fn(t=t):
+                        return tri.gemm(x, w13, a1, s, b, n, topk_w=None, N=I, tile=t, a_by_token=True,
+                                        c_by_route=False, act=2, **g)
                 else:
-                    fn = lambda t=t: tri.gemm(a1, w2, y, s, b, n, topk_w=tw.reshape(-1), N=H, tile=t,  # noqa: E731
-                                              a_by_token=False, c_by_route=True, mul_weight=True, **g)
+                    def fn(t=t):
+                        return tri.gemm(a1, w2, y, s, b, n, topk_w=tw.reshape(-1), N=H, tile=t, a_by_token=False,
+                                        c_by_route=True, mul_weight=True, **g)
                 us = time_us(fn, iters=10, inner=5)
                 log(f"dense routing {rows} rows {which} tier {i} ({tile_label(t)}): {us:8.1f} us "
                     f"{fl / us / 1e6:6.1f} TFLOP/s {100 * fl / us / 1e-6 / flops_per_s:5.1f}% of torch.mm")
