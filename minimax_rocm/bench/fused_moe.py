@@ -231,7 +231,6 @@ def sweep(device: torch.device, plan=None, shapes=SHAPES, log=print, flops_per_s
     """Time GEMM1 (fused SwiGLU-OAI) and GEMM2 alone for candidate tiles; log
     each one's % of its own floor: weight bytes at the copy bandwidth, or
     with `flops_per_s` the larger of that and its FLOPs at that rate."""
-    from ..triton import fused_moe as tri
     from ..triton.moe_align import moe_align
     from .harness import copy_bandwidth_gbs
     bw = (copy_bandwidth_gbs() or 1.0) * 1e9
@@ -256,16 +255,26 @@ def sweep(device: torch.device, plan=None, shapes=SHAPES, log=print, flops_per_s
                         floor_s = max(nb / bw, fl / flops_per_s if flops_per_s else 0.0)
                         for t in tiles:
                             t = replace(t, block_m=bm)
-                            if which == "gemm1":
-                                fn = lambda t=t: tri.gemm(hidden, w13, a1, s, b, n, topk_w=None, N=I, tile=t,
-                                                          a_by_token=True, c_by_route=False, act=2, **g)
-                            else:
-                                fn = lambda t=t: tri.gemm(a1, w2, y, s, b, n, topk_w=tw.reshape(-1), N=H, tile=t,
-                                                          a_by_token=False, c_by_route=True, mul_weight=True, **g)
+                            def fn(w=which, t=t):
+                                return gemm_alone(w, t, hidden, w13, w2, tw, (s, b, n), a1, y, **g)
                             out += time_tile(fn, floor_s, name, T, which, t, n_exp, log)
         del w13, w2
         torch.cuda.empty_cache()
     return out
+
+
+def gemm_alone(which: str, tile, hidden, w13, w2, tw, aligned: tuple, a1, y, **g):
+    """One expert GEMM by itself, as the sweeps time it: "gemm1" (fused
+    SwiGLU-OAI) from the token rows into a1 `[rows, I]`, "gemm2" (router
+    weighted) from a1 into y `[routes, H]`; `aligned` the routes' alignment
+    (sorted ids, block experts, block count), g the kernel's routing args."""
+    from ..triton import fused_moe as tri
+    s, b, n = aligned
+    if which == "gemm1":
+        return tri.gemm(hidden, w13, a1, s, b, n, topk_w=None, N=a1.shape[1], tile=tile, a_by_token=True,
+                        c_by_route=False, act=2, **g)
+    return tri.gemm(a1, w2, y, s, b, n, topk_w=tw.reshape(-1), N=y.shape[1], tile=tile, a_by_token=False,
+                    c_by_route=True, mul_weight=True, **g)
 
 
 def tile_label(t) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .fused_moe import SHAPES, make_weights, rank_step, served_moe, tile_label, touched_bytes
+from .fused_moe import SHAPES, gemm_alone, make_weights, rank_step, served_moe, tile_label, touched_bytes
 from .fused_moe_mxfp8 import emulated_mxfp8, fp8_touched_bytes, mxfp8_weights, served_mxfp8
 from .harness import Context, Row, register_bench, time_us, vllm_fused_experts
 
@@ -109,9 +109,6 @@ def dense_probe(device: torch.device, flops_per_s: float, rows: int = 8192, H: i
     padding, one weight matrix), as % of the dense torch.mm rate. If these
     sit where the routed GEMMs do, the tile's GEMM code is the limit, not
     the routing."""
-    from dataclasses import replace
-
-    from ..triton import fused_moe as tri
     from ..triton.moe_align import moe_align
     from ..triton.moe_configs import ARCHS
     w13, w2 = make_weights(1, H, I, device)
@@ -119,25 +116,16 @@ def dense_probe(device: torch.device, flops_per_s: float, rows: int = 8192, H: i
     ids = torch.zeros(rows, 1, dtype=torch.int32, device=device)
     tw = torch.ones(rows, 1, device=device)
     tiers = ARCHS["sm90"].prefill
-    for bm_tile in {t.gemm1.block_m for t in tiers}:
-        s, b, n = moe_align(ids, bm_tile, None, 1)
-        a1 = torch.zeros(s.shape[0], I, device=device, dtype=torch.bfloat16)
-        y = torch.empty(rows, H, device=device, dtype=torch.bfloat16)
-        g = dict(expert_map=None, num_routes=rows, top_k=1, num_global=1)
-        for which, fl in (("gemm1", 4 * rows * H * I), ("gemm2", 2 * rows * H * I)):
-            for i, tier in enumerate(tiers):
-                t = replace(getattr(tier, which), block_m=bm_tile)
-                if which == "gemm1":
-                    def fn(t=t):
-                        return tri.gemm(x, w13, a1, s, b, n, topk_w=None, N=I, tile=t, a_by_token=True,
-                                        c_by_route=False, act=2, **g)
-                else:
-                    def fn(t=t):
-                        return tri.gemm(a1, w2, y, s, b, n, topk_w=tw.reshape(-1), N=H, tile=t, a_by_token=False,
-                                        c_by_route=True, mul_weight=True, **g)
-                us = time_us(fn, iters=10, inner=5)
-                log(f"dense routing {rows} rows {which} tier {i} ({tile_label(t)}): {us:8.1f} us "
-                    f"{fl / us / 1e6:6.1f} TFLOP/s {100 * fl / us / 1e-6 / flops_per_s:5.1f}% of torch.mm")
+    aligned = moe_align(ids, tiers[0].gemm1.block_m, None, 1)      # the tiers share one BLOCK_M
+    a1 = torch.zeros(aligned[0].shape[0], I, device=device, dtype=torch.bfloat16)
+    y = torch.empty(rows, H, device=device, dtype=torch.bfloat16)
+    g = dict(expert_map=None, num_routes=rows, top_k=1, num_global=1)
+    for which, fl in (("gemm1", 4 * rows * H * I), ("gemm2", 2 * rows * H * I)):
+        for i, tier in enumerate(tiers):
+            t = getattr(tier, which)
+            us = time_us(lambda: gemm_alone(which, t, x, w13, w2, tw, aligned, a1, y, **g), iters=10, inner=5)
+            log(f"dense routing {rows} rows {which} tier {i} ({tile_label(t)}): {us:8.1f} us "
+                f"{fl / us / 1e6:6.1f} TFLOP/s {100 * fl / us / 1e-6 / flops_per_s:5.1f}% of torch.mm")
 
 
 def mxfp8_variants() -> list[dict]:
