@@ -404,22 +404,22 @@ def aot_specs():
     from .aot import AotSpec
     sig = {**_SIG, **{c: "constexpr" for c in _CONST}}
 
-    def per_target(which: str, tier: int = -1) -> dict:
-        """{target: its tile's launch settings}: a decode-table tile, or with
-        `which` "gemm1" / "gemm2" and tier >= 0 that prefill tier's."""
-        out = {}
-        for target in ("gfx942", "gfx950", "sm90"):
-            ent = moe_configs.ARCHS[target]
-            if tier >= 0:
-                t = getattr(ent.prefill[tier], which) if tier < len(ent.prefill) else None
-            else:
-                t = getattr(ent, which)
-            if t is not None:
-                out[target] = dict(**t.constexprs(), num_warps=t.num_warps, num_stages=t.num_stages)
-        return out
+    targets = {t: moe_configs.ARCHS[t] for t in ("gfx942", "gfx950", "sm90")}
 
-    pre1, pre2 = per_target("gemm1", 0), per_target("gemm2", 0)
-    big1 = per_target("gemm1", 1)
+    def settings(t) -> dict:
+        return dict(**t.constexprs(), num_warps=t.num_warps, num_stages=t.num_stages)
+
+    def per_target(which: str) -> dict:
+        """{target: launch settings} of a decode-table tile."""
+        return {name: settings(getattr(ent, which)) for name, ent in targets.items() if getattr(ent, which)}
+
+    def prefill_tier(gemm: str, tier: int) -> dict:
+        """{target: launch settings} of `gemm`'s tile in a prefill tier, where the target has that tier."""
+        return {name: settings(getattr(ent.prefill[tier], gemm)) for name, ent in targets.items()
+                if tier < len(ent.prefill)}
+
+    pre1, pre2 = prefill_tier("gemm1", 0), prefill_tier("gemm2", 0)
+    big1 = prefill_tier("gemm1", 1)
     t2 = moe_configs.ARCHS["sm90"].prefill[-1].gemm2      # the tier whose GEMM2 loads weights by TMA
     assert t2.tma_w
 
