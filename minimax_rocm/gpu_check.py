@@ -16,7 +16,8 @@ info tests demo bench):
   properties  the property and hostile-input tests (tests/test_properties.py,
               test_hostile.py, test_swiglu.py) with --examples Hypothesis
               examples per test (default $MINIMAX_ROCM_HYPOTHESIS_EXAMPLES,
-              else 400); needs hypothesis installed (nothing is installed here)
+              else 400), one step per op; --jobs N runs N of them at once;
+              needs hypothesis installed (nothing is installed here)
   sanitize    compute-sanitizer (memcheck, racecheck, synccheck, initcheck;
               --sanitize-tool), one tool at a time, over
               `python -m minimax_rocm.sanitize_cases`: every native and Triton
@@ -47,6 +48,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -412,28 +414,33 @@ def _run_one(step: Step, log: Path, timeout: Optional[float]) -> int:
             return 124
 
 
-def run_steps(steps: list[Step], out: Path, timeout: Optional[float] = None) -> int:
-    """Run every step (a failure does not stop the others); 1 if any failed."""
+def _run_and_report(step: Step, out: Path, timeout: Optional[float]) -> tuple[bool, list[str]]:
+    """Run one step; whether it failed, and the lines to print about it."""
+    log = out / f"{step.name}.log"
+    if step.missing:
+        log.write_text(f"not run: {step.missing}\n")
+        return True, [f"<== {step.name}: FAILED, not run: {step.missing}"]
+    t0 = time.monotonic()
+    rc = _run_one(step, log, timeout)
+    text = log.read_text(errors="replace")
+    why = f"exit {rc}" if rc else (step.failure(text) if step.failure else "")
+    return bool(why), [*step.echo(text), f"<== {step.name}: {'FAILED (' + why + ')' if why else 'ok'} in "
+                                         f"{time.monotonic() - t0:.0f} s, log {log}"]
+
+
+def run_steps(steps: list[Step], out: Path, timeout: Optional[float] = None, jobs: int = 1) -> int:
+    """Run every step (a failure does not stop the others), up to jobs at a
+    time, each step's report printed whole when it ends; 1 if any failed."""
     out.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for step in steps:
-        log = out / f"{step.name}.log"
+
+    def one(step: Step) -> bool:
         print(f"==> {step.name}: {step.shell()}", flush=True)
-        if step.missing:
-            log.write_text(f"not run: {step.missing}\n")
-            print(f"<== {step.name}: FAILED, not run: {step.missing}", flush=True)
-            failed.append(step.name)
-            continue
-        t0 = time.monotonic()
-        rc = _run_one(step, log, timeout)
-        text = log.read_text(errors="replace")
-        for line in step.echo(text):
-            print(line)
-        why = f"exit {rc}" if rc else (step.failure(text) if step.failure else "")
-        print(f"<== {step.name}: {'FAILED (' + why + ')' if why else 'ok'} in {time.monotonic() - t0:.0f} s, "
-              f"log {log}", flush=True)
-        if why:
-            failed.append(step.name)
+        failed, lines = _run_and_report(step, out, timeout)
+        print("\n".join(lines), flush=True)
+        return failed
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        failed = [s.name for s, f in zip(steps, pool.map(one, steps)) if f]
     print(f"check: {len(steps) - len(failed)} of {len(steps)} steps ok"
           + (f"; failed: {', '.join(failed)}" if failed else "") + f" (logs under {out})")
     return 1 if failed else 0
@@ -442,13 +449,17 @@ def run_steps(steps: list[Step], out: Path, timeout: Optional[float] = None) -> 
 def run(args) -> int:
     gpus = gpu_count()
     steps = plan(args, gpus)
+    if args.jobs > 1 and any(s.part != "properties" for s in steps):
+        print("check: error: --jobs runs only the properties part (the other parts build or time kernels, "
+              "which steps sharing the machine would disturb)", file=sys.stderr)
+        return 2
     if args.dry_run:
         print(f"# {len(steps)} steps, {gpus} GPU(s), logs under {args.out}; every step's environment: "
               + " ".join(f"{k}={v}" if v is not None else f"-u {k}" for k, v in ENV.items()))
         for s in steps:
             print(f"[{s.name}] " + (f"NOT RUN ({s.missing}): " if s.missing else "") + s.shell())
         return 0
-    return run_steps(steps, Path(args.out), args.step_timeout)
+    return run_steps(steps, Path(args.out), args.step_timeout, args.jobs)
 
 
 # --------------------------------------------------------------------------- #
@@ -550,3 +561,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=_positive, nargs="+", default=[],
                    help="profile: M (router_gemm) or T (the MoE, mxfp8_quant) to profile at")
     p.add_argument("--step-timeout", type=float, default=None, help="seconds one command may run")
+    p.add_argument("--jobs", type=_positive, default=1,
+                   help="properties: run up to this many steps at once (they share the GPU; default %(default)s)")

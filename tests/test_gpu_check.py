@@ -189,7 +189,8 @@ def test_dry_run_prints_the_commands_and_runs_nothing(capsys, tmp_path):
 
 
 BAD = [(["check", "nonsense"], "PART"), (["check", "--op", "nope"], "--op"), (["check", "--examples", "0"], "--examples"),
-       (["check", "--sanitize-tool", "leakcheck"], "--sanitize-tool"), (["check", "--tokens", "-1"], "--tokens")]
+       (["check", "--sanitize-tool", "leakcheck"], "--sanitize-tool"), (["check", "--tokens", "-1"], "--tokens"),
+       (["check", "--jobs", "0"], "--jobs")]
 
 
 @pytest.mark.parametrize("argv,arg", BAD, ids=[" ".join(a) for a, _ in BAD])
@@ -228,6 +229,22 @@ def test_a_step_past_its_timeout_is_killed(tmp_path, capsys):
     assert gc.run_steps([_step("slow", "import time; time.sleep(60)")], tmp_path, timeout=1) == 1
     assert "FAILED (exit 124)" in capsys.readouterr().out
     assert "killed after 1 s" in (tmp_path / "slow.log").read_text()
+
+
+def test_steps_run_at_once_with_jobs(tmp_path, capsys):
+    # each step waits for the file the other writes: one at a time, the first would time out
+    code = ("import pathlib, sys, time; d = pathlib.Path(sys.argv[1]); (d / sys.argv[2]).touch(); "
+            "t = time.monotonic() + 20\nwhile not (d / sys.argv[3]).exists():\n"
+            "    assert time.monotonic() < t, 'alone'; time.sleep(0.05)")
+    pair = [gc.Step(a, [sys.executable, "-c", code, str(tmp_path), a, b]) for a, b in (("a", "b"), ("b", "a"))]
+    assert gc.run_steps(pair, tmp_path, timeout=60, jobs=2) == 0
+    assert "check: 2 of 2 steps ok" in capsys.readouterr().out
+
+
+def test_jobs_take_only_the_properties(capsys):
+    assert main(["check", "bench", "properties", "--jobs", "2"]) == 2
+    assert "--jobs runs only the properties part" in capsys.readouterr().err
+    assert main(["check", "properties", "--jobs", "2", "--dry-run"]) == 0
 
 
 def test_the_steps_see_the_check_environment(tmp_path):
