@@ -83,6 +83,15 @@ def gpu_arch(index: int) -> str:
     return f"sm{major}{minor}" if minor else f"sm{major}0"
 
 
+def nvidia_capability(device: torch.device) -> Optional[tuple[int, int]]:
+    """(major, minor) of the NVIDIA GPU `device` is; None on a ROCm build and
+    off the GPU (CPU tensors, Triton's interpreter). The one test behind the
+    NVIDIA-only instructions (wgmma, TMA, PDL, PTX fp8 conversions)."""
+    if device.type != "cuda" or torch.version.hip:
+        return None
+    return torch.cuda.get_device_capability(device)
+
+
 def device_arch(device: torch.device) -> str:
     """The arch whose tables serve tensors on `device`: "cpu" off the GPU
     (Triton's interpreter), else MINIMAX_ROCM_ARCH where set, else the GPU's."""

@@ -167,6 +167,17 @@ def test_arch_family_maps_relatives():
     assert oracle.arch_family("sm120") == "sm100"
 
 
+def test_nvidia_capability_only_for_an_nvidia_gpu(monkeypatch):
+    import torch
+    from minimax_rocm.platform import nvidia_capability
+    assert nvidia_capability(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert nvidia_capability(torch.device("cuda", 0)) == (9, 0)
+    monkeypatch.setattr(torch.version, "hip", "7.0")
+    assert nvidia_capability(torch.device("cuda", 0)) is None
+
+
 @pytest.mark.parametrize("arch", ["gfx942", "sm90"])
 def test_moe_align_native_only_for_many_experts_and_few_routes(arch):
     plat = oracle.simulated_platform(arch)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import oracle
+from ..platform import nvidia_capability
 from ._common import aligned16, check_tensor, fail, on_gpu
 from .spec import Tensor, declare_op
 
@@ -98,7 +99,7 @@ def splitk_workspace(device: torch.device, num_experts: int) -> tuple[torch.Tens
 
 @functools.lru_cache(maxsize=None)
 def _tc_capable(device_index: int) -> bool:
-    return torch.version.hip is None and torch.cuda.get_device_capability(device_index)[0] >= 9
+    return (nvidia_capability(torch.device("cuda", device_index)) or (0, 0)) >= (9, 0)
 
 
 def tc_available(device: torch.device) -> bool:

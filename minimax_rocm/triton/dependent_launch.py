@@ -43,6 +43,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..platform import nvidia_capability
+
 try:    # Triton >= 3.4; the kernels only reach these under PDL=True
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 except ImportError:      # pragma: no cover - older Triton: PDL stays off
@@ -57,9 +59,9 @@ def supported(device: torch.device, triton_kernel: bool = True) -> bool:
     (Native kernels take it through hip/include/mmr/dependent_launch.h.)"""
     if (triton_kernel and gdc_wait is None) or os.environ.get("MINIMAX_ROCM_PDL", "1") == "0":
         return False
-    if device.type != "cuda" or torch.version.hip is not None or os.environ.get("TRITON_INTERPRET") == "1":
+    if os.environ.get("TRITON_INTERPRET") == "1":
         return False
-    return torch.cuda.get_device_capability(device) >= (9, 0)
+    return (nvidia_capability(device) or (0, 0)) >= (9, 0)
 
 
 def enabled(device: torch.device, triton_kernel: bool = True) -> bool:

@@ -34,7 +34,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .. import reference
-from ..platform import device_arch
+from ..platform import device_arch, nvidia_capability
 from . import moe_configs
 from .elementwise import ACT_IDS, act_math, glu
 from .moe_align import local_expert, moe_align
@@ -260,7 +260,7 @@ def gemm(a, w, c, sorted_ids, block_ids, npost, expert_map, topk_w, *, num_route
     # weight tiles by tensor descriptor: whole tiles of one expert's rows
     # (split gate/up layout, N a multiple of BLOCK_N), contiguous aligned weights
     tma = (tile.tma_w and aligned and w.is_contiguous() and not interleaved and N % tile.block_n == 0
-           and ((w.is_cuda and torch.version.hip is None) or os.environ.get("TRITON_INTERPRET") == "1"))
+           and (nvidia_capability(w.device) is not None or os.environ.get("TRITON_INTERPRET") == "1"))
     w_desc = TensorDescriptor.from_tensor(w.view(-1, K), [tile.block_n, tile.block_k]) if tma else w
     _moe_gemm_kernel[(progs,)](
         a, w, w_desc, c, sorted_ids, block_ids, npost, sorted_ids if expert_map is None else expert_map,

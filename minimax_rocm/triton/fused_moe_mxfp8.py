@@ -57,7 +57,7 @@ import triton
 import triton.language as tl
 
 from .. import reference
-from ..platform import ARCHS, device_arch
+from ..platform import ARCHS, device_arch, nvidia_capability
 from . import dependent_launch, moe_configs
 from .dependent_launch import pdl_enter
 from .elementwise import ACT_IDS, act_math
@@ -385,7 +385,7 @@ def gemm(a, a_s, w, w_s, c, sorted_ids, block_ids, npost, topk_w, *, num_routes:
         BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
         A_BY_TOKEN=a_by_token, ATOMIC_OUT=atomic_out, SWAP_AB=tile.swap_ab, DOT_MODE=DOT_MODES[dot],
         FNUZ=w.dtype == torch.float8_e4m3fnuz, DECODE=DECODE,
-        PTX=not DECODE and torch.version.hip is None, **fused,
+        PTX=nvidia_capability(a.device) is not None, **fused,
         num_warps=tile.num_warps, num_stages=tile.num_stages)
 
 

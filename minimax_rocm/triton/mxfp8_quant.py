@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..platform import nvidia_capability
 from . import dependent_launch
 from .aot import AotSpec
 from .dependent_launch import pdl_enter
@@ -239,8 +240,7 @@ def flavour_constexprs(fp8_dtype: torch.dtype) -> dict:
 def hw_fp8_cvt(device: torch.device, fp8_dtype: torch.dtype) -> bool:
     """mx_quantize's HW_CVT: e4m3fn on an NVIDIA GPU of sm89 or later (PTX
     cvt.rn.satfinite.e4m3x2.f32). Never in the interpreter (CPU tensors)."""
-    return (device.type == "cuda" and torch.version.hip is None and fp8_dtype == torch.float8_e4m3fn
-            and torch.cuda.get_device_capability(device) >= (8, 9))
+    return fp8_dtype == torch.float8_e4m3fn and (nvidia_capability(device) or (0, 0)) >= (8, 9)
 
 
 _BLOCK_R, _BLOCK_K = 16, 128
