@@ -16,7 +16,8 @@ info tests demo bench):
   properties  the property and hostile-input tests (tests/test_properties.py,
               test_hostile.py, test_swiglu.py) with --examples Hypothesis
               examples per test (default $MINIMAX_ROCM_HYPOTHESIS_EXAMPLES,
-              else 400), one step per op; --jobs N runs N of them at once;
+              else 400), one step per op (the MoE ops' examples split over
+              several steps); --jobs N runs N steps at once;
               needs hypothesis installed (nothing is installed here)
   sanitize    compute-sanitizer (memcheck, racecheck, synccheck, initcheck;
               --sanitize-tool), one tool at a time, over
@@ -63,12 +64,15 @@ class OpChecks:
     """Where an op's checks live: its test files (tests/...), whether it has
     a registered bench (and other benches of its kernels, e.g. at other
     sizes), its sweeps (argv after `python -m`) and whether
-    minimax_rocm.bench.profiling has a case for it."""
+    minimax_rocm.bench.profiling has a case for it; property_shards: the
+    processes its property tests' examples are split over (each draws its
+    share at random, with no example database)."""
     tests: tuple[str, ...]
     bench: bool = True
     sweeps: tuple[tuple[str, ...], ...] = ()
     profile: bool = False
     more_benches: tuple[str, ...] = ()
+    property_shards: int = 1
 
     def benches(self, op: str) -> tuple[str, ...]:
         return ((op,) if self.bench else ()) + self.more_benches
@@ -79,16 +83,17 @@ OPS: dict[str, OpChecks] = {
     "router_gemm": OpChecks(("tests/test_router_gemm.py", "tests/test_dependent_launch.py"),
                             sweeps=(("minimax_rocm.bench.router_gemm", "sweep_splitk"),
                                     ("minimax_rocm.bench.router_gemm", "sweep_op")), profile=True),
-    "moe_align": OpChecks(("tests/test_moe_align.py", "tests/test_moe_align_native.py")),
+    "moe_align": OpChecks(("tests/test_moe_align.py", "tests/test_moe_align_native.py"), property_shards=2),
     "fused_moe": OpChecks(("tests/test_fused_moe.py", "tests/test_moe_align.py", "tests/test_swiglu.py",
                            "tests/test_topk_reduce_triton.py"),
                           sweeps=(("minimax_rocm.bench.fused_moe", "sweep"),
                                   ("minimax_rocm.bench.moe_prefill", "sweep")),
-                          more_benches=("moe_prefill",)),
+                          more_benches=("moe_prefill",), property_shards=4),
     "fused_moe_mxfp8": OpChecks(("tests/test_fused_moe_mxfp8.py", "tests/test_moe_align.py", "tests/test_fused_moe.py"),
                                 sweeps=(("minimax_rocm.bench.fused_moe_mxfp8", "sweep"),
                                         ("minimax_rocm.bench.fused_moe_mxfp8", "spread"),
-                                        ("minimax_rocm.bench.moe_prefill", "sweep-mxfp8")), profile=True),
+                                        ("minimax_rocm.bench.moe_prefill", "sweep-mxfp8")), profile=True,
+                                property_shards=4),
     "mxfp8_quant": OpChecks(("tests/test_mxfp8_quant.py",), profile=True),
     "swiglu_oai": OpChecks(("tests/test_swiglu.py",), bench=False),
     "topk_reduce": OpChecks(("tests/test_topk_reduce_native.py", "tests/test_topk_reduce_triton.py")),
@@ -232,18 +237,28 @@ def _op_tests(op: str) -> str:
 
 
 def part_properties(args, gpus: int) -> list[Step]:
-    """One step per op (each its own log and --step-timeout: at 400 examples
-    the whole set outlasts one command's limit on a device machine), then,
-    without --op, one for the tests named after no op."""
+    """One step per op, or per shard of an op with property_shards (each its
+    own log and --step-timeout: at 400 examples the whole set outlasts one
+    command's limit on a device machine), then, without --op, one for the
+    tests named after no op. Under --jobs each step's torch takes its share
+    of the CPU cores (the float64 references run there)."""
     missing = "" if importlib.util.find_spec("hypothesis") else \
         "hypothesis is not installed: the property tests cannot run (install it where a package index is reachable)"
-    selections = [(op, _op_tests(op)) for op in (list(dict.fromkeys(args.op)) or sorted(OPS))]
+    selections = [(op, _op_tests(op), OPS[op].property_shards) for op in (list(dict.fromkeys(args.op)) or sorted(OPS))]
     if not args.op:
-        selections.append(("rest", f"not ({' or '.join(sorted(OPS))})"))
-    return [Step(f"properties_{name}", _py("-m", "pytest", "-q", "-m", _marks(gpus), "-p", "no:cacheprovider",
-                                           "-rfEs", "-k", k, *PROPERTY_TESTS),
-                 env={"MINIMAX_ROCM_HYPOTHESIS_EXAMPLES": str(args.examples)}, echo=tail(20), missing=missing)
-            for name, k in selections]
+        selections.append(("rest", f"not ({' or '.join(sorted(OPS))})", 1))
+    threads = {} if args.jobs == 1 else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.jobs))}
+    steps = []
+    for name, k, shards in selections:
+        shards = min(shards, args.examples)
+        for i in range(shards):
+            examples = args.examples // shards + (i < args.examples % shards)
+            steps.append(Step(f"properties_{name}" + (f"_{i + 1}of{shards}" if shards > 1 else ""),
+                              _py("-m", "pytest", "-q", "-m", _marks(gpus), "-p", "no:cacheprovider", "-rfEs",
+                                  "-k", k, *PROPERTY_TESTS),
+                              env={"MINIMAX_ROCM_HYPOTHESIS_EXAMPLES": str(examples), **threads}, echo=tail(20),
+                              missing=missing))
+    return steps
 
 
 def part_sanitize(args, gpus: int) -> list[Step]:

@@ -84,7 +84,8 @@ def test_op_restricts_tests_bench_and_properties():
     assert b[1:4] == ["-m", "minimax_rocm", "bench"]
     assert b[b.index("--op") + 1] == "router_gemm" and b.count("--op") == 2 and "fused_moe_mxfp8" in b
     assert b[b.index("--json") + 1] == "/o/bench.json"
-    assert [n for n in s if n.startswith("properties")] == ["properties_router_gemm", "properties_fused_moe_mxfp8"]
+    assert [n for n in s if n.startswith("properties")] == ["properties_router_gemm"] + [
+        f"properties_fused_moe_mxfp8_{i}of4" for i in range(1, 5)]
     p = s["properties_router_gemm"].argv
     assert p[p.index("-k") + 1] == "router_gemm"
 
@@ -98,8 +99,13 @@ def test_properties_budget_and_missing_hypothesis(monkeypatch):
     s = steps("properties")["properties_router_gemm"]
     assert s.env == {"MINIMAX_ROCM_HYPOTHESIS_EXAMPLES": "400"}
     assert s.argv[-3:] == list(gc.PROPERTY_TESTS)
-    assert steps("properties", "--examples", "50")["properties_moe_align"].env["MINIMAX_ROCM_HYPOTHESIS_EXAMPLES"] \
-        == "50"
+    examples = lambda *a: [st.env["MINIMAX_ROCM_HYPOTHESIS_EXAMPLES"] for n, st in steps("properties", *a).items()
+                           if n.startswith("properties_fused_moe_") and "mxfp8" not in n]
+    assert examples() == ["100"] * 4 and examples("--examples", "50") == ["13", "13", "12", "12"]
+    assert examples("--examples", "2") == ["1", "1"]    # never a shard of no examples
+    assert "OMP_NUM_THREADS" not in s.env
+    assert steps("properties", "--jobs", "4")["properties_router_gemm"].env["OMP_NUM_THREADS"] \
+        == str(max(1, (gc.os.cpu_count() or 1) // 4))
     real = gc.importlib.util.find_spec
     monkeypatch.setattr(gc.importlib.util, "find_spec", lambda n: None if n == "hypothesis" else real(n))
     assert "hypothesis is not installed" in steps("properties")["properties_topk_reduce"].missing
@@ -108,9 +114,11 @@ def test_properties_budget_and_missing_hypothesis(monkeypatch):
 def test_properties_run_one_step_per_op_and_one_for_the_rest():
     s = steps("properties")
     names = [n for n in s if n.startswith("properties_")]
-    assert names == [f"properties_{op}" for op in sorted(gc.OPS)] + ["properties_rest"]
+    want = [f"properties_{op}" + (f"_{i}of{c.property_shards}" if c.property_shards > 1 else "")
+            for op, c in sorted(gc.OPS.items()) for i in range(1, c.property_shards + 1)]
+    assert names == want + ["properties_rest"]
     k = {n: s[n].argv[s[n].argv.index("-k") + 1] for n in names}
-    assert k["properties_fused_moe"] == "fused_moe and not fused_moe_mxfp8"
+    assert k["properties_fused_moe_1of4"] == k["properties_fused_moe_4of4"] == "fused_moe and not fused_moe_mxfp8"
     assert k["properties_rest"].startswith("not (allreduce_rms_qk or fused_moe or ")
 
 

@@ -24,7 +24,8 @@ Budgets (examples per test; MINIMAX_ROCM_HYPOTHESIS_EXAMPLES overrides all):
   mxfp8_dequant (with mxfp8_fn_to_fnuz), moe_align, layer_weight_formats 100
   each; each op family's bad-input test 60; fused_moe 80; fused_moe_mxfp8 60;
   opcheck 80 over all ops. About 70 s on one core, 55 s with -n 2 (2 cores).
-  GPU (`scripts/gpu_check.sh properties`): 400 per test.
+  GPU (`scripts/gpu_check.sh properties`): 400 per test (moe_align's in two
+  processes of 200, fused_moe's and fused_moe_mxfp8's in four of 100).
 
 The MoE tests draw moderate magnitudes (no largest-finite values): their
 GEMMs accumulate in fp32 and store bf16 intermediates, so products past
