@@ -84,8 +84,8 @@ def gpu_arch(index: int) -> str:
 
 
 def nvidia_capability(device: torch.device) -> Optional[tuple[int, int]]:
-    """(major, minor) of the NVIDIA GPU `device` is; None on a ROCm build and
-    off the GPU (CPU tensors, Triton's interpreter). The one test behind the
+    """(major, minor) of `device` when it is an NVIDIA GPU; None on a ROCm
+    build and off the GPU (CPU tensors, Triton's interpreter). The one test behind the
     NVIDIA-only instructions (wgmma, TMA, PDL, PTX fp8 conversions)."""
     if device.type != "cuda" or torch.version.hip:
         return None
