@@ -25,6 +25,9 @@ from minimax_rocm.integrations.vllm import replay
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_engine  # noqa: E402  (the tiny checkpoint, shared with the engine runs)
 
+# the server is local: no proxy from the environment may stand between
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 HERE = Path(__file__).resolve().parent
 # Greedy tokens must agree, and every top-5 logprob both runs report within
 # this. The plugin's ops compute the norm, the router and the experts in
@@ -163,7 +166,7 @@ def server(tmp_path_factory):
             assert p.poll() is None, f"the server exited ({p.returncode}):\n{log.read_text()[-6000:]}"
             assert time.monotonic() < deadline, f"the server did not come up:\n{log.read_text()[-6000:]}"
             try:
-                with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                with _LOCAL.open(url + "/health", timeout=5) as r:
                     if r.status == 200:
                         break
             except OSError:
@@ -184,7 +187,7 @@ def test_served_completions_run_our_ops_and_match_the_engine(server, engine):
                 logprobs=5, return_token_ids=True)
     req = urllib.request.Request(url + "/v1/completions", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=300) as r:
+    with _LOCAL.open(req, timeout=300) as r:
         choices = sorted(json.loads(r.read())["choices"], key=lambda c: c["index"])
     served = dict(outputs=[dict(tokens=c["token_ids"],
                                 logprobs=[{str(int(t[1:])): v for t, v in top.items()}
