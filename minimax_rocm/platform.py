@@ -10,6 +10,7 @@ Environment:
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -89,7 +90,13 @@ def nvidia_capability(device: torch.device) -> Optional[tuple[int, int]]:
     NVIDIA-only instructions (wgmma, TMA, PDL, PTX fp8 conversions)."""
     if device.type != "cuda" or torch.version.hip:
         return None
-    return torch.cuda.get_device_capability(device)
+    return _cuda_capability(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_capability(index: int) -> tuple[int, int]:
+    # asked at kernel launches; a device's capability never changes
+    return torch.cuda.get_device_capability(index)
 
 
 def device_arch(device: torch.device) -> str:

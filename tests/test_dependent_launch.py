@@ -2,6 +2,7 @@
 ever travel together, and only where the GPU supports them."""
 import torch
 
+from minimax_rocm import platform
 from minimax_rocm.triton import dependent_launch as dl
 
 HAS_GPU = torch.cuda.is_available()
@@ -36,16 +37,16 @@ def test_native_kernels_follow_the_same_switch(monkeypatch):
     monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.delenv("MINIMAX_ROCM_PDL", raising=False)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
+    monkeypatch.setattr(platform, "_cuda_capability", lambda index: (9, 0))
     monkeypatch.setattr(dl, "gdc_wait", None)          # a Triton without the ops: natives still may
     dev = torch.device("cuda", 0)
     assert dl.enabled(dev, triton_kernel=False)
     assert not dl.enabled(dev)                         # ... Triton kernels may not
     with dl.forced(False):
         assert not dl.enabled(dev, triton_kernel=False)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))
+    monkeypatch.setattr(platform, "_cuda_capability", lambda index: (8, 0))
     assert not dl.enabled(dev, triton_kernel=False)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
+    monkeypatch.setattr(platform, "_cuda_capability", lambda index: (9, 0))
     monkeypatch.setenv("MINIMAX_ROCM_PDL", "0")
     assert not dl.enabled(dev, triton_kernel=False)
     assert not dl.enabled(torch.device("cpu"), triton_kernel=False)

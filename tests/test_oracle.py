@@ -167,10 +167,14 @@ def test_arch_family_maps_relatives():
     assert oracle.arch_family("sm120") == "sm100"
 
 
-def test_nvidia_capability_only_for_an_nvidia_gpu(monkeypatch):
+def test_nvidia_capability_only_for_an_nvidia_gpu(monkeypatch, request):
     import torch
+    from minimax_rocm import platform
     from minimax_rocm.platform import nvidia_capability
     assert nvidia_capability(torch.device("cpu")) is None
+    # the fake capability below must neither meet a cached one nor outlive the test
+    platform._cuda_capability.cache_clear()
+    request.addfinalizer(platform._cuda_capability.cache_clear)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     monkeypatch.setattr(torch.version, "hip", None)
     assert nvidia_capability(torch.device("cuda", 0)) == (9, 0)

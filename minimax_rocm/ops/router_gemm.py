@@ -1,7 +1,6 @@
 """router_gemm: MoE gate logits in fp32 from bf16 or fp32 activations."""
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
@@ -97,15 +96,9 @@ def splitk_workspace(device: torch.device, num_experts: int) -> tuple[torch.Tens
     return ws[0], ws[1]
 
 
-@functools.lru_cache(maxsize=None)
-def _tc_capable(device_index: int) -> bool:
-    return (nvidia_capability(torch.device("cuda", device_index)) or (0, 0)) >= (9, 0)
-
-
 def tc_available(device: torch.device) -> bool:
     """router_gemm_tc runs here: NVIDIA sm90+ (thread-block clusters)."""
-    return device.type == "cuda" and _tc_capable(device.index if device.index is not None
-                                                  else torch.cuda.current_device())
+    return (nvidia_capability(device) or (0, 0)) >= (9, 0)
 
 
 @ROUTER_GEMM.impl("hip")

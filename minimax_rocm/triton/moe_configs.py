@@ -134,6 +134,10 @@ SM90_PREFILL = (
     PrefillTiles(256, Tile(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3, progs_per_cu=1, group_m=8),
                  replace(SM90_PREFILL_GEMM2, tma_w=True)),
 )
+# gfx942's prefill tiles, which gfx950 shares (reasoned, not measured: the entries say why):
+# 128 x 64 for both GEMMs from 128 rows per expert
+GFX942_PREFILL = (PrefillTiles(128, *[Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2,
+                                          progs_per_cu=2, group_m=8)] * 2),)
 # measured on H100 (moe_prefill sweep-mxfp8, M3 / M2 EP8, T=4096 / 16384): 0.72-0.83x the BF16 MoE against
 # 0.53-0.62x with the BF16 prefill tiles at fp8 widths (upcast dots are BF16 MMAs)
 SM90_MXFP8_PREFILL = Tile(block_m=128, block_n=128, block_k=128, num_warps=8, num_stages=3, progs_per_cu=1, group_m=8)
@@ -250,8 +254,7 @@ ARCHS: dict[str, ArchMoe] = {
         # Groups of 8 M blocks sweep the N tiles (group_m): the gathered
         # activations of a prefill step outgrow the 4 MB L2 of an XCD, as
         # they outgrew the H100's 50 MB (measured there: 1.2-1.6x).
-        prefill=(PrefillTiles(128, *[Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2,
-                                          progs_per_cu=2, group_m=8)] * 2),),
+        prefill=GFX942_PREFILL,
         why_prefill="reasoned from LDS (2 x 32 KB per CU) and VGPR budgets; AOT-compiled, not measured",
         # gfx942 has fp8 MFMA (v_mfma_f32_16x16x32_fp8_fp8) and no bf16 fast
         # path for fp8 inputs; the issue asks for fp8 MFMA. Not measured (no
@@ -271,8 +274,7 @@ ARCHS: dict[str, ArchMoe] = {
         # Prefill: gfx942's tiles (ridge 2.5 PFLOP/s bf16 / 8 TB/s = 312 rows
         # per expert). A deeper K step (BLOCK_K 128, a 64 KB stage of the 160
         # KB LDS) spilled in the MXFP8 GEMMs, whose fp8 BLOCK_K doubles to 256.
-        prefill=(PrefillTiles(128, *[Tile(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=2,
-                                          progs_per_cu=2, group_m=8)] * 2),),
+        prefill=GFX942_PREFILL,
         why_prefill="reasoned as gfx942 (VGPR budget of the fp8 GEMMs); AOT-compiled, not measured",
         # MX hardware: tl.dot_scaled lowers to v_mfma_scale_f32_32x32x64_f8f6f4
         # (16x16x128 at 16 rows), both e8m0 scales applied per 32-wide block
