@@ -88,11 +88,12 @@ def moe_kernel(plat: oracle.Platform, row: dict, model: str, ep: int, tp: int, t
     if row["path"] == "native_mxfp8":
         p = mx.plan_shape(plat.arch, plat.cu_count, **size)
     else:
-        p = bf16.plan_shape(plat.arch, plat.cu_count, **size)
+        p = bf16.plan_shape(plat.arch, plat.cu_count, tokens=tokens, **size)
     t1, t2 = p["tile1"], p["tile2"]
     dot = f" {p['dot']}" if "dot" in p else ""
+    blocks = " per-route blocks" if p.get("per_route") else ""
     return (f"BM={p['block_m']} g1 {t1.block_n}x{t1.block_k}/{t1.num_stages}st "
-            f"g2 {t2.block_n}x{t2.block_k}/{t2.num_stages}st{dot}")
+            f"g2 {t2.block_n}x{t2.block_k}/{t2.num_stages}st{dot}{blocks}")
 
 
 def explain(arch: str | None = None, model: str = "minimax-m2", ep: int = 1, tp: int = 1,

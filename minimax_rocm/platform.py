@@ -99,6 +99,12 @@ def _cuda_capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
+def graph_capturing() -> bool:
+    """Whether the current CUDA/HIP stream is capturing a graph: no host syncs
+    then, and a tensor made now lives in the graph's memory pool."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def device_arch(device: torch.device) -> str:
     """The arch whose tables serve tensors on `device`: "cpu" off the GPU
     (Triton's interpreter), else MINIMAX_ROCM_ARCH where set, else the GPU's."""

@@ -110,6 +110,38 @@ def test_out_of_range_ids_rejected_by_op_and_harmless_in_kernels():
         assert R.rel_error(out, _ref(hidden, w13, w2, tw, clean, emap, "silu")) < FP32_TOL
 
 
+def _no_alignment(*args):
+    raise AssertionError("one token: the routes must not be aligned")
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+@pytest.mark.parametrize("ep,rank", [(1, 0), (2, 1), (4, 3)])
+def test_one_token_each_route_its_own_block(fuse, ep, rank):
+    # T = 1: no alignment; the GEMMs map the global ids (remote routes skipped)
+    E, k = 8, 3
+    emap = expert_map(E, ep, rank) if ep > 1 else None
+    hidden, w13, w2, tw, ids = _args(T=1, E=E, k=k, E_loc=E // ep)
+    assert tri.plan(hidden, w13, ids, emap)["per_route"]
+    out = tri.fused_moe(hidden, w13, w2, tw, ids, emap, "swiglu_oai", fuse_act=fuse, align=_no_alignment)
+    assert R.rel_error(out, _ref(hidden, w13, w2, tw, ids, emap, "swiglu_oai")) < FP32_TOL
+    # an expert named twice (not from a top-k router, but valid) and ids no
+    # expert has are each their own block too: read twice / skipped
+    for bad in ([[5, 5, 6]], [[-1, 7, 1 << 20]]):
+        bad = torch.tensor(bad, dtype=torch.int32)
+        clean = bad.clamp(0, E - 1)
+        keep = ((bad >= 0) & (bad < E)).double()
+        out = tri.fused_moe(hidden, w13, w2, tw, bad, emap, "silu", fuse_act=fuse, align=_no_alignment)
+        assert R.rel_error(out, _ref(hidden, w13, w2, tw * keep, clean, emap, "silu")) < FP32_TOL
+
+
+def test_two_tokens_are_aligned():
+    hidden, w13, w2, tw, ids = _args(T=2, E=8, k=2)
+    assert not tri.plan(hidden, w13, ids, None)["per_route"]
+    with pytest.raises(AssertionError, match="must not be aligned"):
+        tri.fused_moe(hidden, w13, w2, tw, ids, None, "silu", align=_no_alignment)
+    assert not tri.plan(hidden[:1], w13, ids[:1], None, variant="before")["per_route"]
+
+
 def test_tiles_uneven_shapes_swap_ab_and_block_m():
     # K = 40 and N = I = 24 are not multiples of the 16-wide tiles: masked
     # edges; swap_ab computes C^T; BLOCK_M 32 and 64 regroup the rows.
@@ -286,7 +318,7 @@ def test_gpu_other_configurations(model, T, variant, fuse, gpu_weights):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("T", [216, 8192])    # decode; the second prefill tier (GEMM2 K = 384 by TMA)
+@pytest.mark.parametrize("T", [1, 216, 8192])    # per-route blocks; decode; the second prefill tier (TMA GEMM2)
 def test_gpu_m3_tp8_shape_all_experts_local(T):
     H, I, E, k = 6144, 384, 128, 4
     g = torch.Generator(device="cuda").manual_seed(7)
@@ -296,3 +328,28 @@ def test_gpu_m3_tp8_shape_all_experts_local(T):
     tw, ids = R.minimax_route(torch.randn(T, E, device="cuda"), None, k)
     out = tri.fused_moe(hidden, w13, w2, tw.float(), ids, None, "swiglu_oai")
     assert R.rel_error(out, _ref(hidden, w13, w2, tw, ids, None, "swiglu_oai")) < BF16_TOL
+
+
+@pytest.mark.gpu
+def test_gpu_one_token_captured_in_a_cuda_graph():
+    # Per-route index tensors made during a capture belong to that graph: not
+    # cached, and the replays (new inputs copied in) still match float64.
+    H, I, E, k = 256, 128, 16, 4
+    hidden, w13, w2, tw, ids = _args(T=1, H=H, I=I, E=E, k=k, dtype=torch.bfloat16, device="cuda")
+    tw = tw.float()
+    run = lambda: tri.fused_moe(hidden, w13, w2, tw, ids, None, "swiglu_oai")   # noqa: E731
+    run()                                              # compiles outside the capture
+    tri._PER_ROUTE_INDEX.clear()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
+    assert not tri._PER_ROUTE_INDEX
+    for _ in range(2):
+        fresh = _args(T=1, H=H, I=I, E=E, k=k, dtype=torch.bfloat16, device="cuda")
+        hidden.copy_(fresh[0])
+        ids.copy_(fresh[4])
+        graph.replay()
+        torch.cuda.synchronize()
+        assert R.rel_error(out, _ref(hidden, w13, w2, tw, ids, None, "swiglu_oai")) < BF16_TOL
+    run()
+    assert len(tri._PER_ROUTE_INDEX) == 1

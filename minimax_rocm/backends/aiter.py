@@ -53,6 +53,8 @@ from typing import Callable, Optional
 
 import torch
 
+from ..platform import graph_capturing
+
 # The AITER release the contract was checked against (the only amd-aiter on
 # PyPI when written). Bump it together with a green tests/test_aiter_contract.py.
 PINNED_VERSION = "0.1.7.post2.dev18"
@@ -120,10 +122,6 @@ def _fall_through(op: str, problem, why: str, args: tuple):
         raise oracle.BackendUnavailable(f"{op}: aiter declined ({why}) and no other backend is usable")
     _common.LAST_BACKEND[op] = f"{nxt.backend}{'/' + nxt.path if nxt.path else ''} (aiter declined: {why})"
     return oracle.impl(op, nxt.backend)(*args)
-
-
-def _capturing() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 # --------------------------------------------------------------------------- #
@@ -229,7 +227,7 @@ def moe_call_declines(hidden, w13, w2, activation, layout, variant) -> Optional[
     if H % MOE_HIDDEN_MULTIPLE or inter % MOE_INTER_MULTIPLE:
         return f"hidden {H} / intermediate {inter} not multiples of {MOE_HIDDEN_MULTIPLE} / {MOE_INTER_MULTIPLE}"
     if _prepared(w13, w2) is None:
-        if os.environ.get(AUTO_PREPARE_ENV) == "1" and not _capturing() and available():
+        if os.environ.get(AUTO_PREPARE_ENV) == "1" and not graph_capturing() and available():
             prepare_moe_weights(w13, w2)
         else:
             return "weights not in AITER's shuffled layout (call backends.aiter.prepare_moe_weights at load)"
@@ -256,7 +254,7 @@ def local_routes(topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
     if mask is None:
         mask = torch.ones(num_local + 1, dtype=torch.int32, device=topk_ids.device)
         mask[num_local] = 0
-        if not _capturing():  # a tensor made during capture belongs to that graph's pool
+        if not graph_capturing():  # a tensor made during capture belongs to that graph's pool
             _MASKS[key] = mask
     return ids, mask
 

@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from .. import oracle, reference
+from ..platform import graph_capturing
 from ._common import check_choice, check_tensor, fail, on_gpu, run
 from .spec import Float, Int, Str, Tensor, declare_op
 
@@ -16,10 +17,6 @@ LAYOUTS = ("split", "interleaved")
 VARIANTS = ("auto", "sparse_local", "before")
 FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 ID_DTYPES = (torch.int32, torch.int64)
-
-
-def _capturing() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def check_routing(op: str, topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
@@ -41,7 +38,7 @@ def check_routing(op: str, topk_ids: torch.Tensor, expert_map: Optional[torch.Te
         num_global = expert_map.shape[0]
         if num_global < num_local_experts:
             fail(op, "expert_map", f"maps {num_global} global experts, fewer than {num_local_experts} local ones")
-    if isinstance(topk_ids, torch._subclasses.FakeTensor) or _capturing():
+    if isinstance(topk_ids, torch._subclasses.FakeTensor) or graph_capturing():
         return
     if topk_ids.numel():
         lo, hi = int(topk_ids.min()), int(topk_ids.max())

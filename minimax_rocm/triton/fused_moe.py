@@ -34,7 +34,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .. import reference
-from ..platform import device_arch, nvidia_capability
+from ..platform import device_arch, graph_capturing, nvidia_capability
 from . import moe_configs
 from .elementwise import ACT_IDS, act_math, glu
 from .moe_align import local_expert, moe_align
@@ -287,14 +287,15 @@ def plan(hidden: torch.Tensor, w13: torch.Tensor, topk_ids: torch.Tensor, expert
     E_loc, two_i, H = w13.shape
     E_glob = E_loc if expert_map is None else expert_map.shape[0]
     return plan_shape(device_arch(hidden.device), cu_count(hidden.device), H=H, I=two_i // 2, E_glob=E_glob,
-                      E_loc=E_loc, routes=topk_ids.numel(), variant=variant, fuse_act=fuse_act, block_m=block_m,
+                      E_loc=E_loc, routes=topk_ids.numel(), tokens=topk_ids.shape[0], variant=variant, fuse_act=fuse_act, block_m=block_m,
                       tile1=tile1, tile2=tile2)
 
 
-def plan_shape(arch: str, cus: int, *, H: int, I: int, E_glob: int, E_loc: int, routes: int,
+def plan_shape(arch: str, cus: int, *, H: int, I: int, E_glob: int, E_loc: int, routes: int, tokens: int = 0,
                variant: str = "sparse_local", fuse_act: Optional[bool] = None, block_m: Optional[int] = None,
                tile1: Optional[moe_configs.Tile] = None, tile2: Optional[moe_configs.Tile] = None) -> dict:
-    """plan() from sizes alone: what `explain` shows for a target."""
+    """plan() from sizes alone: what `explain` shows for a target (tokens 0:
+    not known, so the alignment runs)."""
     ent = moe_configs.arch_entry(arch)
     before = variant == "before"
     if before:
@@ -310,8 +311,32 @@ def plan_shape(arch: str, cus: int, *, H: int, I: int, E_glob: int, E_loc: int, 
                   cu_count=cus, before=before)
     t1 = moe_configs.choose(arch, "gemm1", N=I if fuse else 2 * I, K=H, override=tile1, **common)
     t2 = moe_configs.choose(arch, "gemm2", N=H, K=I, override=tile2, **common)
+    per_route = not before and 0 < tokens <= ent.per_route_max_tokens
     return dict(arch=arch, variant=variant, fuse_act=fuse, block_m=bm, tile1=t1, tile2=t2,
-                align_experts=e_count)
+                align_experts=e_count, per_route=per_route)
+
+
+_PER_ROUTE_INDEX: dict = {}
+
+
+def per_route_blocks(topk_ids: torch.Tensor, block_m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The alignment's three outputs with each route its own block (its row
+    first, padding after): sorted ids, the blocks' GLOBAL expert ids (the
+    routing itself: the GEMMs map them, `map_blocks`) and the padded row
+    count. The two index tensors depend on the route count alone, so they are
+    made once per device, never while a graph is captured (they would live
+    in its memory pool)."""
+    routes = topk_ids.numel()
+    key = (topk_ids.device, routes, block_m)
+    index = _PER_ROUTE_INDEX.get(key)
+    if index is None:
+        i32 = dict(dtype=torch.int32, device=topk_ids.device)
+        sorted_ids = torch.full((routes, block_m), routes, **i32)
+        sorted_ids[:, 0] = torch.arange(routes, **i32)
+        index = (sorted_ids.view(-1), torch.full((1,), routes * block_m, **i32))
+        if not graph_capturing():
+            _PER_ROUTE_INDEX[key] = index
+    return index[0], topk_ids.reshape(-1), index[1]
 
 
 def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
@@ -348,13 +373,15 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
     tw = topk_weights.reshape(-1)
 
     align = align or moe_align
-    if before:   # global alignment: blocks carry GLOBAL expert ids
+    if p["per_route"]:
+        sorted_ids, block_ids, npost = per_route_blocks(topk_ids, bm)
+    elif before:   # global alignment: blocks carry GLOBAL expert ids
         sorted_ids, block_ids, npost = align(topk_ids, bm, None, E_glob)
     else:
         sorted_ids, block_ids, npost = align(topk_ids, bm, expert_map, E_loc)
     rows = sorted_ids.shape[0]
-    g = dict(expert_map=expert_map, num_routes=routes, top_k=k, map_blocks=before, num_global=E_glob,
-             alpha=alpha, limit=limit)
+    g = dict(expert_map=expert_map, num_routes=routes, top_k=k, map_blocks=before or p["per_route"],
+             num_global=E_glob, alpha=alpha, limit=limit)
 
     if p["fuse_act"]:
         a1 = _buffer((rows, I), hidden.dtype, hidden.device)
@@ -364,10 +391,10 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
         h1 = _buffer((rows, 2 * I), hidden.dtype, hidden.device)
         gemm(hidden, w13, h1, sorted_ids, block_ids, npost, topk_w=None, N=2 * I, tile=p["tile1"],
              a_by_token=True, c_by_route=False, **g)
-        # ("before": blocks of remote experts, which GEMM1 leaves unwritten, are skipped)
+        # (global block ids: blocks of remote experts, which GEMM1 leaves unwritten, are skipped)
         a1 = glu(h1, activation, layout, alpha, limit, row_count=npost,
                  out=_buffer((rows, I), hidden.dtype, hidden.device),
-                 blocks=(block_ids, bm, expert_map, E_loc) if before else None)
+                 blocks=(block_ids, bm, expert_map, E_loc) if g["map_blocks"] else None)
 
     y = _buffer((routes, H), hidden.dtype, hidden.device)
     gemm(a1, w2, y, sorted_ids, block_ids, npost, topk_w=None if before else tw, N=H, tile=p["tile2"],
@@ -434,6 +461,9 @@ def aot_specs():
                 per_target=per_target("gemm1")),
         # M2: silu-and-mul, interleaved layout exercised too
         AotSpec("moe_gemm1[silu,interleaved,fused]", _moe_gemm_kernel, sig, dict(base, ACT=1, INTERLEAVED=True),
+                matmul=True, per_target=per_target("gemm1")),
+        # one token: each route its own block, GLOBAL block expert ids mapped in the kernel
+        AotSpec("moe_gemm1[swiglu_oai,split,fused,per-route]", _moe_gemm_kernel, sig, dict(base, MAP_BLOCKS=True),
                 matmul=True, per_target=per_target("gemm1")),
         # unfused GEMM1 (2I columns, separate activation kernel)
         AotSpec("moe_gemm1[unfused]", _moe_gemm_kernel, sig, dict(base, ACT=0), matmul=True,
