@@ -1,6 +1,5 @@
 """The oracle: platforms, the rule table, forcing, MoE paths; never an
 unavailable backend."""
-import dataclasses
 import itertools
 
 import pytest
