@@ -134,12 +134,17 @@ def test_one_token_each_route_its_own_block(fuse, ep, rank):
         assert R.rel_error(out, _ref(hidden, w13, w2, tw * keep, clean, emap, "silu")) < FP32_TOL
 
 
-def test_two_tokens_are_aligned():
+def test_two_tokens_are_aligned_unless_told():
     hidden, w13, w2, tw, ids = _args(T=2, E=8, k=2)
     assert not tri.plan(hidden, w13, ids, None)["per_route"]
     with pytest.raises(AssertionError, match="must not be aligned"):
         tri.fused_moe(hidden, w13, w2, tw, ids, None, "silu", align=_no_alignment)
     assert not tri.plan(hidden[:1], w13, ids[:1], None, variant="before")["per_route"]
+    assert not tri.plan(hidden[:1], w13, ids[:1], None, per_route=False)["per_route"]
+    # told to, several tokens run per-route too (an expert two tokens share is read twice)
+    ids[1] = ids[0]
+    out = tri.fused_moe(hidden, w13, w2, tw, ids, None, "silu", per_route=True, align=_no_alignment)
+    assert R.rel_error(out, _ref(hidden, w13, w2, tw, ids, None, "silu")) < FP32_TOL
 
 
 def test_tiles_uneven_shapes_swap_ab_and_block_m():
@@ -326,7 +331,7 @@ def test_gpu_m3_tp8_shape_all_experts_local(T):
     w2 = (torch.randn(E, H, I, device="cuda", generator=g) / I ** 0.5).to(torch.bfloat16)
     hidden = torch.randn(T, H, device="cuda").to(torch.bfloat16)
     tw, ids = R.minimax_route(torch.randn(T, E, device="cuda"), None, k)
-    out = tri.fused_moe(hidden, w13, w2, tw.float(), ids, None, "swiglu_oai")
+    out = tri.fused_moe(hidden, w13, w2, tw.float(), ids, None, "swiglu_oai", per_route=T == 1)
     assert R.rel_error(out, _ref(hidden, w13, w2, tw, ids, None, "swiglu_oai")) < BF16_TOL
 
 
@@ -337,7 +342,7 @@ def test_gpu_one_token_captured_in_a_cuda_graph():
     H, I, E, k = 256, 128, 16, 4
     hidden, w13, w2, tw, ids = _args(T=1, H=H, I=I, E=E, k=k, dtype=torch.bfloat16, device="cuda")
     tw = tw.float()
-    run = lambda: tri.fused_moe(hidden, w13, w2, tw, ids, None, "swiglu_oai")   # noqa: E731
+    run = lambda: tri.fused_moe(hidden, w13, w2, tw, ids, None, "swiglu_oai", per_route=True)   # noqa: E731
     run()                                              # compiles outside the capture
     tri._PER_ROUTE_INDEX.clear()
     graph = torch.cuda.CUDAGraph()

@@ -11,7 +11,9 @@ for its slowest rank, and at T = 1 most ranks have nothing to do.
 
 Rows: ours (sparse-local, the per-arch table's configuration), ours with the
 other activation placement (fused <-> separate kernel: the measurement behind
-the table's `fuse_act`), the "before" configuration of the same kernels
+the table's `fuse_act`), at T = 1 ours with the other block layout
+(per-route blocks <-> the alignment: the measurement behind the table's
+`per_route_max_tokens`), the "before" configuration of the same kernels
 (global alignment, 64-row tiles, separate activation, weights in the
 reduction; the [base] row), torch._grouped_mm + torch SwiGLU-OAI +
 index_add_, and a per-expert loop. The two torch baselines get this rank's
@@ -168,6 +170,11 @@ def bench(ctx: Context) -> list[Row]:
             other = "separate act" if p["fuse_act"] else "fused"
             rows.append(Row("fused_moe", case, f"ours sparse_local BM={p['block_m']} ({other})",
                             time_us(lambda: ours(not p["fuse_act"]), **tk), nbytes, note=note))
+            if T == 1:     # each route its own block, against the alignment (the table's per_route_max_tokens)
+                blocks = "aligned" if p["per_route"] else "per-route blocks"
+                rows.append(Row("fused_moe", case, f"ours sparse_local BM={p['block_m']} ({label}, {blocks})",
+                                time_us(lambda: served_moe(hidden, w13, w2, tw, ids, emap, act, variant="sparse_local",
+                                                           per_route=not p["per_route"]), **tk), nbytes, note=note))
             ref = ours().float()
 
             def agree(out) -> str:   # every row's output checked against ours (verified by the tests)

@@ -282,20 +282,22 @@ def _buffer(shape, dtype, device) -> torch.Tensor:
 
 def plan(hidden: torch.Tensor, w13: torch.Tensor, topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
          variant: str = "sparse_local", fuse_act: Optional[bool] = None, block_m: Optional[int] = None,
-         tile1: Optional[moe_configs.Tile] = None, tile2: Optional[moe_configs.Tile] = None) -> dict:
+         tile1: Optional[moe_configs.Tile] = None, tile2: Optional[moe_configs.Tile] = None,
+         per_route: Optional[bool] = None) -> dict:
     """The configuration the driver runs (tiles from the per-arch table)."""
     E_loc, two_i, H = w13.shape
     E_glob = E_loc if expert_map is None else expert_map.shape[0]
     return plan_shape(device_arch(hidden.device), cu_count(hidden.device), H=H, I=two_i // 2, E_glob=E_glob,
                       E_loc=E_loc, routes=topk_ids.numel(), tokens=topk_ids.shape[0], variant=variant, fuse_act=fuse_act, block_m=block_m,
-                      tile1=tile1, tile2=tile2)
+                      tile1=tile1, tile2=tile2, per_route=per_route)
 
 
 def plan_shape(arch: str, cus: int, *, H: int, I: int, E_glob: int, E_loc: int, routes: int, tokens: int = 0,
                variant: str = "sparse_local", fuse_act: Optional[bool] = None, block_m: Optional[int] = None,
-               tile1: Optional[moe_configs.Tile] = None, tile2: Optional[moe_configs.Tile] = None) -> dict:
+               tile1: Optional[moe_configs.Tile] = None, tile2: Optional[moe_configs.Tile] = None,
+               per_route: Optional[bool] = None) -> dict:
     """plan() from sizes alone: what `explain` shows for a target (tokens 0:
-    not known, so the alignment runs)."""
+    not known, so the table's per-route blocks are off)."""
     ent = moe_configs.arch_entry(arch)
     before = variant == "before"
     if before:
@@ -311,7 +313,9 @@ def plan_shape(arch: str, cus: int, *, H: int, I: int, E_glob: int, E_loc: int, 
                   cu_count=cus, before=before)
     t1 = moe_configs.choose(arch, "gemm1", N=I if fuse else 2 * I, K=H, override=tile1, **common)
     t2 = moe_configs.choose(arch, "gemm2", N=H, K=I, override=tile2, **common)
-    per_route = not before and 0 < tokens <= ent.per_route_max_tokens
+    if per_route is None:
+        per_route = 0 < tokens <= ent.per_route_max_tokens
+    per_route = per_route and not before
     return dict(arch=arch, variant=variant, fuse_act=fuse, block_m=bm, tile1=t1, tile2=t2,
                 align_experts=e_count, per_route=per_route)
 
@@ -345,11 +349,12 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
               limit: float = reference.SWIGLU_OAI_LIMIT, variant: str = "sparse_local",
               fuse_act: Optional[bool] = None, block_m: Optional[int] = None,
               tile1: Optional[moe_configs.Tile] = None, tile2: Optional[moe_configs.Tile] = None,
-              align: Optional[Callable] = None) -> torch.Tensor:
+              per_route: Optional[bool] = None, align: Optional[Callable] = None) -> torch.Tensor:
     """This rank's partial `[T, H]` (hidden's dtype). Inputs as the op checks
     them (contiguous; topk_ids GLOBAL ids; expert_map global -> local or -1).
     variant "sparse_local" (default; "auto" means the same) or "before";
-    fuse_act / block_m / tile1 / tile2 override the per-arch table.
+    fuse_act / block_m / tile1 / tile2 / per_route (each route its own
+    block, no alignment) override the per-arch table.
     `align(topk_ids, block_m, expert_map, num_local_experts)` aligns the
     routes: the op layer passes the oracle's choice, the default is this
     package's Triton alignment."""
@@ -365,7 +370,7 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_we
     k = topk_ids.shape[1]
     routes = topk_ids.numel()
     E_glob = E_loc if expert_map is None else expert_map.shape[0]
-    p = plan(hidden, w13, topk_ids, expert_map, variant, fuse_act, block_m, tile1, tile2)
+    p = plan(hidden, w13, topk_ids, expert_map, variant, fuse_act, block_m, tile1, tile2, per_route)
     before = variant == "before"
     bm = p["block_m"]
     act = ACT_IDS[activation]

@@ -71,9 +71,9 @@ class ArchMoe:
     # Up to this many tokens each route is its own block (no alignment
     # kernels: the GEMMs map global expert ids themselves). One token's routes
     # are distinct experts, so every touched weight is still read once.
-    per_route_max_tokens: int = 1
-    why_per_route: str = ("one token: the alignment's launches are a fifth of the step and save no weight "
-                          "reads (H100, M3 TP8 T=1: count + offsets + place 7.2 of 39 us)")
+    per_route_max_tokens: int = 0
+    why_per_route: str = ("not measured: the alignment at every size (at one token its three launches took "
+                          "7.2 of 39 us, H100, M3 TP8; bench fused_moe times both at T=1)")
     # BLOCK_M by expected rows per active expert: first (max_rows, block_m) that fits
     block_m_by_rows: tuple[tuple[float, int], ...] = ((24.0, 16), (math.inf, 64))
     # pipeline stages of the sparse GEMMs when BLOCK_M >= 64 (bigger A tiles)
@@ -300,6 +300,8 @@ ARCHS: dict[str, ArchMoe] = {
         before=Tile(block_m=64, block_n=16, block_k=16, num_warps=4, num_stages=1, progs_per_cu=1),
         min_items_per_cu=0.0,
         large_m_stages=1,
+        per_route_max_tokens=1,
+        why_per_route="tests cover both",
     ),
 }
 
