@@ -288,8 +288,8 @@ def plan(hidden: torch.Tensor, w13: torch.Tensor, topk_ids: torch.Tensor, expert
     E_loc, two_i, H = w13.shape
     E_glob = E_loc if expert_map is None else expert_map.shape[0]
     return plan_shape(device_arch(hidden.device), cu_count(hidden.device), H=H, I=two_i // 2, E_glob=E_glob,
-                      E_loc=E_loc, routes=topk_ids.numel(), tokens=topk_ids.shape[0], variant=variant, fuse_act=fuse_act, block_m=block_m,
-                      tile1=tile1, tile2=tile2, per_route=per_route)
+                      E_loc=E_loc, routes=topk_ids.numel(), tokens=topk_ids.shape[0], variant=variant,
+                      fuse_act=fuse_act, block_m=block_m, tile1=tile1, tile2=tile2, per_route=per_route)
 
 
 def plan_shape(arch: str, cus: int, *, H: int, I: int, E_glob: int, E_loc: int, routes: int, tokens: int = 0,
