@@ -105,6 +105,18 @@ def graph_capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+def cached_outside_capture(cache: dict, key, make):
+    """cache[key], made by make() where missing and kept only when no graph
+    is being captured (a tensor made during capture belongs to that graph's
+    pool and must not serve later calls)."""
+    value = cache.get(key)
+    if value is None:
+        value = make()
+        if not graph_capturing():
+            cache[key] = value
+    return value
+
+
 def device_arch(device: torch.device) -> str:
     """The arch whose tables serve tensors on `device`: "cpu" off the GPU
     (Triton's interpreter), else MINIMAX_ROCM_ARCH where set, else the GPU's."""

@@ -53,7 +53,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..platform import graph_capturing
+from ..platform import cached_outside_capture, graph_capturing
 
 # The AITER release the contract was checked against (the only amd-aiter on
 # PyPI when written). Bump it together with a green tests/test_aiter_contract.py.
@@ -249,14 +249,12 @@ def local_routes(topk_ids: torch.Tensor, expert_map: Optional[torch.Tensor],
         return topk_ids.to(torch.int32), None
     local = expert_map.long()[topk_ids.long()]
     ids = torch.where(local >= 0, local, num_local).to(torch.int32)
-    key = (num_local, str(topk_ids.device))
-    mask = _MASKS.get(key)
-    if mask is None:
+
+    def make_mask():
         mask = torch.ones(num_local + 1, dtype=torch.int32, device=topk_ids.device)
         mask[num_local] = 0
-        if not graph_capturing():  # a tensor made during capture belongs to that graph's pool
-            _MASKS[key] = mask
-    return ids, mask
+        return mask
+    return ids, cached_outside_capture(_MASKS, (num_local, str(topk_ids.device)), make_mask)
 
 
 def fused_moe(hidden, w13, w2, topk_weights, topk_ids, expert_map, activation, layout, alpha, limit, variant):

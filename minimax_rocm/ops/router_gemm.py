@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import oracle
-from ..platform import nvidia_capability
+from ..platform import graph_capturing, nvidia_capability
 from ._common import aligned16, check_tensor, fail, on_gpu
 from .spec import Tensor, declare_op
 
@@ -73,7 +73,7 @@ def splitk_workspace(device: torch.device, num_experts: int) -> tuple[torch.Tens
     from ..native import ext
     stream = torch.cuda.current_stream(device)
     key = (device.index, num_experts, stream.cuda_stream)
-    capturing = torch.cuda.is_current_stream_capturing()
+    capturing = graph_capturing()
     ws = _SPLITK_WORKSPACES.get(key)
     if ws is None and capturing and key[:2] in _SPLITK_LAST_EAGER:
         # Zeroed already; one made now would be zeroed by a node of this graph only.

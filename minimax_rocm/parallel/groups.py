@@ -6,7 +6,10 @@ import os
 import sys
 from typing import NoReturn, Optional
 
+import torch
 import torch.distributed as dist
+
+from ..platform import graph_capturing
 
 # group_name -> LamportWorkspace opened for that group (the fused QK-norm kernel
 # needs one; without it the oracle takes the NCCL/RCCL path).
@@ -48,8 +51,7 @@ def agree_on_call(op: str, arg: str, tokens: int, error: Optional[Exception], gr
     under CUDA graph capture, where the gathered verdicts could not be read:
     there `error` is raised locally."""
     single = not group_name or group_world_size(group_name) == 1
-    import torch
-    if single or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
+    if single or graph_capturing():
         if error is not None:
             raise error
         return

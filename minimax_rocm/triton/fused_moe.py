@@ -34,7 +34,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .. import reference
-from ..platform import device_arch, graph_capturing, nvidia_capability
+from ..platform import cached_outside_capture, device_arch, nvidia_capability
 from . import moe_configs
 from .elementwise import ACT_IDS, act_math, glu
 from .moe_align import local_expert, moe_align
@@ -331,16 +331,14 @@ def per_route_blocks(topk_ids: torch.Tensor, block_m: int) -> tuple[torch.Tensor
     made once per device, never while a graph is captured (they would live
     in its memory pool)."""
     routes = topk_ids.numel()
-    key = (topk_ids.device, routes, block_m)
-    index = _PER_ROUTE_INDEX.get(key)
-    if index is None:
-        i32 = dict(dtype=torch.int32, device=topk_ids.device)
+    i32 = dict(dtype=torch.int32, device=topk_ids.device)
+
+    def make_index():
         sorted_ids = torch.full((routes, block_m), routes, **i32)
         sorted_ids[:, 0] = torch.arange(routes, **i32)
-        index = (sorted_ids.view(-1), torch.full((1,), routes * block_m, **i32))
-        if not graph_capturing():
-            _PER_ROUTE_INDEX[key] = index
-    return index[0], topk_ids.reshape(-1), index[1]
+        return sorted_ids.view(-1), torch.full((1,), routes * block_m, **i32)
+    sorted_ids, npost = cached_outside_capture(_PER_ROUTE_INDEX, (topk_ids.device, routes, block_m), make_index)
+    return sorted_ids, topk_ids.reshape(-1), npost
 
 
 def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,

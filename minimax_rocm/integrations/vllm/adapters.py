@@ -26,6 +26,7 @@ from ... import oracle
 from ...ops import Mxfp8Experts, allreduce_rms_qk, fused_moe, fused_moe_mxfp8, router_gemm
 from ...ops._common import LAST_BACKEND
 from ...parallel import group_world_size, lamport_workspace
+from ...platform import graph_capturing
 
 RECORD_ENV = "MINIMAX_ROCM_VLLM_RECORD"
 
@@ -48,8 +49,7 @@ def describe(t) -> object:
 def recording() -> bool:
     """Whether calls are recorded now (never inside CUDA-graph capture, where
     reading a value would synchronise)."""
-    return bool(os.environ.get(RECORD_ENV)) and not (
-        torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+    return bool(os.environ.get(RECORD_ENV)) and not graph_capturing()
 
 
 def record(seam: str, op: str, args: dict, values: Optional[dict] = None) -> None:
